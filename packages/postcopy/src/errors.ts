@@ -1,0 +1,46 @@
+// A small error hierarchy with stable codes, in the manner of undici's lib/core/errors.js.
+export type ErrorCode =
+  | 'ERR_PROTOCOL' // malformed frame, bad magic, unknown type, oversized frame
+  | 'ERR_VERSION' // HELLO with a protocol version we do not speak
+  | 'ERR_PAGE_SIZE' // peers disagree on the page size, or it is not supported
+  | 'ERR_OUT_OF_RANGE' // GET outside any region, or too many pages at once
+  | 'ERR_SOURCE_GONE' // the memory source (a process) went away
+  | 'ERR_PEER_CLOSED' // the connection closed before the migration completed
+  | 'ERR_PRIVILEGE' // a missing privilege or kernel feature
+  | 'ERR_UFFD' // userfaultfd failed in a way that loses the fault
+  | 'ERR_TIMEOUT'
+  | 'ERR_INVALID_ARG'
+  | 'ERR_REMOTE'; // the peer sent an ERROR frame
+
+export class PostcopyError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PostcopyError';
+    this.code = code;
+  }
+}
+
+export class ProtocolError extends PostcopyError {
+  constructor(message: string, code: ErrorCode = 'ERR_PROTOCOL') {
+    super(code, message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** An ERROR frame received from the peer, with the peer's stable code. */
+export class RemoteError extends PostcopyError {
+  readonly remoteCode: ErrorCode;
+  constructor(remoteCode: ErrorCode, message: string) {
+    super('ERR_REMOTE', `peer reported ${remoteCode}: ${message}`);
+    this.name = 'RemoteError';
+    this.remoteCode = remoteCode;
+  }
+}
+
+export class PrivilegeError extends PostcopyError {
+  constructor(message: string) {
+    super('ERR_PRIVILEGE', message);
+    this.name = 'PrivilegeError';
+  }
+}

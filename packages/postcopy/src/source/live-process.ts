@@ -1,0 +1,178 @@
+// A frozen live process as a memory source: private anonymous ranges from /proc/PID/maps,
+// read in place with process_vm_readv (no pipes, no copies through another process).
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PostcopyError } from '../errors.js';
+import { C, native } from '../native/index.js';
+import type { RegionInfo } from '../protocol/frames.js';
+import type { MemorySource } from './memory-source.js';
+
+export interface MapsEntry {
+  start: number;
+  end: number;
+  perms: string;
+  inode: number;
+  path: string;
+}
+
+const KERNEL_PAGE = C.PAGE_SIZE;
+
+export function parseMaps(text: string): MapsEntry[] {
+  const out: MapsEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+)\s+(\S{4})\s+\S+\s+\S+\s+(\d+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    out.push({ start: parseInt(m[1], 16), end: parseInt(m[2], 16), perms: m[3], inode: Number(m[4]), path: m[5].trim() });
+  }
+  return out;
+}
+
+/** Private, readable, anonymous: what post-copy has to move (heap, stack, anonymous mmaps). */
+export function isPrivateAnonymous(e: MapsEntry): boolean {
+  if (e.perms[0] !== 'r' || e.perms[3] !== 'p' || e.inode !== 0) return false;
+  return e.path === '' || e.path === '[heap]' || e.path === '[stack]' || e.path.startsWith('[anon:');
+}
+
+export type FreezeMethod = 'sigstop' | 'cgroup' | 'none';
+
+export interface LiveProcessOptions {
+  pageSize?: number;
+  freeze?: FreezeMethod;
+  /** Serve only these ranges; each must lie inside one private anonymous mapping. Default: all of them. */
+  ranges?: { start: number; length: number }[];
+}
+
+function processState(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return null;
+  }
+}
+
+async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new PostcopyError('ERR_TIMEOUT', `timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+function cgroupDir(pid: number): string {
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (!line || line === '0::/') throw new PostcopyError('ERR_INVALID_ARG', `process ${pid} is in the root cgroup, which cannot be frozen`);
+  return `/sys/fs/cgroup${line.slice(3)}`;
+}
+
+export class LiveProcessSource implements MemorySource {
+  readonly pageSize: number;
+  readonly regions: RegionInfo[];
+  #touched: Uint8Array[];
+  #pid: number;
+  #freeze: FreezeMethod;
+  #gone = false;
+
+  private constructor(pid: number, pageSize: number, freeze: FreezeMethod, regions: RegionInfo[], touched: Uint8Array[]) {
+    this.#pid = pid;
+    this.pageSize = pageSize;
+    this.#freeze = freeze;
+    this.regions = regions;
+    this.#touched = touched;
+  }
+
+  get pid(): number {
+    return this.#pid;
+  }
+
+  /** Freezes the process (unless freeze is 'none'), then maps its memory. */
+  static async attach(pid: number, options: LiveProcessOptions = {}): Promise<LiveProcessSource> {
+    const pageSize = options.pageSize ?? 4096;
+    if (pageSize % KERNEL_PAGE !== 0) throw new PostcopyError('ERR_PAGE_SIZE', `page size ${pageSize} is not a multiple of ${KERNEL_PAGE}`);
+    if (processState(pid) === null) throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
+    const freeze = options.freeze ?? 'sigstop';
+    if (freeze === 'sigstop') {
+      process.kill(pid, 'SIGSTOP');
+      await waitFor(() => {
+        const s = processState(pid);
+        if (s === null) throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} exited while being frozen`);
+        return s === 'T' || s === 't';
+      }, 5000, `process ${pid} to stop`);
+    } else if (freeze === 'cgroup') {
+      const dir = cgroupDir(pid);
+      writeFileSync(`${dir}/cgroup.freeze`, '1');
+      await waitFor(() => /frozen 1/.test(readFileSync(`${dir}/cgroup.events`, 'utf8')), 5000, `cgroup ${dir} to freeze`);
+    }
+    const maps = parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8')).filter(isPrivateAnonymous);
+    const wanted = options.ranges ?? maps.map((e) => ({ start: e.start, length: e.end - e.start }));
+    const regions: RegionInfo[] = wanted.map((r, id) => {
+      if (r.start % pageSize !== 0 || r.length % pageSize !== 0 || r.length <= 0)
+        throw new PostcopyError('ERR_PAGE_SIZE', `range 0x${r.start.toString(16)}+${r.length} is not aligned to ${pageSize}`);
+      const inside = maps.some((e) => r.start >= e.start && r.start + r.length <= e.end);
+      if (!inside)
+        throw new PostcopyError('ERR_OUT_OF_RANGE', `range 0x${r.start.toString(16)}+${r.length} is not inside one private anonymous mapping of ${pid}`);
+      return { id, flags: 0, start: r.start, length: r.length };
+    });
+    const touched = regions.map((r) => readTouched(pid, r, pageSize));
+    return new LiveProcessSource(pid, pageSize, freeze, regions, touched);
+  }
+
+  read(region: RegionInfo, firstPage: number, count: number, buf: Uint8Array, offset: number): void {
+    const len = count * this.pageSize;
+    const n = native.processVmReadv(this.#pid, region.start + firstPage * this.pageSize, buf, offset, len);
+    if (n === len) return;
+    if (n === -C.ESRCH || processState(this.#pid) === null) {
+      this.#gone = true;
+      throw new PostcopyError('ERR_SOURCE_GONE', `source process ${this.#pid} is gone`);
+    }
+    throw new PostcopyError('ERR_SOURCE_GONE', `process_vm_readv of ${len} bytes at 0x${(region.start + firstPage * this.pageSize).toString(16)} returned ${n}`);
+  }
+
+  untouched(region: RegionInfo, page: number): boolean {
+    return this.#touched[region.id][page] === 0;
+  }
+
+  /** Lets the process run again (the migration was aborted). */
+  thaw(): void {
+    if (this.#gone) return;
+    if (this.#freeze === 'sigstop') process.kill(this.#pid, 'SIGCONT');
+    else if (this.#freeze === 'cgroup') writeFileSync(`${cgroupDir(this.#pid)}/cgroup.freeze`, '0');
+  }
+
+  /** Ends the source process: the target has every page. */
+  release(): void {
+    if (this.#gone) return;
+    try {
+      process.kill(this.#pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    this.#gone = true;
+  }
+
+  close(): void {}
+}
+
+/** One byte per page: 1 if any kernel page in it is present or swapped (from /proc/PID/pagemap). */
+function readTouched(pid: number, region: RegionInfo, pageSize: number): Uint8Array {
+  const kernelPages = region.length / KERNEL_PAGE;
+  const perPage = pageSize / KERNEL_PAGE;
+  const touched = new Uint8Array(region.length / pageSize);
+  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    const chunkPages = 65536;
+    const buf = Buffer.allocUnsafe(chunkPages * 8);
+    for (let k = 0; k < kernelPages; k += chunkPages) {
+      const n = Math.min(chunkPages, kernelPages - k);
+      const got = readSync(fd, buf, 0, n * 8, ((region.start / KERNEL_PAGE) + k) * 8);
+      if (got !== n * 8) throw new PostcopyError('ERR_SOURCE_GONE', `short pagemap read for process ${pid}`);
+      for (let i = 0; i < n; i++) {
+        // bit 63 present, bit 62 swapped: the high byte is at offset 7
+        if (buf[i * 8 + 7] & 0xc0) touched[Math.floor((k + i) / perPage)] = 1;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return touched;
+}

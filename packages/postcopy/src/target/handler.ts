@@ -1,0 +1,202 @@
+// The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { PostcopyError, type ErrorCode } from '../errors.js';
+import { native } from '../native/index.js';
+import { DEFAULT_PAGE_SIZE } from '../protocol/frames.js';
+import type { Endpoint } from '../transport/transport.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { allPresent, Counter, createSharedState, type Mapping, type SharedState } from './shared-state.js';
+import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
+
+export interface FaultHandlerOptions {
+  endpoint: Endpoint;
+  /** a userfaultfd with every mapping registered in MISSING mode; the handler owns it from now on */
+  uffd: number;
+  mappings: Mapping[];
+  pageSize?: number;
+  /** extra pages fetched after a faulting page (default 0) */
+  readahead?: number;
+  /** background push of every remaining page (default true) */
+  push?: boolean;
+  pushBatch?: number;
+  pushWindow?: number;
+  /** the largest GET the source accepts, in pages (default: 4 MiB worth) */
+  maxGetPages?: number;
+  /** a process whose memory this is: killed on a fatal error, so it never runs on missing pages */
+  targetPid?: number;
+  /** CPU masks for the threads (0 = unpinned) */
+  faultCpuMask?: number;
+  pushCpuMask?: number;
+  logger?: Logger;
+}
+
+export interface Progress {
+  pages: number;
+  present: number;
+  faulted: number;
+  pushed: number;
+  zero: number;
+  raced: number;
+  faults: number;
+}
+
+export interface HandlerReport extends Progress {
+  complete: boolean;
+  latency: LatencySummary | null;
+}
+
+const fromSource = import.meta.url.endsWith('.ts');
+const workerUrl = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url);
+
+function newWorker(workerData: WorkerConfig): Worker {
+  if (!fromSource) return new Worker(workerUrl, { workerData });
+  // Running from TypeScript sources (tests): the thread registers the tsx loader itself.
+  const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(workerUrl.href)}); })`;
+  return new Worker(boot, { eval: true, workerData });
+}
+
+export class FaultHandler extends EventEmitter {
+  readonly pageSize: number;
+  #state: SharedState;
+  #options: FaultHandlerOptions;
+  #stopFd: number;
+  #workers: Worker[] = [];
+  #exited: Promise<void>[] = [];
+  #latency: LatencySummary | null = null;
+  #fatal: PostcopyError | null = null;
+  #stopped: Promise<HandlerReport> | null = null;
+  #done: Promise<HandlerReport>;
+  #resolveDone!: (r: HandlerReport) => void;
+  #rejectDone!: (e: Error) => void;
+  #log: Logger;
+
+  private constructor(options: FaultHandlerOptions) {
+    super();
+    this.#options = options;
+    this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.#state = createSharedState(this.pageSize, options.mappings);
+    // poll(2) on a blocking userfaultfd always reports POLLERR, so the fault thread needs it non-blocking.
+    native.setBlocking(options.uffd, false);
+    this.#stopFd = native.eventfd();
+    this.#log = options.logger ?? silentLogger;
+    this.#done = new Promise((resolve, reject) => {
+      this.#resolveDone = resolve;
+      this.#rejectDone = reject;
+    });
+    this.#done.catch(() => {}); // observed through done()
+  }
+
+  /** Starts the threads and resolves once both are connected to the source. */
+  static async start(options: FaultHandlerOptions): Promise<FaultHandler> {
+    const handler = new FaultHandler(options);
+    await handler.#spawn();
+    return handler;
+  }
+
+  get progress(): Progress {
+    const c = this.#state.counters;
+    return {
+      pages: c[Counter.TOTAL],
+      present: Atomics.load(c, Counter.PRESENT),
+      faulted: Atomics.load(c, Counter.FAULTED),
+      pushed: Atomics.load(c, Counter.PUSHED),
+      zero: Atomics.load(c, Counter.ZERO),
+      raced: Atomics.load(c, Counter.RACED),
+      faults: Atomics.load(c, Counter.FAULTS),
+    };
+  }
+
+  /** Resolves when every page is present (the source has been told it may let go); rejects on a fatal error. */
+  done(): Promise<HandlerReport> {
+    return this.#done;
+  }
+
+  async #spawn(): Promise<void> {
+    const o = this.#options;
+    const maxGetPages = o.maxGetPages ?? Math.max(1, Math.floor((4 << 20) / this.pageSize));
+    const base: Omit<WorkerConfig, 'role' | 'cpuMask'> = {
+      endpoint: o.endpoint,
+      uffd: o.uffd,
+      stopFd: this.#stopFd,
+      pageSize: this.pageSize,
+      mappings: this.#state.mappings,
+      present: this.#state.present,
+      counters: this.#state.counters,
+      readahead: o.readahead ?? 0,
+      maxGetPages,
+      pushBatch: o.pushBatch ?? Math.max(1, Math.floor((256 << 10) / this.pageSize)),
+      pushWindow: o.pushWindow ?? 4,
+    };
+    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0 }];
+    if (o.push ?? true) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
+    const ready = roles.map(
+      (config) =>
+        new Promise<void>((resolve, reject) => {
+          const worker = newWorker(config);
+          this.#workers.push(worker);
+          this.#exited.push(new Promise<void>((done) => worker.once('exit', () => done())));
+          let isReady = false;
+          worker.on('message', (m: WorkerMessage) => {
+            if (m.type === 'ready') {
+              isReady = true;
+              resolve();
+            } else if (m.type === 'complete') this.#onComplete();
+            else if (m.type === 'fatal') {
+              const err = new PostcopyError(m.code as ErrorCode, `${config.role} thread: ${m.message}`);
+              if (!isReady) reject(err);
+              this.#onFatal(err);
+            } else if (m.type === 'stopped' && m.latency) this.#latency = m.latency;
+          });
+          worker.on('error', (err) => {
+            const e = new PostcopyError('ERR_UFFD', `${config.role} thread crashed: ${err.message}`, { cause: err });
+            if (!isReady) reject(e);
+            this.#onFatal(e);
+          });
+        }),
+    );
+    try {
+      await Promise.all(ready);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    if (allPresent(this.#state)) this.#onComplete();
+  }
+
+  #onComplete(): void {
+    if (this.#stopped || !allPresent(this.#state)) return;
+    this.#log.info(this.progress, 'every page is present');
+    this.stop().then(this.#resolveDone, this.#rejectDone);
+  }
+
+  #onFatal(err: PostcopyError): void {
+    if (this.#fatal || allPresent(this.#state)) return;
+    this.#fatal = err;
+    this.#log.error({ code: err.code }, err.message);
+    if (this.#options.targetPid) {
+      try {
+        process.kill(this.#options.targetPid, 'SIGKILL'); // it must never run on pages we could not fetch
+      } catch {
+        // already gone
+      }
+    }
+    this.emit('fatal', err);
+    this.stop().finally(() => this.#rejectDone(err));
+  }
+
+  /** Stops both threads (each tells the source DONE or ABORT) and returns the final report. */
+  stop(): Promise<HandlerReport> {
+    this.#stopped ??= (async () => {
+      Atomics.store(this.#state.counters, Counter.STOP, 1);
+      native.eventfdSignal(this.#stopFd);
+      await Promise.all(this.#exited);
+      native.close(this.#stopFd);
+      const complete = allPresent(this.#state);
+      // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
+      if (complete || this.#options.targetPid) native.close(this.#options.uffd);
+      return { ...this.progress, complete, latency: this.#latency };
+    })();
+    return this.#stopped;
+  }
+}

@@ -1,0 +1,214 @@
+// Fault and push threads. Each owns one blocking connection and never yields to an event loop
+// on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
+import { createHistogram } from 'node:perf_hooks';
+import { parentPort, workerData } from 'node:worker_threads';
+import { PostcopyError } from '../errors.js';
+import { C, native } from '../native/index.js';
+import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
+import type { Endpoint } from '../transport/transport.js';
+import { BlockingChannel } from './channel.js';
+import { allPresent, Counter, findMapping, installPages, type Mapping, type SharedState } from './shared-state.js';
+
+export interface WorkerConfig {
+  role: 'fault' | 'push';
+  endpoint: Endpoint;
+  uffd: number;
+  stopFd: number;
+  pageSize: number;
+  mappings: Mapping[];
+  present: Uint8Array[];
+  counters: Int32Array;
+  /** fault path: extra pages fetched after the faulting one */
+  readahead: number;
+  maxGetPages: number;
+  /** push path: pages per background request, and requests in flight */
+  pushBatch: number;
+  pushWindow: number;
+  /** pin this thread to these CPUs (bit mask), 0 = leave as is */
+  cpuMask: number;
+}
+
+export type WorkerMessage =
+  | { type: 'ready' }
+  | { type: 'complete' }
+  | { type: 'fatal'; code: string; message: string }
+  | { type: 'stopped'; latency?: LatencySummary };
+
+export interface LatencySummary {
+  count: number;
+  minNs: number;
+  p50Ns: number;
+  p90Ns: number;
+  p99Ns: number;
+  maxNs: number;
+  meanNs: number;
+  stddevNs: number;
+}
+
+const config = workerData as WorkerConfig;
+const state: SharedState = { pageSize: config.pageSize, mappings: config.mappings, present: config.present, counters: config.counters };
+const post = (m: WorkerMessage) => parentPort!.postMessage(m);
+const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
+
+function validate(channel: BlockingChannel): void {
+  for (const m of state.mappings) {
+    const r = channel.regions[m.regionId];
+    if (!r || r.length !== m.length)
+      throw new PostcopyError('ERR_OUT_OF_RANGE', `mapping 0x${m.localStart.toString(16)}+${m.length} does not match source region ${m.regionId}`);
+  }
+}
+
+function faultLoop(channel: BlockingChannel): LatencySummary {
+  const hist = createHistogram();
+  const ps = state.pageSize;
+  const uffd = config.uffd;
+  const msgSize = C.UFFD_MSG_SIZE;
+  const msgs = Buffer.alloc(msgSize * 64);
+  const fds = Int32Array.of(uffd, config.stopFd);
+  let nextId = 1;
+  let completed = allPresent(state);
+  while (!stopping()) {
+    const ready = native.pollIn(fds, -1);
+    if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
+    if (ready & 2) break;
+    const n = native.readInto(uffd, msgs, 0, msgs.length);
+    if (n === -C.EAGAIN) continue;
+    if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
+    for (let off = 0; off + msgSize <= n; off += msgSize) {
+      if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) continue; // fork/remap/unmap are followed by the CRIU daemon
+      const t0 = performance.now();
+      const addr = msgs.readUInt32LE(off + 16) + msgs.readUInt32LE(off + 20) * 0x100000000;
+      const mi = findMapping(state, addr);
+      if (mi < 0) throw new PostcopyError('ERR_OUT_OF_RANGE', `fault at 0x${addr.toString(16)} outside every mapping`);
+      const m = state.mappings[mi];
+      const page = Math.floor((addr - m.localStart) / ps);
+      const bits = state.present[mi];
+      Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
+      Atomics.store(state.counters, Counter.HINT_PAGE, page);
+      Atomics.add(state.counters, Counter.HINT_SEQ, 1);
+      if (Atomics.load(bits, page)) {
+        native.uffdWake(uffd, m.localStart + page * ps, ps);
+      } else {
+        const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
+        let end = page + 1;
+        while (end < limit && !Atomics.load(bits, end)) end++;
+        const id = nextId++;
+        channel.sendGet(id, m.regionId, page, end - page, 0);
+        for (;;) {
+          const run = channel.readRun();
+          if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > end)
+            throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${end - page})`);
+          installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, 0, Counter.FAULTED);
+          if (run.flags & Flag.END) break;
+        }
+      }
+      Atomics.add(state.counters, Counter.FAULTS, 1);
+      hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
+    }
+    if (!completed && allPresent(state)) {
+      completed = true;
+      post({ type: 'complete' });
+    }
+  }
+  return {
+    count: hist.count,
+    minNs: hist.count ? hist.min : 0,
+    p50Ns: hist.count ? hist.percentile(50) : 0,
+    p90Ns: hist.count ? hist.percentile(90) : 0,
+    p99Ns: hist.count ? hist.percentile(99) : 0,
+    maxNs: hist.count ? hist.max : 0,
+    meanNs: hist.count ? hist.mean : 0,
+    stddevNs: hist.count ? hist.stddev : 0,
+  };
+}
+
+/** Picks the next run of missing pages, starting after the latest fault (pre-paging), then wrapping. */
+class PushCursor {
+  mapping = 0;
+  page = 0;
+  #seenSeq = -1;
+  /** pages already asked for: a hint that jumps back must not ask again */
+  #requested = state.present.map((bits) => new Uint8Array(bits.length));
+
+  next(batch: number): { mapping: number; page: number; count: number } | null {
+    const seq = Atomics.load(state.counters, Counter.HINT_SEQ);
+    if (seq !== this.#seenSeq && seq > 0) {
+      this.#seenSeq = seq;
+      this.mapping = Atomics.load(state.counters, Counter.HINT_MAPPING);
+      this.page = Atomics.load(state.counters, Counter.HINT_PAGE) + 1;
+    }
+    const total = state.mappings.length;
+    for (let scanned = 0; scanned <= total; scanned++) {
+      const bits = state.present[this.mapping];
+      const asked = this.#requested[this.mapping];
+      let p = this.page;
+      while (p < bits.length && (asked[p] || Atomics.load(bits, p))) p++;
+      if (p < bits.length) {
+        let end = p + 1;
+        while (end < bits.length && end - p < batch && !asked[end] && !Atomics.load(bits, end)) end++;
+        asked.fill(1, p, end);
+        const out = { mapping: this.mapping, page: p, count: end - p };
+        this.page = end;
+        return out;
+      }
+      this.mapping = (this.mapping + 1) % total;
+      this.page = 0;
+    }
+    return null;
+  }
+}
+
+function pushLoop(channel: BlockingChannel): void {
+  const cursor = new PushCursor();
+  const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
+  const inflight: { id: number; mapping: number }[] = [];
+  const idle = new Int32Array(new SharedArrayBuffer(4));
+  let nextId = 1;
+  while (!stopping()) {
+    while (inflight.length < config.pushWindow) {
+      const next = cursor.next(batch);
+      if (!next) break;
+      const id = nextId++;
+      channel.sendGet(id, state.mappings[next.mapping].regionId, next.page, next.count, Flag.BACKGROUND);
+      inflight.push({ id, mapping: next.mapping });
+    }
+    if (inflight.length === 0) {
+      if (allPresent(state)) {
+        post({ type: 'complete' });
+        return;
+      }
+      Atomics.wait(idle, 0, 0, 1); // the fault thread is installing the last pages
+      continue;
+    }
+    const head = inflight[0];
+    const run = channel.readRun();
+    if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
+      throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
+    installPages(state, config.uffd, head.mapping, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, 0, Counter.PUSHED);
+    if (run.flags & Flag.END) inflight.shift();
+  }
+}
+
+function main(): void {
+  if (config.cpuMask) native.setAffinity(config.cpuMask);
+  let channel: BlockingChannel | null = null;
+  let latency: LatencySummary | undefined;
+  try {
+    channel = new BlockingChannel(config.endpoint, config.pageSize);
+    channel.handshake();
+    validate(channel);
+    post({ type: 'ready' });
+    if (config.role === 'fault') latency = faultLoop(channel);
+    else pushLoop(channel);
+    channel.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);
+  } catch (err) {
+    const e = err as PostcopyError;
+    post({ type: 'fatal', code: e.code ?? 'ERR_UFFD', message: e.message });
+    channel?.bye(ByeReason.ABORT);
+  } finally {
+    channel?.close();
+    post({ type: 'stopped', latency });
+  }
+}
+
+main();

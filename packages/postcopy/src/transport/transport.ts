@@ -1,0 +1,24 @@
+// One interface for every stream transport. The event-loop side gets a net.Socket;
+// a dedicated fault thread gets a blocking fd for the same endpoint.
+import type { Server, Socket } from 'node:net';
+
+export type Endpoint = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export interface Listener {
+  readonly endpoint: Endpoint;
+  close(): Promise<void>;
+}
+
+export interface Transport {
+  readonly kind: Endpoint['kind'];
+  /** Listens and hands each accepted connection to onConnection. */
+  listen(onConnection: (socket: Socket) => void): Promise<Listener>;
+  /** Connects for use on the event loop. */
+  connect(): Promise<Socket>;
+  /** Connects a blocking socket fd (TCP_NODELAY for TCP), for a thread that blocks on it. */
+  connectBlocking(): number;
+}
+
+export function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
