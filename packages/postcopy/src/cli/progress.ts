@@ -1,0 +1,24 @@
+import cliProgress from 'cli-progress';
+import type { Progress } from '../target/handler.js';
+
+/** A live bar of pages present (faulted / pushed / total), on a TTY only. */
+export function progressBar(): { update: (p: Progress) => void; stop: () => void } | null {
+  if (!process.stderr.isTTY) return null;
+  const bar = new cliProgress.SingleBar(
+    { format: 'pages {bar} {value}/{total} | faulted {faulted} | pushed {pushed} | zero {zero}', stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    update: (p) => {
+      if (!started) {
+        bar.start(p.pages, 0, { faulted: 0, pushed: 0, zero: 0 });
+        started = true;
+      }
+      bar.update(p.present, { faulted: p.faulted, pushed: p.pushed, zero: p.zero });
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
+}
