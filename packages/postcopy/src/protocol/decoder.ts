@@ -16,7 +16,7 @@ export class FrameDecoder {
 
   /** bytes held waiting for the rest of a frame */
   get buffered(): number {
-    return this.#buffered;
+    return this.#buffered + (this.#header ? HEADER_SIZE : 0);
   }
 
   /** Returns every frame completed by this chunk. Throws ProtocolError on malformed input, and again on any later push. */
