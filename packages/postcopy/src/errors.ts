@@ -31,10 +31,12 @@ export class ProtocolError extends PostcopyError {
 /** An ERROR frame received from the peer, with the peer's stable code. */
 export class RemoteError extends PostcopyError {
   readonly remoteCode: ErrorCode;
+  readonly remoteMessage: string;
   constructor(remoteCode: ErrorCode, message: string) {
     super('ERR_REMOTE', `peer reported ${remoteCode}: ${message}`);
     this.name = 'RemoteError';
     this.remoteCode = remoteCode;
+    this.remoteMessage = message;
   }
 }
 

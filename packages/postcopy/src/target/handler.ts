@@ -1,7 +1,7 @@
 // The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { PostcopyError, type ErrorCode } from '../errors.js';
+import { PostcopyError, RemoteError, type ErrorCode } from '../errors.js';
 import { native } from '../native/index.js';
 import { DEFAULT_PAGE_SIZE } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
@@ -143,7 +143,9 @@ export class FaultHandler extends EventEmitter {
               resolve();
             } else if (m.type === 'complete') this.#onComplete();
             else if (m.type === 'fatal') {
-              const err = new PostcopyError(m.code as ErrorCode, `${config.role} thread: ${m.message}`);
+              const err = m.remoteCode
+                ? new RemoteError(m.remoteCode as ErrorCode, m.remoteMessage ?? m.message)
+                : new PostcopyError(m.code as ErrorCode, `${config.role} thread: ${m.message}`);
               if (!isReady) reject(err);
               this.#onFatal(err);
             } else if (m.type === 'stopped' && m.latency) this.#latency = m.latency;

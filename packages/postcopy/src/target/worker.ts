@@ -2,7 +2,7 @@
 // on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
 import { createHistogram } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
-import { PostcopyError } from '../errors.js';
+import { PostcopyError, RemoteError } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
@@ -31,7 +31,7 @@ export interface WorkerConfig {
 export type WorkerMessage =
   | { type: 'ready' }
   | { type: 'complete' }
-  | { type: 'fatal'; code: string; message: string }
+  | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
   | { type: 'stopped'; latency?: LatencySummary };
 
 export interface LatencySummary {
@@ -203,7 +203,8 @@ function main(): void {
     channel.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);
   } catch (err) {
     const e = err as PostcopyError;
-    post({ type: 'fatal', code: e.code ?? 'ERR_UFFD', message: e.message });
+    const remote = err instanceof RemoteError ? { remoteCode: err.remoteCode, remoteMessage: err.remoteMessage } : {};
+    post({ type: 'fatal', code: e.code ?? 'ERR_UFFD', message: e.message, ...remote });
     channel?.bye(ByeReason.ABORT);
   } finally {
     channel?.close();

@@ -1,0 +1,161 @@
+// End to end with real processes, real userfaultfd faults and real sockets.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { native } from '../src/native/index.js';
+import { LiveProcessSource } from '../src/source/live-process.js';
+import { PageServer } from '../src/source/server.js';
+import { acknowledgeUffd, receiveUffd } from '../src/target/handoff.js';
+import { FaultHandler } from '../src/target/handler.js';
+import { UnixTransport } from '../src/transport/index.js';
+import { hashPages } from '../src/util/pagehash.js';
+import { caps, need } from './helpers/caps.js';
+import { CLI, FAULTER, jsonLines, makeImage, sh, shQuiet, spawnTs } from './helpers/util.js';
+
+const PS = 4096;
+const WORKLOAD = fileURLToPath(new URL('../src/demo/workload.ts', import.meta.url));
+
+describe('migration between two network namespaces over veth', () => {
+  const tag = `${process.pid % 100000}`;
+  const nsA = `pc-src-${tag}`;
+  const nsB = `pc-dst-${tag}`;
+  let dir: string;
+  let ready = false;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pc-mig-'));
+    if (!caps.netns.ok) return;
+    sh('ip', ['netns', 'add', nsA]);
+    sh('ip', ['netns', 'add', nsB]);
+    sh('ip', ['link', 'add', `pcva${tag}`, 'netns', nsA, 'type', 'veth', 'peer', 'name', `pcvb${tag}`, 'netns', nsB]);
+    sh('ip', ['-n', nsA, 'addr', 'add', '10.231.0.1/24', 'dev', `pcva${tag}`]);
+    sh('ip', ['-n', nsB, 'addr', 'add', '10.231.0.2/24', 'dev', `pcvb${tag}`]);
+    for (const [ns, dev] of [[nsA, `pcva${tag}`], [nsB, `pcvb${tag}`]]) {
+      sh('ip', ['-n', ns, 'link', 'set', dev, 'up']);
+      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    ready = true;
+  });
+
+  after(() => {
+    shQuiet('ip', ['netns', 'del', nsA]); // deleting a namespace removes its veth end and the peer
+    shQuiet('ip', ['netns', 'del', nsB]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves an image from one namespace to a process faulting in the other, every page intact', async (t) => {
+    if (!need(t, caps.netns.ok && caps.uffd.ok, `${caps.netns.detail}; ${caps.uffd.detail}`)) return;
+    assert.ok(ready);
+    const pages = 2048;
+    const expected = makeImage(join(dir, 'img'), pages * PS, 128);
+    const serve = spawnTs(CLI, ['serve', '--image', join(dir, 'img'), '--listen', 'tcp://10.231.0.1:7411', '--json'], { prefix: ['ip', 'netns', 'exec', nsA] });
+    const serveOut = jsonLines(serve);
+    try {
+      await serveOut.next((e) => e.event === 'listening');
+      const sock = join(dir, 'uffd.sock');
+      const attach = spawnTs(CLI, ['attach', '--connect', 'tcp://10.231.0.1:7411', '--uffd-socket', sock, '--json', '--timeout', '60'], { prefix: ['ip', 'netns', 'exec', nsB] });
+      const attachOut = jsonLines(attach);
+      const deadline = Date.now() + 20_000;
+      while (!(await import('node:fs')).existsSync(sock) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock]);
+      const faulterOut = jsonLines(faulter);
+      const got = await faulterOut.next((e) => e.event === 'hashes', 60_000);
+      const report = await attachOut.next((e) => 'complete' in e, 60_000);
+      assert.equal(report.complete, true);
+      assert.equal(report.pages, pages);
+      assert.equal((report.faulted as number) + (report.pushed as number) + (report.zero as number) + (report.raced as number), pages);
+      assert.ok((report.zero as number) === 0, 'an image has no untouched pages');
+      const mismatched = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
+      assert.equal(mismatched, 0);
+      await serveOut.next((e) => e.event === 'done', 10_000);
+      assert.equal(await attachOut.exit, 0);
+    } finally {
+      serve.kill('SIGKILL');
+    }
+  });
+});
+
+describe('a live source process', () => {
+  /** Starts a workload, freezes it, serves it; a faulter process maps its state through our handler. */
+  async function setup(mib: number, push: boolean) {
+    const work = spawnTs(WORKLOAD, ['source', '--mib', String(mib)]);
+    const workOut = jsonLines(work);
+    const ready = await workOut.next((e) => e.event === 'ready', 60_000);
+    work.kill('SIGUSR2');
+    await workOut.next((e) => e.event === 'frozen');
+    const source = await LiveProcessSource.attach(work.pid!, { ranges: [{ start: ready.addr as number, length: ready.length as number }] });
+    const dir = mkdtempSync(join(tmpdir(), 'pc-live-'));
+    const server = new PageServer(source);
+    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
+    const [ours, theirs] = native.socketpair();
+    const faulter = spawnTs(FAULTER, ['--length', String(ready.length), '--slow', push ? '0' : '1'], { fd3: theirs });
+    native.close(theirs);
+    const handoff = await receiveUffd(ours, 30_000);
+    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, push, targetPid: handoff.pid });
+    acknowledgeUffd(ours);
+    native.close(ours);
+    const cleanup = async () => {
+      await handler.stop();
+      faulter.kill('SIGKILL');
+      work.kill('SIGKILL');
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    return { work, source, server, faulter, faulterOut: jsonLines(faulter), handler, cleanup, length: ready.length as number };
+  }
+
+  it('moves a frozen process state intact, zero pages included', async (t) => {
+    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
+    const s = await setup(16, true);
+    try {
+      const got = await s.faulterOut.next((e) => e.event === 'hashes', 60_000);
+      const report = await s.handler.done();
+      assert.equal(report.complete, true);
+      assert.ok(report.zero > 0, 'the untouched tail arrives as zero pages');
+      const region = s.source.regions[0];
+      const buf = Buffer.alloc(region.length);
+      s.source.read(region, 0, region.length / PS, buf, 0);
+      const expected = new Uint32Array(region.length / PS);
+      hashPages(buf, PS, expected);
+      assert.deepEqual(got.hashes, Array.from(expected));
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it('fails clearly when the source process dies mid-migration, and kills the target', async (t) => {
+    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
+    const s = await setup(64, false);
+    try {
+      await s.faulterOut.next((e) => e.event === 'attached');
+      await new Promise((r) => setTimeout(r, 100));
+      s.work.kill('SIGKILL');
+      await assert.rejects(s.handler.done(), (e: { code?: string; remoteCode?: string; message: string }) => {
+        assert.equal(e.code, 'ERR_REMOTE');
+        assert.equal(e.remoteCode, 'ERR_SOURCE_GONE');
+        return true;
+      });
+      assert.equal(await s.faulterOut.exit, 'SIGKILL');
+      assert.ok(s.handler.progress.present < s.handler.progress.pages);
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it('fails clearly when the peer disconnects, and kills the target', async (t) => {
+    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
+    const s = await setup(64, false);
+    try {
+      await s.faulterOut.next((e) => e.event === 'attached');
+      await new Promise((r) => setTimeout(r, 100));
+      await s.server.close();
+      await assert.rejects(s.handler.done(), (e: { code?: string }) => e.code === 'ERR_PEER_CLOSED');
+      assert.equal(await s.faulterOut.exit, 'SIGKILL');
+    } finally {
+      await s.cleanup();
+    }
+  });
+});
