@@ -46,12 +46,14 @@ program
   .addOption(new Option('--mib <n>', 'workload state size in MiB').argParser(int).default(256))
   .addOption(new Option('--transport <kind>', 'tcp (loopback) or unix').choices(['tcp', 'unix']).default('tcp'))
   .addOption(new Option('--readahead <pages>', 'extra pages fetched with each fault').argParser(int).default(0))
+  .option('--push-batch <pages>', 'pages per background request', int)
+  .option('--push-window <n>', 'background requests in flight', int)
   .option('--json', 'print the result as JSON')
-  .action(async (o: { mib: number; transport: 'tcp' | 'unix'; readahead: number; json?: boolean }) => {
+  .action(async (o: { mib: number; transport: 'tcp' | 'unix'; readahead: number; pushBatch?: number; pushWindow?: number; json?: boolean }) => {
     const bar = o.json ? null : progressBar();
     let result: DemoResult;
     try {
-      result = await runDemo({ mib: o.mib, transport: o.transport, readahead: o.readahead, onProgress: bar?.update });
+      result = await runDemo({ mib: o.mib, transport: o.transport, readahead: o.readahead, pushBatch: o.pushBatch, pushWindow: o.pushWindow, onProgress: bar?.update });
     } finally {
       bar?.stop();
     }

@@ -19,6 +19,9 @@ export interface DemoOptions {
   mib?: number;
   transport?: 'tcp' | 'unix';
   readahead?: number;
+  /** background push: pages per request and requests in flight */
+  pushBatch?: number;
+  pushWindow?: number;
   /** seconds the workload computes before it is frozen */
   warmup?: number;
   onProgress?: (p: Progress) => void;
@@ -125,6 +128,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       uffd: handoff.uffd,
       mappings: handoff.mappings,
       readahead: options.readahead ?? 0,
+      pushBatch: options.pushBatch,
+      pushWindow: options.pushWindow,
       targetPid: dst.pid,
     });
     acknowledgeUffd(ours);
