@@ -62,7 +62,9 @@ describe('migration between two network namespaces over veth', () => {
       while (!(await import('node:fs')).existsSync(sock) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock]);
       const faulterOut = jsonLines(faulter);
-      const got = await faulterOut.next((e) => e.event === 'hashes', 60_000);
+      const got = await faulterOut.next((e) => e.event === 'hashes', 60_000).catch((err: Error) => {
+        throw new Error(`${err.message}; attach said: ${attachOut.stderr()}`);
+      });
       const report = await attachOut.next((e) => 'complete' in e, 60_000);
       assert.equal(report.complete, true);
       assert.equal(report.pages, pages);
