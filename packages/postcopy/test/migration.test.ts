@@ -63,7 +63,7 @@ describe('migration between two network namespaces over veth', () => {
       const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock]);
       const faulterOut = jsonLines(faulter);
       const got = await faulterOut.next((e) => e.event === 'hashes', 60_000).catch((err: Error) => {
-        throw new Error(`${err.message}; attach said: ${attachOut.stderr()}`);
+        throw new Error(`${err.message}; attach said: ${attachOut.stderr()}; serve said: ${serveOut.stderr()}`);
       });
       const report = await attachOut.next((e) => 'complete' in e, 60_000);
       assert.equal(report.complete, true);

@@ -163,7 +163,14 @@ export class FaultHandler extends EventEmitter {
       await this.stop();
       throw err;
     }
+    this.#go();
     if (allPresent(this.#state)) this.#onComplete();
+  }
+
+  /** Releases the threads; both must be connected first, or a fast push could finish before a fault thread exists. */
+  #go(): void {
+    Atomics.store(this.#state.counters, Counter.GO, 1);
+    Atomics.notify(this.#state.counters, Counter.GO);
   }
 
   #onComplete(): void {
@@ -191,6 +198,7 @@ export class FaultHandler extends EventEmitter {
   stop(): Promise<HandlerReport> {
     this.#stopped ??= (async () => {
       Atomics.store(this.#state.counters, Counter.STOP, 1);
+      this.#go();
       native.eventfdSignal(this.#stopFd);
       await Promise.all(this.#exited);
       native.close(this.#stopFd);

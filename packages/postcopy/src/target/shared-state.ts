@@ -22,6 +22,8 @@ export const Counter = {
   STOP: 9,
   TOTAL: 10,
   REFETCHED: 11,
+  /** set once every thread is connected: nothing is fetched before the handler is fully up */
+  GO: 12,
 } as const;
 const COUNTERS = 16;
 

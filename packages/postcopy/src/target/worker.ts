@@ -198,6 +198,7 @@ function main(): void {
     channel.handshake();
     validate(channel);
     post({ type: 'ready' });
+    while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.role === 'fault') latency = faultLoop(channel);
     else pushLoop(channel);
     channel.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);

@@ -13,7 +13,7 @@ export function spawnTs(script: string, args: string[], opts: { prefix?: string[
   const argv = [...(opts.prefix ?? []), process.execPath, '--import', 'tsx', script, ...args];
   const stdio: (string | number)[] = ['ignore', 'pipe', 'pipe'];
   if (opts.fd3 !== undefined) stdio.push(opts.fd3);
-  return spawn(argv[0], argv.slice(1), { stdio: stdio as never });
+  return spawn(argv[0], argv.slice(1), { stdio: stdio as never, env: { ...process.env, POSTCOPY_LOG: process.env.POSTCOPY_LOG ?? 'info' } });
 }
 
 /** Collects JSON lines from a child's stdout; waits for one matching a predicate. */
