@@ -128,36 +128,36 @@ describe('a live source process', () => {
     }
   });
 
-  it('fails clearly when the source process dies mid-migration, and kills the target', async (t) => {
-    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
-    const s = await setup(64, false);
-    try {
-      await s.faulterOut.next((e) => e.event === 'attached');
-      await new Promise((r) => setTimeout(r, 100));
-      s.work.kill('SIGKILL');
-      await assert.rejects(s.handler.done(), (e: { code?: string; remoteCode?: string; message: string }) => {
+  type Setup = Awaited<ReturnType<typeof setup>>;
+  const breakages: { what: string; breakIt: (s: Setup) => Promise<void> | void; check: (e: { code?: string; remoteCode?: string }) => void }[] = [
+    {
+      what: 'the source process dies',
+      breakIt: (s) => void s.work.kill('SIGKILL'),
+      check: (e) => {
         assert.equal(e.code, 'ERR_REMOTE');
         assert.equal(e.remoteCode, 'ERR_SOURCE_GONE');
-        return true;
-      });
-      assert.equal(await s.faulterOut.exit, 'SIGKILL');
-      assert.ok(s.handler.progress.present < s.handler.progress.pages);
-    } finally {
-      await s.cleanup();
-    }
-  });
+      },
+    },
+    { what: 'the peer disconnects', breakIt: (s) => s.server.close(), check: (e) => assert.equal(e.code, 'ERR_PEER_CLOSED') },
+  ];
 
-  it('fails clearly when the peer disconnects, and kills the target', async (t) => {
-    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
-    const s = await setup(64, false);
-    try {
-      await s.faulterOut.next((e) => e.event === 'attached');
-      await new Promise((r) => setTimeout(r, 100));
-      await s.server.close();
-      await assert.rejects(s.handler.done(), (e: { code?: string }) => e.code === 'ERR_PEER_CLOSED');
-      assert.equal(await s.faulterOut.exit, 'SIGKILL');
-    } finally {
-      await s.cleanup();
-    }
-  });
+  for (const { what, breakIt, check } of breakages) {
+    it(`fails clearly when ${what} mid-migration, and kills the target`, async (t) => {
+      if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
+      const s = await setup(64, false);
+      try {
+        await s.faulterOut.next((e) => e.event === 'attached');
+        await new Promise((r) => setTimeout(r, 100));
+        await breakIt(s);
+        await assert.rejects(s.handler.done(), (e: { code?: string; remoteCode?: string }) => {
+          check(e);
+          return true;
+        });
+        assert.equal(await s.faulterOut.exit, 'SIGKILL');
+        assert.ok(s.handler.progress.present < s.handler.progress.pages);
+      } finally {
+        await s.cleanup();
+      }
+    });
+  }
 });

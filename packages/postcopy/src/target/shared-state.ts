@@ -21,7 +21,6 @@ export const Counter = {
   HINT_SEQ: 8,
   STOP: 9,
   TOTAL: 10,
-  REFETCHED: 11,
   /** set once every thread is connected: nothing is fetched before the handler is fully up */
   GO: 12,
 } as const;
