@@ -4,6 +4,13 @@
       "target_name": "postcopy",
       "sources": ["native/postcopy.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
+    },
+    {
+      "target_name": "pcref",
+      "type": "executable",
+      "sources": ["bench/reference/pcref.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11", "-pthread"],
+      "ldflags": ["-pthread"]
     }
   ]
 }

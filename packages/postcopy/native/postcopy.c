@@ -501,10 +501,19 @@ static napi_value close_js(napi_env env, napi_callback_info info) {
   return make_i64(env, close((int)arg_i64(env, argv[0], -1)) < 0 ? -errno : 0);
 }
 
+// shutdown(fd, how = SHUT_RDWR) -> 0 or -errno. SHUT_RD wakes a thread blocked reading fd.
 static napi_value shutdown_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  CHECK(get_args(env, info, 2, argv) == 0 ? napi_ok : napi_generic_failure);
+  return make_i64(env, shutdown((int)arg_i64(env, argv[0], -1), (int)arg_i64(env, argv[1], SHUT_RDWR)) < 0 ? -errno : 0);
+}
+
+// dup(fd) -> a new close-on-exec fd for the same open file, or -errno.
+static napi_value dup_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(get_args(env, info, 1, argv) == 0 ? napi_ok : napi_generic_failure);
-  return make_i64(env, shutdown((int)arg_i64(env, argv[0], -1), SHUT_RDWR) < 0 ? -errno : 0);
+  int fd = fcntl((int)arg_i64(env, argv[0], -1), F_DUPFD_CLOEXEC, 0);
+  return make_i64(env, fd < 0 ? -errno : fd);
 }
 
 // sendFd(sock, fd, payload) : one sendmsg with SCM_RIGHTS and at least one payload byte.
@@ -686,6 +695,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("setBlocking", set_blocking);
   EXPORT("close", close_js);
   EXPORT("shutdown", shutdown_js);
+  EXPORT("dup", dup_js);
   EXPORT("unixListen", unix_listen);
   EXPORT("accept", accept_js);
   EXPORT("socketpair", socketpair_js);

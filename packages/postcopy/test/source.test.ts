@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { encodeGet, encodeHello } from '../src/protocol/codec.js';
 import { FrameDecoder } from '../src/protocol/decoder.js';
-import { Flag, FrameType, PROTOCOL_VERSION, Role, type Frame } from '../src/protocol/frames.js';
+import { ByeReason, Flag, FrameType, PROTOCOL_VERSION, Role, type Frame } from '../src/protocol/frames.js';
+import { hashPages } from '../src/util/pagehash.js';
 import { ImageFileSource } from '../src/source/image-file.js';
 import { isPrivateAnonymous, parseMaps } from '../src/source/live-process.js';
 import { PageServer } from '../src/source/server.js';
@@ -54,7 +55,8 @@ class RawClient {
   }
 }
 
-describe('page server', () => {
+for (const engine of ['thread', 'loop'] as const)
+describe(`page server (${engine} engine)`, () => {
   let dir: string;
   let hashes: Uint32Array;
   let server: PageServer;
@@ -65,7 +67,7 @@ describe('page server', () => {
     dir = mkdtempSync(join(tmpdir(), 'pc-src-'));
     hashes = makeImage(join(dir, 'img'), 64 * PS, 8);
     source = new ImageFileSource(join(dir, 'img'));
-    server = new PageServer(source, { maxGetBytes: 16 * PS });
+    server = new PageServer(source, { maxGetBytes: 16 * PS, engine });
     listener = await server.listen(new TcpTransport('127.0.0.1', 0));
   });
   after(async () => {
@@ -88,7 +90,23 @@ describe('page server', () => {
     await c.until(() => c.frames.filter((f) => 'flags' in f && f.flags & Flag.END).length === 2);
     const runs = c.frames.filter((f) => f.type === FrameType.PAGES || f.type === FrameType.PUSH);
     assert.deepEqual(runs.map((f) => [f.type, 'id' in f && f.id]), [[FrameType.PAGES, 1], [FrameType.PUSH, 2]]);
+    const got = new Uint32Array(3);
+    hashPages(runs[0].data, PS, got, 0);
+    hashPages(runs[1].data, PS, got, 2);
+    assert.deepEqual(Array.from(got), [hashes[3], hashes[4], hashes[10]]);
     c.socket.destroy();
+    await c.until(() => c.closed);
+    const stats = server.stats;
+    assert.ok(stats.pagesSent >= 3 && stats.bytesSent >= 3 * PS, JSON.stringify(stats));
+  });
+
+  it('says BYE to connected targets when asked', async () => {
+    const c = await RawClient.open(port());
+    c.hello();
+    await c.until(() => c.frames.some((f) => f.type === FrameType.REGIONS));
+    server.sayBye();
+    await c.until(() => c.closed);
+    assert.deepEqual(c.frames.filter((f) => f.type === FrameType.BYE).map((f) => 'reason' in f && f.reason), [ByeReason.ABORT]);
   });
 
   it('rejects a GET outside any region or too large, and keeps serving', async () => {

@@ -65,7 +65,10 @@ export interface NativeBinding {
   unixConnect(path: string): number;
   setBlocking(fd: number, blocking: boolean): void;
   close(fd: number): number;
-  shutdown(fd: number): number;
+  /** 0 or -errno; how: 0 SHUT_RD, 1 SHUT_WR, 2 SHUT_RDWR (default) */
+  shutdown(fd: number, how?: number): number;
+  /** a new close-on-exec fd for the same open file, or -errno */
+  dup(fd: number): number;
   unixListen(path: string, backlog?: number): number;
   /** connected fd or -errno */
   accept(fd: number): number;

@@ -122,12 +122,27 @@ export function encodeRunHeader(
   dataLength: number,
 ): Buffer {
   const buf = Buffer.allocUnsafe(HEADER_SIZE + RUN_BODY);
-  writeHeader(buf, 0, type, flags, id, RUN_BODY + dataLength);
-  const v = view(buf);
-  v.setUint32(HEADER_SIZE, region, true);
-  v.setUint32(HEADER_SIZE + 4, count, true);
-  setU64(v, HEADER_SIZE + 8, firstPage);
+  writeRunHeader(buf, 0, type, id, flags, region, firstPage, count, dataLength);
   return buf;
+}
+
+/** Writes a PAGES/PUSH/ZERO header and run descriptor (RUN_HEADER_SIZE bytes) at offset; the data follows. */
+export function writeRunHeader(
+  buf: Uint8Array,
+  offset: number,
+  type: PageRun['type'],
+  id: number,
+  flags: number,
+  region: number,
+  firstPage: number,
+  count: number,
+  dataLength: number,
+): void {
+  writeHeader(buf, offset, type, flags, id, RUN_BODY + dataLength);
+  const v = view(buf);
+  v.setUint32(offset + HEADER_SIZE, region, true);
+  v.setUint32(offset + HEADER_SIZE + 4, count, true);
+  setU64(v, offset + HEADER_SIZE + 8, firstPage);
 }
 
 export function encodeError(id: number, code: ErrorCode, message: string): Buffer {

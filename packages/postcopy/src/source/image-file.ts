@@ -3,6 +3,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { PostcopyError } from '../errors.js';
 import type { RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
+import type { SourceSpec } from './spec.js';
 
 export interface ImageFileOptions {
   pageSize?: number;
@@ -15,9 +16,11 @@ export class ImageFileSource implements MemorySource {
   readonly regions: RegionInfo[];
   #fd: number;
   #size: number;
+  #path: string;
 
   constructor(path: string, options: ImageFileOptions = {}) {
     this.pageSize = options.pageSize ?? 4096;
+    this.#path = path;
     this.#fd = openSync(path, 'r');
     this.#size = fstatSync(this.#fd).size;
     if (this.#size === 0) {
@@ -38,6 +41,10 @@ export class ImageFileSource implements MemorySource {
       done += n;
     }
     buf.fill(0, offset + done, offset + len); // the tail past EOF reads as zeros
+  }
+
+  describe(): SourceSpec {
+    return { kind: 'file', path: this.#path, pageSize: this.pageSize, base: this.regions[0].start };
   }
 
   untouched(): boolean {

@@ -6,6 +6,7 @@ import { PostcopyError } from '../errors.js';
 import { C, native } from '../native/index.js';
 import type { RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
+import type { SourceSpec } from './spec.js';
 
 export interface MapsEntry {
   start: number;
@@ -117,6 +118,15 @@ export class LiveProcessSource implements MemorySource {
     return new LiveProcessSource(pid, pageSize, freeze, regions, touched);
   }
 
+  /** A source over a process another thread has frozen and mapped: reads only. */
+  static adopt(spec: Extract<SourceSpec, { kind: 'process' }>): LiveProcessSource {
+    return new LiveProcessSource(spec.pid, spec.pageSize, 'none', spec.regions, spec.touched);
+  }
+
+  describe(): SourceSpec {
+    return { kind: 'process', pid: this.#pid, pageSize: this.pageSize, regions: this.regions, touched: this.#touched };
+  }
+
   read(region: RegionInfo, firstPage: number, count: number, buf: Uint8Array, offset: number): void {
     const len = count * this.pageSize;
     const n = native.processVmReadv(this.#pid, region.start + firstPage * this.pageSize, buf, offset, len);
@@ -157,7 +167,7 @@ export class LiveProcessSource implements MemorySource {
 function readTouched(pid: number, region: RegionInfo, pageSize: number): Uint8Array {
   const kernelPages = region.length / KERNEL_PAGE;
   const perPage = pageSize / KERNEL_PAGE;
-  const touched = new Uint8Array(region.length / pageSize);
+  const touched = new Uint8Array(new SharedArrayBuffer(region.length / pageSize));
   const fd = openSync(`/proc/${pid}/pagemap`, 'r');
   try {
     const chunkPages = 65536;

@@ -1,28 +1,29 @@
 // The page server: answers GETs from any number of targets, straight from a MemorySource.
+// Two engines answer alike (see session.ts):
+//  - 'thread' (default when the source can be described): each connection gets a thread with
+//    blocking calls, so a fault's round trip never waits on the event loop;
+//  - 'loop': every connection on the event loop, for sources that live only in this thread.
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import type { Worker } from 'node:worker_threads';
 import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
-import { encodeBye, encodeError, encodeHello, encodeRegions, encodeRunHeader } from '../protocol/codec.js';
+import { native } from '../native/index.js';
+import { encodeBye, encodeError, encodeRunHeader } from '../protocol/codec.js';
 import { FrameDecoder } from '../protocol/decoder.js';
-import {
-  BYTE_ORDER_MARK,
-  ByeReason,
-  Feature,
-  Flag,
-  FrameType,
-  PROTOCOL_VERSION,
-  Role,
-  type Frame,
-  type Get,
-  type RegionInfo,
-} from '../protocol/frames.js';
+import { ByeReason, Flag, FrameType, type Frame, type Get } from '../protocol/frames.js';
 import type { Listener, Transport } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { siblingModule, startThread } from '../util/thread.js';
 import type { MemorySource } from './memory-source.js';
+import { checkGet, checkHello, greeting, maxGetPagesFor, runEnd, StatSlot, STAT_SLOTS, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+
+export type ServerEngine = 'thread' | 'loop';
 
 export interface PageServerOptions {
   /** largest GET served, in bytes (default 4 MiB) */
   maxGetBytes?: number;
+  /** default: 'thread' when the source has describe(), else 'loop' */
+  engine?: ServerEngine;
   logger?: Logger;
 }
 
@@ -35,39 +36,68 @@ export interface ServerStats {
   errors: number;
 }
 
+interface ThreadConnection {
+  fd: number;
+  worker: Worker;
+  control: Int32Array;
+  exited: Promise<void>;
+}
+
+const threadUrl = siblingModule(import.meta.url, 'connection-thread');
+
 /**
  * Events: 'done' (connection id) when a target reports every page present;
  * 'error-frame' ({ code, message }) for each ERROR sent.
  */
 export class PageServer extends EventEmitter {
-  readonly stats: ServerStats = { connections: 0, gets: 0, pagesSent: 0, zeroPages: 0, bytesSent: 0, errors: 0 };
+  readonly engine: ServerEngine;
   #source: MemorySource;
   #maxGetPages: number;
   #log: Logger;
   #listener: Listener | null = null;
   #sockets = new Set<Socket>();
+  #threads = new Set<ThreadConnection>();
   #nextConnection = 1;
+  /** the loop engine's counters, and one slot array per thread connection (kept after it ends) */
+  #loopStats = new Float64Array(STAT_SLOTS);
+  #threadStats: Float64Array[] = [];
+  #connections = 0;
 
   constructor(source: MemorySource, options: PageServerOptions = {}) {
     super();
     this.#source = source;
-    this.#maxGetPages = Math.max(1, Math.floor((options.maxGetBytes ?? 4 << 20) / source.pageSize));
+    this.#maxGetPages = maxGetPagesFor(source.pageSize, options.maxGetBytes);
     this.#log = options.logger ?? silentLogger;
+    this.engine = options.engine ?? (source.describe ? 'thread' : 'loop');
+    if (this.engine === 'thread' && !source.describe) throw new PostcopyError('ERR_INVALID_ARG', 'the thread engine needs a source with describe()');
   }
 
   get maxGetPages(): number {
     return this.#maxGetPages;
   }
 
+  get stats(): ServerStats {
+    const sum = (slot: number) => this.#threadStats.reduce((n, s) => n + s[slot], this.#loopStats[slot]);
+    return {
+      connections: this.#connections,
+      gets: sum(StatSlot.GETS),
+      pagesSent: sum(StatSlot.PAGES),
+      zeroPages: sum(StatSlot.ZERO),
+      bytesSent: sum(StatSlot.BYTES),
+      errors: sum(StatSlot.ERRORS),
+    };
+  }
+
   async listen(transport: Transport): Promise<Listener> {
-    this.#listener = await transport.listen((socket) => this.handle(socket));
+    const threaded = this.engine === 'thread';
+    this.#listener = await transport.listen((socket) => (threaded ? this.#adopt(socket) : this.handle(socket)), { pauseOnConnect: threaded });
     return this.#listener;
   }
 
-  /** Serves one already-connected stream. */
+  /** Serves one already-connected stream on the event loop. */
   handle(socket: Socket): void {
     const id = this.#nextConnection++;
-    this.stats.connections++;
+    this.#connections++;
     this.#sockets.add(socket);
     const decoder = new FrameDecoder();
     let greeted = false;
@@ -83,8 +113,10 @@ export class PageServer extends EventEmitter {
       for (const frame of frames) {
         if (socket.destroyed) return;
         if (!greeted) {
-          greeted = this.#greet(socket, frame, log);
-          if (!greeted) return;
+          const rejected = checkHello(frame, this.#source.pageSize);
+          if (rejected) return this.#fail(socket, 0, rejected.code, rejected.message, log);
+          socket.write(greeting(this.#source));
+          greeted = true;
           continue;
         }
         switch (frame.type) {
@@ -105,61 +137,64 @@ export class PageServer extends EventEmitter {
     socket.on('close', () => this.#sockets.delete(socket));
   }
 
-  #greet(socket: Socket, frame: Frame, log: Logger): boolean {
-    if (frame.type !== FrameType.HELLO) {
-      this.#fail(socket, 0, 'ERR_PROTOCOL', 'the first frame must be HELLO', log);
-      return false;
+  /** Moves a paused, unread connection to a thread of its own. */
+  #adopt(socket: Socket): void {
+    const handleFd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const fd = typeof handleFd === 'number' && handleFd >= 0 ? native.dup(handleFd) : -1;
+    if (fd < 0) {
+      this.#log.warn('cannot take the socket off the event loop; serving it there');
+      this.handle(socket);
+      socket.resume();
+      return;
     }
-    if (frame.byteOrderMark !== BYTE_ORDER_MARK) {
-      this.#fail(socket, 0, 'ERR_PROTOCOL', `byte-order mark 0x${frame.byteOrderMark.toString(16)} is not 0x${BYTE_ORDER_MARK.toString(16)}`, log);
-      return false;
-    }
-    if (frame.version !== PROTOCOL_VERSION) {
-      this.#fail(socket, 0, 'ERR_VERSION', `protocol version ${frame.version} is not supported (this source speaks ${PROTOCOL_VERSION})`, log);
-      return false;
-    }
-    if (frame.pageSize !== this.#source.pageSize) {
-      this.#fail(socket, 0, 'ERR_PAGE_SIZE', `target page size ${frame.pageSize} does not match the source's ${this.#source.pageSize}`, log);
-      return false;
-    }
-    socket.cork();
-    socket.write(encodeHello({ version: PROTOCOL_VERSION, pageSize: this.#source.pageSize, features: Feature.ZERO | Feature.PUSH, role: Role.SOURCE, auth: new Uint8Array(0) }));
-    socket.write(encodeRegions(this.#source.regions));
-    socket.uncork();
-    return true;
+    socket.destroy(); // closes Node's fd; ours stays open on the same connection
+    const id = this.#nextConnection++;
+    this.#connections++;
+    const log = this.#log.child({ connection: id });
+    const stats = new Float64Array(new SharedArrayBuffer(STAT_SLOTS * 8));
+    const control = new Int32Array(new SharedArrayBuffer(4));
+    this.#threadStats.push(stats);
+    const config: ConnectionThreadConfig = { fd, source: this.#source.describe!(), maxGetPages: this.#maxGetPages, stats, control };
+    const worker = startThread(threadUrl, config);
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    const conn: ThreadConnection = { fd, worker, control, exited };
+    this.#threads.add(conn);
+    worker.on('message', (m: ConnectionMessage) => {
+      if (m.type === 'done') this.emit('done', id);
+      else if (m.type === 'error-frame') {
+        log.warn({ code: m.code }, m.message);
+        this.emit('error-frame', { code: m.code, message: m.message });
+      }
+    });
+    worker.on('error', (err) => log.error({ err }, 'connection thread crashed'));
+    void exited.then(() => {
+      native.close(fd); // only now: the thread may have been blocked on it
+      this.#threads.delete(conn);
+    });
   }
 
   #serve(socket: Socket, get: Get, log: Logger): void {
-    this.stats.gets++;
-    const region: RegionInfo | undefined = this.#source.regions[get.region];
-    const pages = region ? region.length / this.#source.pageSize : 0;
-    if (!region) return this.#reject(socket, get.id, 'ERR_OUT_OF_RANGE', `no region ${get.region}`, log);
-    if (get.count === 0 || get.count > this.#maxGetPages)
-      return this.#reject(socket, get.id, 'ERR_OUT_OF_RANGE', `GET of ${get.count} pages (allowed 1..${this.#maxGetPages})`, log);
-    if (get.firstPage + get.count > pages)
-      return this.#reject(socket, get.id, 'ERR_OUT_OF_RANGE', `pages ${get.firstPage}+${get.count} outside region ${get.region} of ${pages} pages`, log);
-
+    this.#loopStats[StatSlot.GETS]++;
+    const rejected = checkGet(get, this.#source, this.#maxGetPages);
+    if (rejected) return this.#reject(socket, get.id, rejected.code, rejected.message, log);
+    const region = this.#source.regions[get.region];
     const dataType = get.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;
     const ps = this.#source.pageSize;
     socket.cork();
     try {
-      let p = get.firstPage;
-      const end = get.firstPage + get.count;
-      while (p < end) {
-        const zero = this.#source.untouched(region, p);
-        let q = p + 1;
-        while (q < end && this.#source.untouched(region, q) === zero) q++;
+      for (let p = get.firstPage, end = get.firstPage + get.count; p < end; ) {
+        const q = runEnd(this.#source, region, p, end);
         const flags = q === end ? Flag.END : 0;
-        if (zero) {
+        if (this.#source.untouched(region, p)) {
           socket.write(encodeRunHeader(FrameType.ZERO, get.id, flags, get.region, p, q - p, 0));
-          this.stats.zeroPages += q - p;
+          this.#loopStats[StatSlot.ZERO] += q - p;
         } else {
           const data = Buffer.allocUnsafe((q - p) * ps);
           this.#source.read(region, p, q - p, data, 0);
           socket.write(encodeRunHeader(dataType, get.id, flags, get.region, p, q - p, data.length));
           socket.write(data);
-          this.stats.pagesSent += q - p;
-          this.stats.bytesSent += data.length;
+          this.#loopStats[StatSlot.PAGES] += q - p;
+          this.#loopStats[StatSlot.BYTES] += data.length;
         }
         p = q;
       }
@@ -172,7 +207,7 @@ export class PageServer extends EventEmitter {
   }
 
   #reject(socket: Socket, id: number, code: ErrorCode, message: string, log: Logger): void {
-    this.stats.errors++;
+    this.#loopStats[StatSlot.ERRORS]++;
     log.warn({ code, id }, message);
     this.emit('error-frame', { code, message });
     socket.write(encodeError(id, code, message));
@@ -185,6 +220,8 @@ export class PageServer extends EventEmitter {
 
   async close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
+    for (const t of this.#threads) native.shutdown(t.fd); // wakes a thread blocked reading
+    await Promise.all([...this.#threads].map((t) => t.exited));
     await this.#listener?.close();
     this.#listener = null;
   }
@@ -192,5 +229,9 @@ export class PageServer extends EventEmitter {
   /** Tells every connected target the source is going away. */
   sayBye(reason: number = ByeReason.ABORT): void {
     for (const s of this.#sockets) s.end(encodeBye(reason));
+    for (const t of this.#threads) {
+      Atomics.store(t.control, 0, reason + 1);
+      native.shutdown(t.fd, 0); // the thread sees EOF, sends BYE and ends
+    }
   }
 }

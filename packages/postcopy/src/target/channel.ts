@@ -1,8 +1,9 @@
 // A blocking connection to a page server, for a thread that may block (never the event loop).
 import { PostcopyError, ProtocolError, RemoteError } from '../errors.js';
-import { C, native } from '../native/index.js';
+import { native } from '../native/index.js';
+import { FdReader } from '../transport/fd-reader.js';
 import { decodeBody, encodeBye, encodeHello, readHeader, readRun, writeGet, GET_FRAME_SIZE } from '../protocol/codec.js';
-import { BYTE_ORDER_MARK, Feature, FrameType, HEADER_SIZE, PROTOCOL_VERSION, Role, type RegionInfo } from '../protocol/frames.js';
+import { BYTE_ORDER_MARK, Feature, FrameType, HEADER_SIZE, PROTOCOL_VERSION, Role, type Header, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 
 export interface Run {
@@ -12,25 +13,32 @@ export interface Run {
   region: number;
   firstPage: number;
   count: number;
-  /** page bytes are in channel.data[0 .. count*pageSize) for PAGES/PUSH */
+  /** PAGES/PUSH: the page bytes are channel.data[dataOffset, dataOffset + count*pageSize), valid until the next read */
+  dataOffset: number;
 }
 
 const RUN_DESC = 16;
+const RUN_FRAME = HEADER_SIZE + RUN_DESC;
 
 export class BlockingChannel {
   readonly fd: number;
   readonly pageSize: number;
   regions: RegionInfo[] = [];
-  /** receive buffer for page data; grows on demand */
-  data: Buffer;
-  #head = Buffer.alloc(HEADER_SIZE + RUN_DESC);
   #get = Buffer.alloc(GET_FRAME_SIZE);
+  #reader: FdReader;
+  /** bytes of the last frame returned, consumed on the next read */
+  #held = 0;
   #closed = false;
 
   constructor(endpoint: Endpoint, pageSize: number) {
     this.pageSize = pageSize;
     this.fd = endpoint.kind === 'tcp' ? native.tcpConnect(endpoint.host, endpoint.port) : native.unixConnect(endpoint.path);
-    this.data = Buffer.alloc(Math.max(pageSize * 64, 1 << 20));
+    this.#reader = new FdReader(this.fd, Math.max(pageSize * 64, 1 << 20) + RUN_FRAME, 'source');
+  }
+
+  /** the receive buffer holding the last run's pages (see Run.dataOffset) */
+  get data(): Buffer {
+    return this.#reader.buf;
   }
 
   /** HELLO exchange; returns the source's regions. */
@@ -54,22 +62,22 @@ export class BlockingChannel {
 
   /** Reads the next page run. Its data (if any) lands in this.data from offset 0. */
   readRun(): Run {
-    this.#readExact(this.#head, 0, HEADER_SIZE);
-    const h = readHeader(this.#head);
+    const r = this.#reader;
+    r.consume(this.#held);
+    this.#held = 0;
+    r.need(HEADER_SIZE);
+    const h = readHeader(r.buf, r.start);
     if (h.type === FrameType.PAGES || h.type === FrameType.PUSH || h.type === FrameType.ZERO) {
       if (h.length < RUN_DESC) throw new ProtocolError('truncated page run');
-      this.#readExact(this.#head, HEADER_SIZE, RUN_DESC);
-      const run = readRun(this.#head.subarray(HEADER_SIZE));
       const dataLen = h.length - RUN_DESC;
+      r.need(RUN_FRAME + dataLen);
+      const run = readRun(r.buf.subarray(r.start + HEADER_SIZE, r.start + RUN_FRAME));
       const expected = h.type === FrameType.ZERO ? 0 : run.count * this.pageSize;
       if (dataLen !== expected) throw new ProtocolError(`page run of ${run.count} pages carries ${dataLen} bytes`);
-      if (dataLen > this.data.length) this.data = Buffer.alloc(dataLen);
-      this.#readExact(this.data, 0, dataLen);
-      return { type: h.type, flags: h.flags, id: h.id, ...run };
+      this.#held = RUN_FRAME + dataLen;
+      return { type: h.type, flags: h.flags, id: h.id, region: run.region, firstPage: run.firstPage, count: run.count, dataOffset: r.start + RUN_FRAME };
     }
-    const body = Buffer.alloc(h.length);
-    this.#readExact(body, 0, h.length);
-    const frame = decodeBody(h, body);
+    const frame = this.#takeFrame(h);
     if (frame.type === FrameType.ERROR) throw new RemoteError(frame.code, frame.message);
     if (frame.type === FrameType.BYE) throw new PostcopyError('ERR_PEER_CLOSED', 'the source said BYE mid-migration');
     throw new ProtocolError(`unexpected frame type ${h.type} from the source`);
@@ -91,21 +99,20 @@ export class BlockingChannel {
   }
 
   #readFrame() {
-    this.#readExact(this.#head, 0, HEADER_SIZE);
-    const h = readHeader(this.#head);
-    const body = Buffer.alloc(h.length);
-    this.#readExact(body, 0, h.length);
-    const frame = decodeBody(h, body);
+    const r = this.#reader;
+    r.need(HEADER_SIZE);
+    const frame = this.#takeFrame(readHeader(r.buf, r.start));
     if (frame.type === FrameType.ERROR) throw new RemoteError(frame.code, frame.message);
     return frame;
   }
 
-  #readExact(buf: Buffer, offset: number, len: number): void {
-    if (len === 0) return;
-    const n = native.readFull(this.fd, buf, offset, len);
-    if (n === len) return;
-    if (n >= 0 || n === -C.ECONNRESET) throw new PostcopyError('ERR_PEER_CLOSED', 'the source closed the connection');
-    throw new PostcopyError('ERR_PEER_CLOSED', `read from the source failed: errno ${-n}`);
+  /** Decodes the frame whose header is at the reader's start, and consumes it. */
+  #takeFrame(h: Header) {
+    const r = this.#reader;
+    r.need(HEADER_SIZE + h.length);
+    const frame = decodeBody(h, Buffer.from(r.buf.subarray(r.start + HEADER_SIZE, r.start + HEADER_SIZE + h.length)));
+    r.consume(HEADER_SIZE + h.length);
+    return frame;
   }
 
   #write(buf: Buffer): void {

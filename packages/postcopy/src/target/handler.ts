@@ -1,11 +1,12 @@
 // The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
 import { EventEmitter } from 'node:events';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { PostcopyError, RemoteError, type ErrorCode } from '../errors.js';
-import { native } from '../native/index.js';
+import { C, native } from '../native/index.js';
 import { DEFAULT_PAGE_SIZE } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type Mapping, type SharedState } from './shared-state.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 
@@ -46,15 +47,7 @@ export interface HandlerReport extends Progress {
   latency: LatencySummary | null;
 }
 
-const fromSource = import.meta.url.endsWith('.ts');
-const workerUrl = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url);
-
-function newWorker(workerData: WorkerConfig): Worker {
-  if (!fromSource) return new Worker(workerUrl, { workerData });
-  // Running from TypeScript sources (tests): the thread registers the tsx loader itself.
-  const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(workerUrl.href)}); })`;
-  return new Worker(boot, { eval: true, workerData });
-}
+const workerUrl = siblingModule(import.meta.url, 'worker');
 
 export class FaultHandler extends EventEmitter {
   readonly pageSize: number;
@@ -107,6 +100,30 @@ export class FaultHandler extends EventEmitter {
     };
   }
 
+  /**
+   * Drops pages of a mapping (MADV_DONTNEED) and marks them missing, so the next touch faults
+   * again. For repeated measurements: nothing may touch that range meanwhile. Blocks until the
+   * fault thread has finished its bookkeeping for the faults already resolved (the faulting
+   * thread resumes on UFFDIO_COPY, before its page is marked present).
+   */
+  evict(mapping: number, firstPage = 0, count?: number): void {
+    const m = this.#state.mappings[mapping];
+    const bits = this.#state.present[mapping];
+    if (!m) throw new PostcopyError('ERR_INVALID_ARG', `no mapping ${mapping}`);
+    const n = count ?? bits.length - firstPage;
+    if (firstPage < 0 || n < 0 || firstPage + n > bits.length) throw new PostcopyError('ERR_OUT_OF_RANGE', `pages ${firstPage}+${n} outside mapping ${mapping}`);
+    const c = this.#state.counters;
+    const deadline = performance.now() + 1000;
+    for (let seen = Atomics.load(c, Counter.FAULTS); seen !== Atomics.load(c, Counter.EVENTS); seen = Atomics.load(c, Counter.FAULTS)) {
+      if (performance.now() > deadline) throw new PostcopyError('ERR_TIMEOUT', 'the fault thread did not settle within 1 s');
+      Atomics.wait(c, Counter.FAULTS, seen, 1);
+    }
+    native.madvise(m.localStart + firstPage * this.pageSize, n * this.pageSize, C.MADV_DONTNEED);
+    let cleared = 0;
+    for (let p = firstPage; p < firstPage + n; p++) cleared += Atomics.exchange(bits, p, 0);
+    Atomics.sub(this.#state.counters, Counter.PRESENT, cleared);
+  }
+
   /** Resolves when every page is present (the source has been told it may let go); rejects on a fatal error. */
   done(): Promise<HandlerReport> {
     return this.#done;
@@ -133,7 +150,7 @@ export class FaultHandler extends EventEmitter {
     const ready = roles.map(
       (config) =>
         new Promise<void>((resolve, reject) => {
-          const worker = newWorker(config);
+          const worker = startThread(workerUrl, config);
           this.#workers.push(worker);
           this.#exited.push(new Promise<void>((done) => worker.once('exit', () => done())));
           let isReady = false;

@@ -21,6 +21,8 @@ export const Counter = {
   HINT_SEQ: 8,
   STOP: 9,
   TOTAL: 10,
+  /** fault events read from the uffd; FAULTS catches up once each is resolved */
+  EVENTS: 11,
   /** set once every thread is connected: nothing is fetched before the handler is fully up */
   GO: 12,
 } as const;

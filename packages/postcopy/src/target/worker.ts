@@ -76,6 +76,7 @@ function faultLoop(channel: BlockingChannel): LatencySummary {
     if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
     for (let off = 0; off + msgSize <= n; off += msgSize) {
       if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) continue; // fork/remap/unmap are followed by the CRIU daemon
+      Atomics.add(state.counters, Counter.EVENTS, 1);
       const t0 = performance.now();
       const addr = msgs.readUInt32LE(off + 16) + msgs.readUInt32LE(off + 20) * 0x100000000;
       const mi = findMapping(state, addr);
@@ -98,7 +99,7 @@ function faultLoop(channel: BlockingChannel): LatencySummary {
           const run = channel.readRun();
           if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > end)
             throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${end - page})`);
-          installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, 0, Counter.FAULTED);
+          installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, Counter.FAULTED);
           if (run.flags & Flag.END) break;
         }
       }
@@ -184,7 +185,7 @@ function pushLoop(channel: BlockingChannel): void {
     const run = channel.readRun();
     if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
       throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
-    installPages(state, config.uffd, head.mapping, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, 0, Counter.PUSHED);
+    installPages(state, config.uffd, head.mapping, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, Counter.PUSHED);
     if (run.flags & Flag.END) inflight.shift();
   }
 }

@@ -3,7 +3,7 @@ import { TcpTransport } from './tcp.js';
 import type { Endpoint, Transport } from './transport.js';
 import { UnixTransport } from './unix.js';
 
-export type { Endpoint, Listener, Transport } from './transport.js';
+export type { Endpoint, Listener, ListenOptions, Transport } from './transport.js';
 export { TcpTransport } from './tcp.js';
 export { UnixTransport } from './unix.js';
 

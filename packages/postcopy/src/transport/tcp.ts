@@ -1,6 +1,6 @@
 import { createConnection, createServer, type Socket } from 'node:net';
 import { native } from '../native/index.js';
-import { closeServer, type Listener, type Transport } from './transport.js';
+import { closeServer, type Listener, type ListenOptions, type Transport } from './transport.js';
 
 export class TcpTransport implements Transport {
   readonly kind = 'tcp' as const;
@@ -9,8 +9,8 @@ export class TcpTransport implements Transport {
     readonly port: number,
   ) {}
 
-  async listen(onConnection: (socket: Socket) => void): Promise<Listener> {
-    const server = createServer({ noDelay: true }, (socket) => {
+  async listen(onConnection: (socket: Socket) => void, options: ListenOptions = {}): Promise<Listener> {
+    const server = createServer({ noDelay: true, pauseOnConnect: options.pauseOnConnect ?? false }, (socket) => {
       socket.setNoDelay(true);
       onConnection(socket);
     });

@@ -9,10 +9,15 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+export interface ListenOptions {
+  /** hand over connections unread, so their fd can move to a thread of its own */
+  pauseOnConnect?: boolean;
+}
+
 export interface Transport {
   readonly kind: Endpoint['kind'];
   /** Listens and hands each accepted connection to onConnection. */
-  listen(onConnection: (socket: Socket) => void): Promise<Listener>;
+  listen(onConnection: (socket: Socket) => void, options?: ListenOptions): Promise<Listener>;
   /** Connects for use on the event loop. */
   connect(): Promise<Socket>;
   /** Connects a blocking socket fd (TCP_NODELAY for TCP), for a thread that blocks on it. */

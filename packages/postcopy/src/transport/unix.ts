@@ -1,15 +1,15 @@
 import { rmSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { native } from '../native/index.js';
-import { closeServer, type Listener, type Transport } from './transport.js';
+import { closeServer, type Listener, type ListenOptions, type Transport } from './transport.js';
 
 export class UnixTransport implements Transport {
   readonly kind = 'unix' as const;
   constructor(readonly path: string) {}
 
-  async listen(onConnection: (socket: Socket) => void): Promise<Listener> {
+  async listen(onConnection: (socket: Socket) => void, options: ListenOptions = {}): Promise<Listener> {
     rmSync(this.path, { force: true });
-    const server = createServer(onConnection);
+    const server = createServer({ pauseOnConnect: options.pauseOnConnect ?? false }, onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.path, () => {
