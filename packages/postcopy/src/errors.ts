@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'ERR_UFFD' // userfaultfd failed in a way that loses the fault
   | 'ERR_TIMEOUT'
   | 'ERR_INVALID_ARG'
+  | 'ERR_CHILD' // a helper process (benchmark side, reference program) failed
   | 'ERR_REMOTE'; // the peer sent an ERROR frame
 
 export class PostcopyError extends Error {

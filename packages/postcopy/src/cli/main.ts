@@ -12,7 +12,10 @@ import { FaultHandler, type Progress } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor } from '../transport/index.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
-import { progressBar } from './progress.js';
+import { progressBar, stepBar } from './progress.js';
+import { runBench, type BenchResult, type BenchTransport, type Link, type Placement } from '../bench/bench.js';
+import { writePlot } from '../bench/plot.js';
+import { formatReport } from '../bench/report.js';
 
 function int(value: string): number {
   const n = Number(value);
@@ -142,6 +145,38 @@ program
       await handler?.stop();
       native.close(listenFd);
     }
+  });
+
+function list<T extends string | number>(parse: (v: string) => T, allowed: readonly T[]) {
+  return (value: string): T[] => {
+    const items = value.split(',').map((v) => parse(v.trim()));
+    for (const it of items) if (!allowed.includes(it)) throw new InvalidArgumentError(`"${it}" is not one of ${allowed.join(', ')}`);
+    return [...new Set(items)];
+  };
+}
+
+program
+  .command('bench')
+  .description("the report's remote page-fault benchmark, ours beside the C reference (needs root for veth)")
+  .option('--trials <n>', 'measured trials (one more warms up)', int, 50)
+  .option('--faults <n>', 'faults per trial', int, 1000)
+  .option('--page-size <list>', 'page sizes: 4096, 65536 (comma list)', list(int, [4096, 65536]), [4096, 65536])
+  .option('--transport <list>', 'tcp, unix (comma list; unix runs on loopback only)', list(String, ['tcp', 'unix']), ['tcp', 'unix'])
+  .option('--link <list>', 'loopback, veth (comma list)', list(String, ['loopback', 'veth']), ['loopback', 'veth'])
+  .option('--mtu <list>', 'veth MTUs: 1500, 4200, 9000 (comma list)', list(int, [1500, 4200, 9000]), [1500, 4200, 9000])
+  .addOption(new Option('--placement <where>', 'same: every thread on CPU 0; cross: server on CPU 1; auto: unpinned').choices(['same', 'cross', 'auto']).default('same'))
+  .option('--json', 'print every figure as JSON instead of the tables')
+  .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
+  .action(async (o: { trials: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string }) => {
+    const bar = stepBar();
+    let result: BenchResult;
+    try {
+      result = await runBench({ trials: o.trials, faults: o.faults, pageSizes: o.pageSize, transports: o.transport, links: o.link, mtus: o.mtu, placement: o.placement, onProgress: bar?.update });
+    } finally {
+      bar?.stop();
+    }
+    if (o.plot) await writePlot(result, o.plot);
+    print(!!o.json, result, formatReport(result));
   });
 
 program

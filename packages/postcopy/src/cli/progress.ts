@@ -22,3 +22,22 @@ export function progressBar(): { update: (p: Progress) => void; stop: () => void
     },
   };
 }
+
+/** A bar of benchmark steps, on a TTY only. */
+export function stepBar(): { update: (done: number, total: number, label: string) => void; stop: () => void } | null {
+  if (!process.stderr.isTTY) return null;
+  const bar = new cliProgress.SingleBar({ format: 'bench {bar} {value}/{total} | {label}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+  let started = false;
+  return {
+    update: (done, total, label) => {
+      if (!started) {
+        bar.start(total, 0, { label });
+        started = true;
+      }
+      bar.update(done, { label });
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
+}
