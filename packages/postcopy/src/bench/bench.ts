@@ -17,6 +17,8 @@ export type BenchTransport = 'tcp' | 'unix';
 
 export interface BenchOptions {
   trials: number;
+  /** trials run first and dropped, for both sides: our threads' JIT needs a few thousand faults */
+  warmup: number;
   faults: number;
   pageSizes: number[];
   transports: BenchTransport[];
@@ -52,6 +54,7 @@ export interface BenchResult {
   placement: Placement;
   cpusUsed: { server: string; target: string };
   trials: number;
+  warmup: number;
   faults: number;
   /** the kernel path alone (C, local memory), per page size */
   kernel: Record<string, Summary>;
@@ -121,7 +124,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const total = o.pageSizes.length + cases.length * 3;
   let done = 0;
   const step = (label: string) => o.onProgress?.(++done, total, label);
-  const trials = o.trials + 1; // trial 0 warms up and is dropped
+  const trials = o.warmup + o.trials;
+  const pool = (lines: string[]) => summarize(poolTrials(lines, o.warmup));
   const timeoutMs = 60_000 + trials * o.faults * 2;
 
   try {
@@ -135,7 +139,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const kernel: Record<string, Summary> = {};
     for (const ps of o.pageSizes) {
       const local = start('C local', [...pinned(where.target), pcref, 'local', String(ps), String(o.faults), String(trials)]);
-      kernel[ps] = summarize(poolTrials(await local.rest(timeoutMs)));
+      kernel[ps] = pool(await local.rest(timeoutMs));
       step(`kernel path ${ps / 1024} KiB`);
     }
 
@@ -155,9 +159,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         const port = (await server.next((l) => l.startsWith('listening '), 10_000)).split(' ')[1];
         const connect = c.transport === 'unix' ? listen : `tcp:${host}:${port}`;
         const client = start(`C ${mode}`, [...targetSide, pcref, mode, connect, String(c.pageSize), String(o.faults), String(trials)]);
-        const samples = poolTrials(await client.rest(timeoutMs));
+        const lines = await client.rest(timeoutMs);
         await server.rest(10_000);
-        return summarize(samples);
+        return pool(lines);
       };
       const ref = await runC('fault');
       step(`C reference, ${label}`);
@@ -175,7 +179,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const endpoint = (JSON.parse(await server.next((l) => l.includes('"listening"'), 20_000)) as { endpoint: string }).endpoint;
       const args: BenchTargetArgs = { endpoint, pageSize: c.pageSize, faults: o.faults, trials };
       const target = start('bench target', [...targetSide, ...nodeModuleArgv(import.meta.url, './target'), JSON.stringify(args)]);
-      const ours = summarize(poolTrials(await target.rest(timeoutMs)));
+      const ours = pool(await target.rest(timeoutMs));
       server.kill('SIGTERM');
       await server.exited;
       step(`ours, ${label}`);
@@ -195,6 +199,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       placement: o.placement,
       cpusUsed: where,
       trials: o.trials,
+      warmup: o.warmup,
       faults: o.faults,
       kernel,
       cases: results,

@@ -7,9 +7,11 @@ import { PostcopyError } from '../errors.js';
 import type { BenchResult } from './bench.js';
 import { columnOf, rowOf } from './report.js';
 
+const IMPLS = ['ours', 'C reference'];
+
 export function plotSpec(result: BenchResult): object {
   const values = result.cases.flatMap((c) =>
-    (['ours', 'C reference'] as const).map((impl) => {
+    IMPLS.map((impl) => {
       const s = impl === 'ours' ? c.ours : c.ref;
       return { panel: rowOf(c), path: columnOf(c), impl, mean: s.mean, lo: Math.max(0, s.mean - s.sd), hi: s.mean + s.sd, p50: s.p50 };
     }),
@@ -28,14 +30,14 @@ export function plotSpec(result: BenchResult): object {
           mark: 'bar',
           encoding: {
             x: { field: 'path', type: 'nominal', title: null, axis: { labelAngle: -30 } },
-            xOffset: { field: 'impl' },
+            xOffset: { field: 'impl', type: 'nominal', sort: 'descending' },
             y: { field: 'mean', type: 'quantitative', title: 'µs (mean ± sd)' },
-            color: { field: 'impl', type: 'nominal', title: null, scale: { range: ['#4c78a8', '#bbbbbb'] } },
+            color: { field: 'impl', type: 'nominal', title: null, scale: { domain: IMPLS, range: ['#4c78a8', '#bbbbbb'] } },
           },
         },
         {
           mark: { type: 'rule', color: 'black' },
-          encoding: { x: { field: 'path', type: 'nominal' }, xOffset: { field: 'impl' }, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
+          encoding: { x: { field: 'path', type: 'nominal' }, xOffset: { field: 'impl', type: 'nominal', sort: 'descending' }, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
         },
       ],
     },

@@ -26,7 +26,7 @@ export function formatReport(result: BenchResult): string {
   const m = result.machine;
   const out: string[] = [];
   out.push(
-    `Remote page fault, µs: mean ± sd (p50, p99) over ${result.trials} trials × ${result.faults} faults (after one warm-up trial).`,
+    `Remote page fault, µs: mean ± sd (p50, p99) over ${result.trials} trials × ${result.faults} faults, after ${result.warmup} warm-up trials (dropped, both sides).`,
     `Placement: ${result.placement} (server CPU ${result.cpusUsed.server}, target CPU ${result.cpusUsed.target}). ${m.cpus} × ${m.cpu}, ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}.`,
     '',
   );

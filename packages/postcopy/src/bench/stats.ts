@@ -24,13 +24,13 @@ export function summarize(samplesNs: ArrayLike<number>): Summary {
   return { n, mean: us(mean), sd: us(Math.sqrt(n > 1 ? sq / (n - 1) : 0)), p50: us(at(0.5)), p99: us(at(0.99)), min: us(a[0]), max: us(a[n - 1]) };
 }
 
-/** Parses {trial, ns} lines, drops the warm-up trial 0, and pools the rest. */
-export function poolTrials(lines: string[]): number[] {
+/** Parses {trial, ns} lines, drops the warm-up trials (numbered below `warmup`), and pools the rest. */
+export function poolTrials(lines: string[], warmup: number): number[] {
   const out: number[] = [];
   for (const line of lines) {
     if (!line.startsWith('{"trial"')) continue;
     const t = JSON.parse(line) as { trial: number; ns: number[] };
-    if (t.trial > 0) out.push(...t.ns);
+    if (t.trial >= warmup) out.push(...t.ns);
   }
   return out;
 }

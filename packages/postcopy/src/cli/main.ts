@@ -160,6 +160,7 @@ program
   .description("the report's remote page-fault benchmark, ours beside the C reference (needs root for veth)")
   .option('--trials <n>', 'measured trials (one more warms up)', int, 50)
   .option('--faults <n>', 'faults per trial', int, 1000)
+  .option('--warmup <n>', 'trials run first and dropped, both sides (JIT warm-up)', int, 5)
   .option('--page-size <list>', 'page sizes: 4096, 65536 (comma list)', list(int, [4096, 65536]), [4096, 65536])
   .option('--transport <list>', 'tcp, unix (comma list; unix runs on loopback only)', list(String, ['tcp', 'unix']), ['tcp', 'unix'])
   .option('--link <list>', 'loopback, veth (comma list)', list(String, ['loopback', 'veth']), ['loopback', 'veth'])
@@ -167,11 +168,11 @@ program
   .addOption(new Option('--placement <where>', 'same: every thread on CPU 0; cross: server on CPU 1; auto: unpinned').choices(['same', 'cross', 'auto']).default('same'))
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string }) => {
     const bar = stepBar();
     let result: BenchResult;
     try {
-      result = await runBench({ trials: o.trials, faults: o.faults, pageSizes: o.pageSize, transports: o.transport, links: o.link, mtus: o.mtu, placement: o.placement, onProgress: bar?.update });
+      result = await runBench({ trials: o.trials, warmup: o.warmup, faults: o.faults, pageSizes: o.pageSize, transports: o.transport, links: o.link, mtus: o.mtu, placement: o.placement, onProgress: bar?.update });
     } finally {
       bar?.stop();
     }
