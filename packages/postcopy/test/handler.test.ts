@@ -1,0 +1,81 @@
+// The fault handler and its blocking reader, in this process, against a real page server.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { C, native } from '../src/native/index.js';
+import { ImageFileSource } from '../src/source/image-file.js';
+import { PageServer } from '../src/source/server.js';
+import { FaultHandler } from '../src/target/handler.js';
+import { FdReader } from '../src/transport/fd-reader.js';
+import { UnixTransport } from '../src/transport/index.js';
+import { hashPages } from '../src/util/pagehash.js';
+import { caps, need } from './helpers/caps.js';
+import { makeImage } from './helpers/util.js';
+
+const PS = 4096;
+
+describe('fd reader', () => {
+  it('gathers a frame across partial writes, grows past its capacity, and tells EOF from a cut', () => {
+    const [a, b] = native.socketpair();
+    try {
+      const r = new FdReader(a, 8, 'test peer');
+      const payload = Buffer.from(Array.from({ length: 40 }, (_, i) => i));
+      native.writeAll(b, payload, 0, 5);
+      native.writeAll(b, payload, 5, 35);
+      r.need(40);
+      assert.deepEqual(r.buf.subarray(r.start, r.start + 40), payload);
+      r.consume(40);
+      assert.equal(r.buffered, 0);
+      native.writeAll(b, payload, 0, 3);
+      native.shutdown(b, 1);
+      assert.throws(() => r.need(4), (e: { code?: string }) => e.code === 'ERR_PEER_CLOSED');
+      r.consume(3);
+      assert.equal(r.needOrEof(1), false);
+    } finally {
+      native.close(a);
+      native.close(b);
+    }
+  });
+});
+
+describe('fault handler', () => {
+  it('evicts pages so that they fault in again, fresh from the source', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const dir = mkdtempSync(join(tmpdir(), 'pc-evict-'));
+    const pages = 64;
+    const expected = makeImage(join(dir, 'img'), pages * PS);
+    const source = new ImageFileSource(join(dir, 'img'));
+    const server = new PageServer(source);
+    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
+    const addr = native.mmapAnon(pages * PS);
+    const uffd = native.uffdOpen(true);
+    native.uffdApi(uffd, 0n);
+    native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], push: false });
+    const hashes = () => {
+      const out = new Uint32Array(16);
+      hashPages(new Uint8Array(native.viewMemory(addr, 16 * PS)), PS, out);
+      return Array.from(out);
+    };
+    try {
+      native.touchPages(addr, 16, PS, true); // faults in, then changes a byte of each page
+      assert.notDeepEqual(hashes(), Array.from(expected.subarray(0, 16)));
+      handler.evict(0, 0, 16); // waits for the fault thread's bookkeeping, which lags the resumed toucher
+      assert.equal(handler.progress.faults, 16);
+      assert.equal(handler.progress.present, 0);
+      assert.deepEqual(hashes(), Array.from(expected.subarray(0, 16)), 'the source copy, not the changed one');
+      handler.evict(0, 0, 16);
+      assert.equal(handler.progress.faults, 32);
+      assert.throws(() => handler.evict(0, 60, 8), (e: { code?: string }) => e.code === 'ERR_OUT_OF_RANGE');
+    } finally {
+      await handler.stop();
+      native.close(uffd);
+      native.munmap(addr, pages * PS);
+      await server.close();
+      source.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
