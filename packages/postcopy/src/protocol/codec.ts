@@ -47,8 +47,18 @@ export function readHeader(buf: Uint8Array, offset = 0): Header {
   return { type, flags: v.getUint8(offset + 3), id: v.getUint32(offset + 4, true), length };
 }
 
+// The fault path encodes and decodes into the same few buffers over and over: reuse their views.
+const views: { buf: Uint8Array | null; view: DataView | null }[] = Array.from({ length: 4 }, () => ({ buf: null, view: null }));
+let nextView = 0;
+
 function view(buf: Uint8Array): DataView {
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (const e of views) if (e.buf === buf) return e.view!;
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const slot = views[nextView];
+  nextView = (nextView + 1) % views.length;
+  slot.buf = buf;
+  slot.view = v;
+  return v;
 }
 
 function frame(type: number, flags: number, id: number, bodyLength: number): { buf: Buffer; v: DataView } {
@@ -57,15 +67,19 @@ function frame(type: number, flags: number, id: number, bodyLength: number): { b
   return { buf, v: view(buf) };
 }
 
+const TWO_32 = 0x100000000;
+
+// 64-bit fields as two 32-bit halves: no BigInt on the fault path.
 function setU64(v: DataView, offset: number, value: number): void {
   if (!Number.isSafeInteger(value) || value < 0) throw new ProtocolError(`value ${value} does not fit an unsigned 64-bit field`);
-  v.setBigUint64(offset, BigInt(value), true);
+  v.setUint32(offset, value % TWO_32, true);
+  v.setUint32(offset + 4, Math.floor(value / TWO_32), true);
 }
 
 function getU64(v: DataView, offset: number): number {
-  const big = v.getBigUint64(offset, true);
-  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError('64-bit field exceeds 2^53');
-  return Number(big);
+  const high = v.getUint32(offset + 4, true);
+  if (high >= 0x200000) throw new ProtocolError('64-bit field exceeds 2^53');
+  return high * TWO_32 + v.getUint32(offset, true);
 }
 
 export function encodeHello(h: Omit<Hello, 'type' | 'byteOrderMark'> & { byteOrderMark?: number }): Buffer {
@@ -162,11 +176,18 @@ export function encodeBye(reason: number): Buffer {
   return buf;
 }
 
-/** Run descriptor of a PAGES/PUSH/ZERO body: region, count, firstPage. */
-export function readRun(body: Uint8Array): { region: number; count: number; firstPage: number } {
-  if (body.length < RUN_BODY) throw new ProtocolError('truncated page run');
+/** Run descriptor of a PAGES/PUSH/ZERO body (or a GET body): region, count, firstPage. */
+export function readRun(body: Uint8Array, offset = 0): { region: number; count: number; firstPage: number } {
+  if (body.length - offset < RUN_BODY) throw new ProtocolError('truncated page run');
   const v = view(body);
-  return { region: v.getUint32(0, true), count: v.getUint32(4, true), firstPage: getU64(v, 8) };
+  return { region: v.getUint32(offset, true), count: v.getUint32(offset + 4, true), firstPage: getU64(v, offset + 8) };
+}
+
+/** A GET whose validated header is at buf[offset]: decoded in place, for the serving thread. */
+export function readGet(h: Header, buf: Uint8Array, offset: number): Get {
+  if (h.length !== GET_BODY) throw new ProtocolError('GET body must be 16 bytes');
+  const run = readRun(buf, offset + HEADER_SIZE);
+  return { type: FrameType.GET, id: h.id, flags: h.flags, region: run.region, count: run.count, firstPage: run.firstPage };
 }
 
 export const RUN_HEADER_SIZE = HEADER_SIZE + RUN_BODY;

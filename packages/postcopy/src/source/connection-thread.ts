@@ -3,7 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
-import { decodeBody, encodeBye, encodeError, readHeader, writeRunHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
+import { decodeBody, encodeBye, encodeError, readGet, readHeader, writeRunHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
 import { ByeReason, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { MemorySource } from './memory-source.js';
@@ -30,7 +30,7 @@ class Connection {
       if (!r.needOrEof(HEADER_SIZE)) return this.#sayByeIfAsked();
       const h = readHeader(r.buf, r.start);
       r.need(HEADER_SIZE + h.length);
-      const frame = decodeBody(h, r.buf.subarray(r.start + HEADER_SIZE, r.start + HEADER_SIZE + h.length));
+      const frame = h.type === FrameType.GET ? readGet(h, r.buf, r.start) : decodeBody(h, r.buf.subarray(r.start + HEADER_SIZE, r.start + HEADER_SIZE + h.length));
       r.consume(HEADER_SIZE + h.length);
       if (!greeted) {
         const rejected = checkHello(frame, this.#source.pageSize);

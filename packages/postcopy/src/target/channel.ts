@@ -71,7 +71,7 @@ export class BlockingChannel {
       if (h.length < RUN_DESC) throw new ProtocolError('truncated page run');
       const dataLen = h.length - RUN_DESC;
       r.need(RUN_FRAME + dataLen);
-      const run = readRun(r.buf.subarray(r.start + HEADER_SIZE, r.start + RUN_FRAME));
+      const run = readRun(r.buf, r.start + HEADER_SIZE);
       const expected = h.type === FrameType.ZERO ? 0 : run.count * this.pageSize;
       if (dataLen !== expected) throw new ProtocolError(`page run of ${run.count} pages carries ${dataLen} bytes`);
       this.#held = RUN_FRAME + dataLen;
