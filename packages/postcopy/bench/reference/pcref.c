@@ -12,7 +12,9 @@
 //   pcref rr ENDPOINT PAGE FAULTS TRIALS
 //                                     the network round trip alone: request, receive, no uffd
 // ENDPOINT is tcp:HOST:PORT or unix:PATH. The server prints "listening PORT" once bound
-// (PORT 0 asks the kernel for one). Trial 0 is a warm-up and is printed like the others.
+// (PORT 0 asks the kernel for one). TRIALS 0 takes batches from stdin instead: a line with a
+// count runs that many more trials and ends with a "batch done" line, so that a benchmark can
+// interleave this program with another one. Every trial is printed; warm-up is the caller's choice.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -132,6 +134,7 @@ static int cmd_donor(uint64_t bytes) {
   fflush(stdout);
   raise(SIGSTOP);
   for (;;) pause();
+  return 0;  // not reached: the benchmark kills the donor
 }
 
 static int cmd_server(const char *spec, pid_t pid, uint64_t base) {
@@ -200,6 +203,24 @@ static void *handler_main(void *arg) {
   return NULL;
 }
 
+// How many trials to run next: all of them once, or (trials == 0) a count read from stdin.
+static int next_batch(int trials, int *started) {
+  if (trials > 0) {
+    if (*started) return 0;
+    *started = 1;
+    return trials;
+  }
+  char line[32];
+  if (!fgets(line, sizeof line, stdin)) return 0;
+  return atoi(line);
+}
+
+static void end_batch(int trials) {
+  if (trials > 0) return;
+  printf("batch done\n");
+  fflush(stdout);
+}
+
 static void print_trial(int trial, const uint64_t *ns, uint32_t faults) {
   printf("{\"trial\":%d,\"ns\":[", trial);
   for (uint32_t i = 0; i < faults; i++) printf(i ? ",%llu" : "%llu", (unsigned long long)ns[i]);
@@ -230,15 +251,18 @@ static int cmd_fault(const char *spec, uint32_t page, uint32_t faults, int trial
   if (pthread_create(&thread, NULL, handler_main, &h) != 0) die("pthread_create");
 
   uint64_t *ns = calloc(faults, sizeof *ns);
-  for (int t = 0; t < trials; t++) {
-    for (uint32_t i = 0; i < faults; i++) {
-      volatile uint8_t *p = region + (size_t)i * page;
-      uint64_t a = now_ns();
-      *p = (uint8_t)(*p + 1);
-      ns[i] = now_ns() - a;
+  int trial = 0, started = 0;
+  for (int batch; (batch = next_batch(trials, &started)) > 0; end_batch(trials)) {
+    for (int k = 0; k < batch; k++, trial++) {
+      for (uint32_t i = 0; i < faults; i++) {
+        volatile uint8_t *p = region + (size_t)i * page;
+        uint64_t a = now_ns();
+        *p = (uint8_t)(*p + 1);
+        ns[i] = now_ns() - a;
+      }
+      print_trial(trial, ns, faults);
+      if (madvise(region, len, MADV_DONTNEED) < 0) die("madvise");
     }
-    print_trial(t, ns, faults);
-    if (madvise(region, len, MADV_DONTNEED) < 0) die("madvise");
   }
   return 0;
 }
@@ -247,15 +271,18 @@ static int cmd_rr(const char *spec, uint32_t page, uint32_t faults, int trials) 
   int fd = connect_to(spec);
   uint8_t *buf = malloc(page);
   uint64_t *ns = calloc(faults, sizeof *ns);
-  for (int t = 0; t < trials; t++) {
-    for (uint32_t i = 0; i < faults; i++) {
-      struct request req = {(uint64_t)i * page, page, 0};
-      uint64_t a = now_ns();
-      if (write_full(fd, &req, sizeof req) < 0) die("send request");
-      if (read_full(fd, buf, page) < 0) die("receive page");
-      ns[i] = now_ns() - a;
+  int trial = 0, started = 0;
+  for (int batch; (batch = next_batch(trials, &started)) > 0; end_batch(trials)) {
+    for (int k = 0; k < batch; k++, trial++) {
+      for (uint32_t i = 0; i < faults; i++) {
+        struct request req = {(uint64_t)i * page, page, 0};
+        uint64_t a = now_ns();
+        if (write_full(fd, &req, sizeof req) < 0) die("send request");
+        if (read_full(fd, buf, page) < 0) die("receive page");
+        ns[i] = now_ns() - a;
+      }
+      print_trial(trial, ns, faults);
     }
-    print_trial(t, ns, faults);
   }
   return 0;
 }

@@ -89,6 +89,26 @@ function placementCpus(placement: Placement): { server: string; target: string }
   return { server: '1', target: '0' };
 }
 
+/** trials per turn when the three pairs take turns */
+const BATCH = 5;
+
+interface Pair {
+  server: LineChild;
+  client: LineChild;
+  lines: string[];
+}
+
+/** Asks a batch-mode client for `count` more trials and keeps the lines it prints. */
+async function runBatch(pair: Pair, count: number, timeoutMs: number): Promise<void> {
+  if (count <= 0) return;
+  pair.client.send(String(count));
+  for (;;) {
+    const line = await pair.client.next(() => true, timeoutMs);
+    if (line === 'batch done') return;
+    pair.lines.push(line);
+  }
+}
+
 const pinned = (cpu: string): string[] => (cpu === 'any' ? [] : ['taskset', '-c', cpu]);
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
@@ -121,7 +141,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
-  const total = o.pageSizes.length + cases.length * 3;
+  const total = o.pageSizes.length + cases.length * Math.ceil(o.trials / BATCH);
   let done = 0;
   const step = (label: string) => o.onProgress?.(++done, total, label);
   const trials = o.warmup + o.trials;
@@ -150,39 +170,47 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const host = c.link === 'veth' ? veth!.a.addr : '127.0.0.1';
       const serverSide = [...(veth && c.link === 'veth' ? veth.exec('a') : []), ...pinned(where.server)];
       const targetSide = [...(veth && c.link === 'veth' ? veth.exec('b') : []), ...pinned(where.target)];
-      const sock = join(dir, 'pc.sock');
 
-      // The C reference: a fault path, and the bare request/response on the same link.
-      const runC = async (mode: 'fault' | 'rr') => {
-        const listen = c.transport === 'unix' ? `unix:${sock}` : `tcp:${host}:0`;
+      // Three client/server pairs stay up side by side, idle but for the one being measured: the
+      // C reference, the C round trip alone, and ours (the product's `serve` and FaultHandler).
+      // They take turns in small batches, so a slow spell of this shared machine hits all three.
+      const startC = async (mode: 'fault' | 'rr', sockPath: string): Promise<Pair> => {
+        const listen = c.transport === 'unix' ? `unix:${sockPath}` : `tcp:${host}:0`;
         const server = start('C server', [...serverSide, pcref, 'server', listen, String(donorPid), String(donorAddr)]);
         const port = (await server.next((l) => l.startsWith('listening '), 10_000)).split(' ')[1];
         const connect = c.transport === 'unix' ? listen : `tcp:${host}:${port}`;
-        const client = start(`C ${mode}`, [...targetSide, pcref, mode, connect, String(c.pageSize), String(o.faults), String(trials)]);
-        const lines = await client.rest(timeoutMs);
-        await server.rest(10_000);
-        return pool(lines);
+        const client = start(`C ${mode}`, [...targetSide, pcref, mode, connect, String(c.pageSize), String(o.faults), '0']);
+        return { server, client, lines: [] };
       };
-      const ref = await runC('fault');
-      step(`C reference, ${label}`);
-      const network = await runC('rr');
-      step(`C round trip, ${label}`);
-
-      // Ours: the product's `serve` over the frozen donor, and its FaultHandler on the target.
-      const listen = c.transport === 'unix' ? `unix:${sock}` : `tcp://${host}:0`;
-      const server = start('postcopy serve', [
-        ...serverSide,
-        ...nodeModuleArgv(import.meta.url, '../cli/main'),
-        'serve', '--pid', String(donorPid), '--range', `${donorAddr}:${2 * o.faults * c.pageSize}`,
-        '--freeze', 'none', '--page-size', String(c.pageSize), '--listen', listen, '--json',
-      ]);
-      const endpoint = (JSON.parse(await server.next((l) => l.includes('"listening"'), 20_000)) as { endpoint: string }).endpoint;
-      const args: BenchTargetArgs = { endpoint, pageSize: c.pageSize, faults: o.faults, trials };
-      const target = start('bench target', [...targetSide, ...nodeModuleArgv(import.meta.url, './target'), JSON.stringify(args)]);
-      const ours = pool(await target.rest(timeoutMs));
-      server.kill('SIGTERM');
-      await server.exited;
-      step(`ours, ${label}`);
+      const startOurs = async (sockPath: string): Promise<Pair> => {
+        const listen = c.transport === 'unix' ? `unix:${sockPath}` : `tcp://${host}:0`;
+        const server = start('postcopy serve', [
+          ...serverSide,
+          ...nodeModuleArgv(import.meta.url, '../cli/main'),
+          'serve', '--pid', String(donorPid), '--range', `${donorAddr}:${2 * o.faults * c.pageSize}`,
+          '--freeze', 'none', '--page-size', String(c.pageSize), '--listen', listen, '--json',
+        ]);
+        const endpoint = (JSON.parse(await server.next((l) => l.includes('"listening"'), 20_000)) as { endpoint: string }).endpoint;
+        const args: BenchTargetArgs = { endpoint, pageSize: c.pageSize, faults: o.faults, trials: 0 };
+        const client = start('bench target', [...targetSide, ...nodeModuleArgv(import.meta.url, './target'), JSON.stringify(args)]);
+        return { server, client, lines: [] };
+      };
+      const pairs = { ref: await startC('fault', join(dir, 'ref.sock')), network: await startC('rr', join(dir, 'rr.sock')), ours: await startOurs(join(dir, 'ours.sock')) };
+      const turns = [pairs.ref, pairs.ours, pairs.network];
+      for (const p of turns) await runBatch(p, o.warmup, timeoutMs);
+      for (let round = 0, left = o.trials; left > 0; round++, left -= BATCH) {
+        for (let i = 0; i < turns.length; i++) await runBatch(turns[(round + i) % turns.length], Math.min(BATCH, left), timeoutMs);
+        step(label);
+      }
+      for (const p of turns) p.client.endInput();
+      for (const p of turns) {
+        p.lines.push(...(await p.client.rest(timeoutMs)));
+        if (p === pairs.ours) p.server.kill('SIGTERM');
+        await p.server.exited;
+      }
+      const ref = pool(pairs.ref.lines);
+      const network = pool(pairs.network.lines);
+      const ours = pool(pairs.ours.lines);
 
       const k = kernel[c.pageSize];
       results.push({

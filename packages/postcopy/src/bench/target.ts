@@ -1,6 +1,8 @@
 // The target side of `postcopy bench`, run as its own process (so it can be pinned and put in a
 // network namespace): the product's FaultHandler resolves every fault; this thread only touches.
-// Prints one JSON line per trial, {trial, ns: [...]}, the same shape as the C reference.
+// Prints one JSON line per trial, {trial, ns: [...]}, the same shape as the C reference, and
+// takes batches the same way: trials 0 reads a count per stdin line and ends each with "batch done".
+import { createInterface } from 'node:readline';
 import { PostcopyError } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { FaultHandler } from '../target/handler.js';
@@ -11,7 +13,7 @@ export interface BenchTargetArgs {
   endpoint: string;
   pageSize: number;
   faults: number;
-  /** including the warm-up trial */
+  /** all trials at once (warm-up included), or 0: batches from stdin */
   trials: number;
 }
 
@@ -31,12 +33,21 @@ async function main(args: BenchTargetArgs): Promise<void> {
   native.uffdRegister(uffd, local, mapped, C.UFFDIO_REGISTER_MODE_MISSING);
   const handler = await FaultHandler.start({ endpoint, uffd, mappings: [{ regionId: 0, localStart: local, length: mapped }], pageSize: args.pageSize, push: false });
   const ns = new Float64Array(args.faults);
-  try {
-    for (let trial = 0; trial < args.trials; trial++) {
+  let trial = 0;
+  const run = (count: number) => {
+    for (let k = 0; k < count; k++, trial++) {
       native.touchPages(local, args.faults, args.pageSize, true, ns);
       process.stdout.write(`${JSON.stringify({ trial, ns: Array.from(ns, Math.round) })}\n`);
       handler.evict(0, 0, args.faults);
     }
+  };
+  try {
+    if (args.trials > 0) run(args.trials);
+    else
+      for await (const line of createInterface({ input: process.stdin })) {
+        run(Number(line));
+        process.stdout.write('batch done\n');
+      }
   } finally {
     const report = await handler.stop();
     process.stdout.write(`${JSON.stringify({ handler: report })}\n`);

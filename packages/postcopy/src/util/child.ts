@@ -21,7 +21,8 @@ export class LineChild {
 
   constructor(name: string, argv: string[]) {
     this.name = name;
-    this.child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdin!.on('error', () => {}); // a child that died is reported by next() and rest()
     createInterface({ input: this.child.stdout! }).on('line', (l) => {
       this.#lines.push(l);
       this.#waiter?.();
@@ -78,6 +79,16 @@ export class LineChild {
     }
     if (how !== 'exit 0') throw this.#failure(`${this.name} failed (${how})`);
     return this.#lines.splice(0);
+  }
+
+  /** Writes one line to the child's stdin. */
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  /** Closes the child's stdin (end of its input). */
+  endInput(): void {
+    this.child.stdin!.end();
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
