@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_INVALID_ARG'
   | 'ERR_CHILD' // a helper process (benchmark side, reference program) failed
+  | 'ERR_IMAGE' // a CRIU image is missing or malformed
+  | 'ERR_CRIU' // CRIU failed or is not usable here
   | 'ERR_REMOTE'; // the peer sent an ERROR frame
 
 export class PostcopyError extends Error {

@@ -17,10 +17,22 @@ export interface Run {
   dataOffset: number;
 }
 
+/** What the fault and push threads need from a connection to a source. */
+export interface PageChannel {
+  readonly regions: RegionInfo[];
+  /** the buffer holding the last run's pages */
+  readonly data: Buffer;
+  handshake(): RegionInfo[];
+  sendGet(id: number, region: number, firstPage: number, count: number, flags: number): void;
+  readRun(): Run;
+  bye(reason: number): void;
+  close(): void;
+}
+
 const RUN_DESC = 16;
 const RUN_FRAME = HEADER_SIZE + RUN_DESC;
 
-export class BlockingChannel {
+export class BlockingChannel implements PageChannel {
   readonly fd: number;
   readonly pageSize: number;
   regions: RegionInfo[] = [];

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import { PostcopyError, RemoteError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
-import { DEFAULT_PAGE_SIZE } from '../protocol/frames.js';
+import { DEFAULT_PAGE_SIZE, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { siblingModule, startThread } from '../util/thread.js';
@@ -26,6 +26,11 @@ export interface FaultHandlerOptions {
   maxGetPages?: number;
   /** a process whose memory this is: killed on a fatal error, so it never runs on missing pages */
   targetPid?: number;
+  /**
+   * The source is CRIU's lazy page server (`criu dump --lazy-pages`) for task `pid`, whose lazy
+   * ranges are `regions`. It serves one connection, so the fault thread also does the push.
+   */
+  criu?: { pid: number; regions: RegionInfo[] };
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -145,8 +150,9 @@ export class FaultHandler extends EventEmitter {
       pushBatch: o.pushBatch ?? Math.max(1, Math.floor((256 << 10) / this.pageSize)),
       pushWindow: o.pushWindow ?? 4,
     };
-    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0 }];
-    if (o.push ?? true) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
+    const push = o.push ?? true;
+    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: !!o.criu && push }];
+    if (push && !o.criu) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
     const ready = roles.map(
       (config) =>
         new Promise<void>((resolve, reject) => {

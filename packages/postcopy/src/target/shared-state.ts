@@ -25,6 +25,8 @@ export const Counter = {
   EVENTS: 11,
   /** set once every thread is connected: nothing is fetched before the handler is fully up */
   GO: 12,
+  /** pages the process itself dropped (MADV_DONTNEED, munmap): never fetched */
+  DROPPED: 13,
 } as const;
 const COUNTERS = 16;
 
@@ -55,6 +57,18 @@ export function findMapping(state: SharedState, addr: number): number {
 
 export function allPresent(state: SharedState): boolean {
   return Atomics.load(state.counters, Counter.PRESENT) >= state.counters[Counter.TOTAL];
+}
+
+/** Marks every page of [start, end) that lies in a mapping as present without data (dropped). */
+export function dropRange(state: SharedState, start: number, end: number): void {
+  state.mappings.forEach((m, i) => {
+    const lo = Math.max(start, m.localStart);
+    const hi = Math.min(end, m.localStart + m.length);
+    if (hi <= lo) return;
+    const first = Math.floor((lo - m.localStart) / state.pageSize);
+    const last = Math.ceil((hi - m.localStart) / state.pageSize);
+    markPresent(state, i, first, last - first, Counter.DROPPED);
+  });
 }
 
 /** Marks pages present; credits newly present ones to `counter`. */

@@ -6,8 +6,10 @@ import { PostcopyError, RemoteError } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
-import { BlockingChannel } from './channel.js';
-import { allPresent, Counter, findMapping, installPages, type Mapping, type SharedState } from './shared-state.js';
+import { CriuPageChannel } from '../criu/page-server.js';
+import type { RegionInfo } from '../protocol/frames.js';
+import { BlockingChannel, type PageChannel } from './channel.js';
+import { allPresent, Counter, dropRange, findMapping, installPages, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
@@ -26,6 +28,10 @@ export interface WorkerConfig {
   pushWindow: number;
   /** pin this thread to these CPUs (bit mask), 0 = leave as is */
   cpuMask: number;
+  /** the source is CRIU's page server (one connection, task `pid`'s lazy ranges as regions) */
+  criu?: { pid: number; regions: RegionInfo[] };
+  /** fault thread: also push, between faults, on its own connection (for single-connection sources) */
+  inlinePush?: boolean;
 }
 
 export type WorkerMessage =
@@ -50,7 +56,7 @@ const state: SharedState = { pageSize: config.pageSize, mappings: config.mapping
 const post = (m: WorkerMessage) => parentPort!.postMessage(m);
 const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
 
-function validate(channel: BlockingChannel): void {
+function validate(channel: PageChannel): void {
   for (const m of state.mappings) {
     const r = channel.regions[m.regionId];
     if (!r || r.length !== m.length)
@@ -58,53 +64,71 @@ function validate(channel: BlockingChannel): void {
   }
 }
 
-function faultLoop(channel: BlockingChannel): LatencySummary {
+function faultLoop(channel: PageChannel): LatencySummary {
   const hist = createHistogram();
   const ps = state.pageSize;
   const uffd = config.uffd;
   const msgSize = C.UFFD_MSG_SIZE;
   const msgs = Buffer.alloc(msgSize * 64);
   const fds = Int32Array.of(uffd, config.stopFd);
+  const cursor = config.inlinePush ? new PushCursor() : null;
+  const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
+  let pushDone = !cursor;
   let nextId = 1;
   let completed = allPresent(state);
+  const fetch = (mi: number, page: number, count: number, flags: number, counter: number) => {
+    const m = state.mappings[mi];
+    const id = nextId++;
+    channel.sendGet(id, m.regionId, page, count, flags);
+    for (;;) {
+      const run = channel.readRun();
+      if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > page + count)
+        throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${count})`);
+      installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, counter);
+      if (run.flags & Flag.END) return;
+    }
+  };
   while (!stopping()) {
-    const ready = native.pollIn(fds, -1);
+    const ready = native.pollIn(fds, pushDone ? -1 : 0);
     if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
     if (ready & 2) break;
-    const n = native.readInto(uffd, msgs, 0, msgs.length);
-    if (n === -C.EAGAIN) continue;
-    if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
-    for (let off = 0; off + msgSize <= n; off += msgSize) {
-      if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) continue; // fork/remap/unmap are followed by the CRIU daemon
-      Atomics.add(state.counters, Counter.EVENTS, 1);
-      const t0 = performance.now();
-      const addr = msgs.readUInt32LE(off + 16) + msgs.readUInt32LE(off + 20) * 0x100000000;
-      const mi = findMapping(state, addr);
-      if (mi < 0) throw new PostcopyError('ERR_OUT_OF_RANGE', `fault at 0x${addr.toString(16)} outside every mapping`);
-      const m = state.mappings[mi];
-      const page = Math.floor((addr - m.localStart) / ps);
-      const bits = state.present[mi];
-      Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
-      Atomics.store(state.counters, Counter.HINT_PAGE, page);
-      Atomics.add(state.counters, Counter.HINT_SEQ, 1);
-      if (Atomics.load(bits, page)) {
-        native.uffdWake(uffd, m.localStart + page * ps, ps);
-      } else {
-        const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
-        let end = page + 1;
-        while (end < limit && !Atomics.load(bits, end)) end++;
-        const id = nextId++;
-        channel.sendGet(id, m.regionId, page, end - page, 0);
-        for (;;) {
-          const run = channel.readRun();
-          if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > end)
-            throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${end - page})`);
-          installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, Counter.FAULTED);
-          if (run.flags & Flag.END) break;
+    if (ready === 0) {
+      // No fault waiting: push one batch on this connection, then look again.
+      const next = cursor!.next(batch);
+      if (next) fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
+      else pushDone = true;
+    } else {
+      const n = native.readInto(uffd, msgs, 0, msgs.length);
+      if (n === -C.EAGAIN) continue;
+      if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
+      for (let off = 0; off + msgSize <= n; off += msgSize) {
+        const event = msgs[off];
+        if (event !== C.UFFD_EVENT_PAGEFAULT) {
+          memoryEvent(event, msgs, off);
+          continue;
         }
+        Atomics.add(state.counters, Counter.EVENTS, 1);
+        const t0 = performance.now();
+        const addr = msgs.readUInt32LE(off + 16) + msgs.readUInt32LE(off + 20) * 0x100000000;
+        const mi = findMapping(state, addr);
+        if (mi < 0) throw new PostcopyError('ERR_OUT_OF_RANGE', `fault at 0x${addr.toString(16)} outside every mapping`);
+        const m = state.mappings[mi];
+        const page = Math.floor((addr - m.localStart) / ps);
+        const bits = state.present[mi];
+        Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
+        Atomics.store(state.counters, Counter.HINT_PAGE, page);
+        Atomics.add(state.counters, Counter.HINT_SEQ, 1);
+        if (Atomics.load(bits, page)) {
+          native.uffdWake(uffd, m.localStart + page * ps, ps);
+        } else {
+          const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
+          let end = page + 1;
+          while (end < limit && !Atomics.load(bits, end)) end++;
+          fetch(mi, page, end - page, 0, Counter.FAULTED);
+        }
+        Atomics.add(state.counters, Counter.FAULTS, 1);
+        hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
       }
-      Atomics.add(state.counters, Counter.FAULTS, 1);
-      hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
     }
     if (!completed && allPresent(state)) {
       completed = true;
@@ -121,6 +145,32 @@ function faultLoop(channel: BlockingChannel): LatencySummary {
     meanNs: hist.count ? hist.mean : 0,
     stddevNs: hist.count ? hist.stddev : 0,
   };
+}
+
+const u64At = (buf: Buffer, off: number) => buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 0x100000000;
+
+/**
+ * The process changed its memory map. REMOVE (MADV_DONTNEED) and UNMAP: those pages must never be
+ * fetched, they read as zero or are gone; after REMOVE the range is unregistered so the kernel
+ * zero-fills it. FORK and REMAP would need the range tracking to follow them: refused, loudly,
+ * rather than let a process run on pages it did not get.
+ */
+function memoryEvent(event: number, msgs: Buffer, off: number): void {
+  if (event === C.UFFD_EVENT_REMOVE || event === C.UFFD_EVENT_UNMAP) {
+    const start = u64At(msgs, off + 8);
+    const end = u64At(msgs, off + 16);
+    dropRange(state, start, end);
+    if (event === C.UFFD_EVENT_REMOVE) {
+      try {
+        native.uffdUnregister(config.uffd, start, end - start);
+      } catch {
+        // the process is gone: nothing left to protect
+      }
+    }
+    return;
+  }
+  const what = event === C.UFFD_EVENT_FORK ? 'fork' : event === C.UFFD_EVENT_REMAP ? 'mremap' : `event ${event}`;
+  throw new PostcopyError('ERR_UFFD', `the process did a ${what} during post-copy, which this handler does not follow yet`);
 }
 
 /** Picks the next run of missing pages, starting after the latest fault (pre-paging), then wrapping. */
@@ -159,7 +209,7 @@ class PushCursor {
   }
 }
 
-function pushLoop(channel: BlockingChannel): void {
+function pushLoop(channel: PageChannel): void {
   const cursor = new PushCursor();
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   const inflight: { id: number; mapping: number }[] = [];
@@ -192,10 +242,10 @@ function pushLoop(channel: BlockingChannel): void {
 
 function main(): void {
   if (config.cpuMask) native.setAffinity(config.cpuMask);
-  let channel: BlockingChannel | null = null;
+  let channel: PageChannel | null = null;
   let latency: LatencySummary | undefined;
   try {
-    channel = new BlockingChannel(config.endpoint, config.pageSize);
+    channel = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions) : new BlockingChannel(config.endpoint, config.pageSize);
     channel.handshake();
     validate(channel);
     post({ type: 'ready' });

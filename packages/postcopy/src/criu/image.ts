@@ -1,0 +1,197 @@
+// CRIU image files, read-only: the framing (two magics, then records of u32 length + protobuf)
+// and the few messages post-copy needs (pagemap, mm/vma, pstree). The protobuf wire format is
+// decoded by hand for just these fields; every malformed input ends in ERR_IMAGE.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+
+export const IMG_COMMON_MAGIC = 0x54564319;
+export const ImageMagic = {
+  PAGEMAP: 0x56084025,
+  MM: 0x57492820,
+  PSTREE: 0x50273030,
+} as const;
+
+/** pagemap_entry flags */
+export const PE_PARENT = 1 << 0;
+export const PE_LAZY = 1 << 1;
+export const PE_PRESENT = 1 << 2;
+
+const MAX_RECORD = 64 << 20;
+
+export function imageError(message: string): PostcopyError {
+  return new PostcopyError('ERR_IMAGE', message);
+}
+
+/** Splits an image into its protobuf records after checking both magics. */
+export function imageRecords(bytes: Uint8Array, magic: number, name: string): Uint8Array[] {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (b.length < 8) throw imageError(`${name}: shorter than its magics`);
+  if (b.readUInt32LE(0) !== IMG_COMMON_MAGIC) throw imageError(`${name}: not a CRIU image (magic 0x${b.readUInt32LE(0).toString(16)})`);
+  if (b.readUInt32LE(4) !== magic) throw imageError(`${name}: image magic 0x${b.readUInt32LE(4).toString(16)}, expected 0x${magic.toString(16)}`);
+  const out: Uint8Array[] = [];
+  let o = 8;
+  while (o < b.length) {
+    if (b.length - o < 4) throw imageError(`${name}: truncated record length at byte ${o}`);
+    const len = b.readUInt32LE(o);
+    o += 4;
+    if (len > MAX_RECORD || len > b.length - o) throw imageError(`${name}: record of ${len} bytes at byte ${o - 4} runs past the end`);
+    out.push(b.subarray(o, o + len));
+    o += len;
+  }
+  return out;
+}
+
+export type FieldValue = number | bigint | Uint8Array;
+
+/** Protobuf wire format: field number -> values in order. Varints beyond 2^53 come as bigint. */
+export function decodeFields(buf: Uint8Array, name: string): Map<number, FieldValue[]> {
+  const fields = new Map<number, FieldValue[]>();
+  let o = 0;
+  const varint = (): number | bigint => {
+    let result = 0n;
+    for (let i = 0; i < 10; i++) {
+      if (o >= buf.length) throw imageError(`${name}: truncated varint`);
+      const byte = buf[o++];
+      result |= BigInt(byte & 0x7f) << BigInt(7 * i);
+      if (!(byte & 0x80)) return result <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(result) : result & 0xffffffffffffffffn;
+    }
+    throw imageError(`${name}: varint longer than 10 bytes`);
+  };
+  const length = (): number => {
+    const n = varint();
+    if (typeof n !== 'number') throw imageError(`${name}: length exceeds 2^53`);
+    return n;
+  };
+  while (o < buf.length) {
+    const key = length();
+    const field = Math.floor(key / 8);
+    const wire = key % 8;
+    if (field === 0) throw imageError(`${name}: field number 0`);
+    let value: FieldValue;
+    if (wire === 0) value = varint();
+    else if (wire === 2) {
+      const len = length();
+      if (len > buf.length - o) throw imageError(`${name}: field ${field} of ${len} bytes runs past the end`);
+      value = buf.subarray(o, o + len);
+      o += len;
+    } else if (wire === 1 || wire === 5) {
+      const size = wire === 1 ? 8 : 4;
+      if (size > buf.length - o) throw imageError(`${name}: truncated fixed field ${field}`);
+      value = buf.subarray(o, o + size);
+      o += size;
+    } else throw imageError(`${name}: unsupported wire type ${wire} for field ${field}`);
+    const list = fields.get(field);
+    if (list) list.push(value);
+    else fields.set(field, [value]);
+  }
+  return fields;
+}
+
+function num(fields: Map<number, FieldValue[]>, field: number, name: string, required: boolean, fallback = 0): number {
+  const v = fields.get(field)?.at(-1);
+  if (v === undefined) {
+    if (required) throw imageError(`${name}: required field ${field} is missing`);
+    return fallback;
+  }
+  if (typeof v === 'bigint') throw imageError(`${name}: field ${field} exceeds 2^53`);
+  if (typeof v !== 'number') throw imageError(`${name}: field ${field} is not a varint`);
+  return v;
+}
+
+export interface PagemapEntry {
+  vaddr: number;
+  nrPages: number;
+  flags: number;
+  inParent: boolean;
+}
+
+export interface Pagemap {
+  pagesId: number;
+  entries: PagemapEntry[];
+}
+
+export function parsePagemap(bytes: Uint8Array, name = 'pagemap'): Pagemap {
+  const [head, ...rest] = imageRecords(bytes, ImageMagic.PAGEMAP, name);
+  if (!head) throw imageError(`${name}: no pagemap head`);
+  const pagesId = num(decodeFields(head, name), 1, `${name} head`, true);
+  const entries = rest.map((rec, i) => {
+    const where = `${name} entry ${i}`;
+    const f = decodeFields(rec, where);
+    const vaddr = num(f, 1, where, true);
+    const compat = num(f, 2, where, true);
+    const nrPages = f.has(5) ? num(f, 5, where, true) : compat;
+    if (vaddr % 4096 !== 0) throw imageError(`${where}: vaddr 0x${vaddr.toString(16)} is not page aligned`);
+    return { vaddr, nrPages, flags: num(f, 4, where, false, PE_PRESENT), inParent: num(f, 3, where, false) !== 0 };
+  });
+  return { pagesId, entries };
+}
+
+export interface Vma {
+  start: number;
+  end: number;
+  prot: number;
+  flags: number;
+  status: number;
+}
+
+export function parseMm(bytes: Uint8Array, name = 'mm'): { vmas: Vma[] } {
+  const [rec] = imageRecords(bytes, ImageMagic.MM, name);
+  if (!rec) throw imageError(`${name}: empty`);
+  const f = decodeFields(rec, name);
+  const vmas: Vma[] = [];
+  (f.get(14) ?? []).forEach((v, i) => {
+    const where = `${name} vma ${i}`;
+    if (!(v instanceof Uint8Array)) throw imageError(`${where}: not a message`);
+    const g = decodeFields(v, where);
+    if (typeof g.get(1)?.at(-1) === 'bigint') return; // [vsyscall], above 2^53: the kernel's, never migrated
+    const start = num(g, 1, where, true);
+    const end = num(g, 2, where, true);
+    if (end <= start) throw imageError(`${where}: end 0x${end.toString(16)} is not above start 0x${start.toString(16)}`);
+    vmas.push({ start, end, prot: num(g, 5, where, true), flags: num(g, 6, where, true), status: num(g, 7, where, true) });
+  });
+  return { vmas };
+}
+
+export interface PstreeEntry {
+  pid: number;
+  ppid: number;
+}
+
+export function parsePstree(bytes: Uint8Array, name = 'pstree'): PstreeEntry[] {
+  return imageRecords(bytes, ImageMagic.PSTREE, name).map((rec, i) => {
+    const where = `${name} entry ${i}`;
+    const f = decodeFields(rec, where);
+    return { pid: num(f, 1, where, true), ppid: num(f, 2, where, true) };
+  });
+}
+
+/** Lazy ranges of one task: what post-copy must bring in, page-aligned, merged when adjacent. */
+export function lazyRanges(pagemap: Pagemap, pageSize = 4096): { start: number; length: number }[] {
+  const out: { start: number; length: number }[] = [];
+  for (const e of pagemap.entries) {
+    if (!(e.flags & PE_LAZY)) continue;
+    const last = out.at(-1);
+    const length = e.nrPages * pageSize;
+    if (last && last.start + last.length === e.vaddr) last.length += length;
+    else out.push({ start: e.vaddr, length });
+  }
+  return out;
+}
+
+function readImage(dir: string, file: string): Buffer {
+  try {
+    return readFileSync(join(dir, file));
+  } catch (err) {
+    throw imageError(`cannot read ${join(dir, file)}: ${(err as Error).message}`);
+  }
+}
+
+/** The images a post-copy target needs from a CRIU dump directory. */
+export function readDump(dir: string): { tasks: PstreeEntry[]; pagemaps: Map<number, Pagemap> } {
+  const tasks = parsePstree(readImage(dir, 'pstree.img'), 'pstree.img');
+  if (tasks.length === 0) throw imageError(`${dir}/pstree.img lists no task`);
+  const pagemaps = new Map<number, Pagemap>();
+  for (const t of tasks) pagemaps.set(t.pid, parsePagemap(readImage(dir, `pagemap-${t.pid}.img`), `pagemap-${t.pid}.img`));
+  return { tasks, pagemaps };
+}

@@ -1,0 +1,160 @@
+// CRIU's page-server wire, as `criu dump --lazy-pages` serves it: a 24-byte little-endian header
+// {u32 cmd; u32 nr_pages; u64 vaddr; u64 dst_id}. PS_IOV_GET asks for pages of task dst_id (its pid
+// in the images); the answer is PS_IOV_ADD_F | PE_PRESENT << 16 with possibly fewer pages, then
+// the pages. PS_IOV_CLOSE ends the session (answered with an int32 0) and lets the dump finish.
+import { PostcopyError, ProtocolError } from '../errors.js';
+import { native } from '../native/index.js';
+import type { RegionInfo } from '../protocol/frames.js';
+import { Flag, FrameType } from '../protocol/frames.js';
+import { FdReader } from '../transport/fd-reader.js';
+import type { Endpoint } from '../transport/transport.js';
+import type { PageChannel, Run } from '../target/channel.js';
+import { ByeReason } from '../protocol/frames.js';
+import { PE_PRESENT } from './image.js';
+
+export const PS_IOV_ADD_F = 6;
+export const PS_IOV_GET = 7;
+export const PS_IOV_CLOSE = 0x1023;
+export const PS_HEADER_SIZE = 24;
+const PS_CMD_BITS = 16;
+const KERNEL_PAGE = 4096;
+
+export interface PageServerIov {
+  cmd: number;
+  nrPages: number;
+  vaddr: number;
+  dstId: number;
+}
+
+export function writeIov(buf: Buffer, offset: number, iov: PageServerIov): void {
+  buf.writeUInt32LE(iov.cmd >>> 0, offset);
+  buf.writeUInt32LE(iov.nrPages >>> 0, offset + 4);
+  buf.writeUInt32LE(iov.vaddr % 0x100000000, offset + 8);
+  buf.writeUInt32LE(Math.floor(iov.vaddr / 0x100000000), offset + 12);
+  buf.writeUInt32LE(iov.dstId % 0x100000000, offset + 16);
+  buf.writeUInt32LE(Math.floor(iov.dstId / 0x100000000), offset + 20);
+}
+
+export function readIov(buf: Buffer, offset: number): PageServerIov {
+  return {
+    cmd: buf.readUInt32LE(offset),
+    nrPages: buf.readUInt32LE(offset + 4),
+    vaddr: buf.readUInt32LE(offset + 12) * 0x100000000 + buf.readUInt32LE(offset + 8),
+    dstId: buf.readUInt32LE(offset + 20) * 0x100000000 + buf.readUInt32LE(offset + 16),
+  };
+}
+
+const ADD_PRESENT = PS_IOV_ADD_F | (PE_PRESENT << PS_CMD_BITS);
+
+interface Pending {
+  id: number;
+  region: number;
+  firstPage: number;
+  count: number;
+  done: number;
+  flags: number;
+}
+
+/**
+ * The fault thread's view of CRIU's page server, shaped like BlockingChannel: GETs by region and
+ * page, runs back with ids. CRIU has no request ids and may answer with fewer pages than asked;
+ * this channel keeps the requests in order and asks again for the rest, so the caller sees one
+ * request answered by runs that end with Flag.END. One request at a time: CRIU serves one
+ * connection, in order.
+ */
+export class CriuPageChannel implements PageChannel {
+  readonly fd: number;
+  readonly pageSize = KERNEL_PAGE;
+  readonly regions: RegionInfo[];
+  #pid: number;
+  #reader: FdReader;
+  #out = Buffer.alloc(PS_HEADER_SIZE);
+  #pending: Pending | null = null;
+  #held = 0;
+  #closed = false;
+
+  constructor(endpoint: Endpoint, pid: number, regions: RegionInfo[]) {
+    if (endpoint.kind !== 'tcp') throw new PostcopyError('ERR_INVALID_ARG', 'CRIU page servers listen on TCP');
+    this.fd = native.tcpConnect(endpoint.host, endpoint.port);
+    this.#pid = pid;
+    this.regions = regions;
+    this.#reader = new FdReader(this.fd, 4 << 20, 'CRIU page server');
+  }
+
+  get data(): Buffer {
+    return this.#reader.buf;
+  }
+
+  handshake(): RegionInfo[] {
+    return this.regions;
+  }
+
+  sendGet(id: number, region: number, firstPage: number, count: number, flags: number): void {
+    if (this.#pending) throw new PostcopyError('ERR_INVALID_ARG', 'CRIU page channel: one request at a time');
+    if (!this.regions[region]) throw new PostcopyError('ERR_OUT_OF_RANGE', `no lazy range ${region}`);
+    this.#pending = { id, region, firstPage, count, done: 0, flags };
+    this.#ask(this.#pending);
+  }
+
+  #ask(p: Pending): void {
+    const vaddr = this.regions[p.region].start + (p.firstPage + p.done) * KERNEL_PAGE;
+    writeIov(this.#out, 0, { cmd: PS_IOV_GET, nrPages: p.count - p.done, vaddr, dstId: this.#pid });
+    this.#write(this.#out);
+  }
+
+  readRun(): Run {
+    const r = this.#reader;
+    r.consume(this.#held);
+    this.#held = 0;
+    const p = this.#pending;
+    if (!p) throw new ProtocolError('no request outstanding on the CRIU page channel');
+    r.need(PS_HEADER_SIZE);
+    const iov = readIov(r.buf, r.start);
+    const expected = this.regions[p.region].start + (p.firstPage + p.done) * KERNEL_PAGE;
+    if (iov.cmd !== ADD_PRESENT) throw new ProtocolError(`CRIU page server answered command 0x${iov.cmd.toString(16)}, not PS_IOV_ADD_F|PE_PRESENT`);
+    if (iov.nrPages === 0 || iov.nrPages > p.count - p.done || iov.vaddr !== expected || iov.dstId !== this.#pid)
+      throw new ProtocolError(`CRIU page server sent ${iov.nrPages} pages at 0x${iov.vaddr.toString(16)} for ${iov.dstId}, asked 0x${expected.toString(16)} for ${this.#pid}`);
+    const dataLen = iov.nrPages * KERNEL_PAGE;
+    r.need(PS_HEADER_SIZE + dataLen);
+    this.#held = PS_HEADER_SIZE + dataLen;
+    const firstPage = p.firstPage + p.done;
+    p.done += iov.nrPages;
+    const end = p.done === p.count;
+    if (end) this.#pending = null;
+    else this.#ask(p); // CRIU stopped at a pipe boundary: ask for the rest at once
+    return {
+      type: p.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES,
+      flags: end ? Flag.END : 0,
+      id: p.id,
+      region: p.region,
+      firstPage,
+      count: iov.nrPages,
+      dataOffset: r.start + PS_HEADER_SIZE,
+    };
+  }
+
+  /** PS_IOV_CLOSE: the dump side may finish (and its frozen tasks go away). Waits for its answer. */
+  bye(reason: number): void {
+    if (this.#closed || this.#pending || reason !== ByeReason.DONE) return;
+    try {
+      writeIov(this.#out, 0, { cmd: PS_IOV_CLOSE, nrPages: 0, vaddr: 0, dstId: 0 });
+      this.#write(this.#out);
+      this.#reader.consume(this.#held);
+      this.#held = 0;
+      this.#reader.need(4);
+    } catch {
+      // the dump side is gone already
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.close(this.fd);
+  }
+
+  #write(buf: Buffer): void {
+    const n = native.writeAll(this.fd, buf, 0, buf.length);
+    if (n !== buf.length) throw new PostcopyError('ERR_PEER_CLOSED', `write to the CRIU page server failed: errno ${-n}`);
+  }
+}
