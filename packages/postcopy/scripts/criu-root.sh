@@ -2,7 +2,8 @@
 # CRIU for postcopy: Debian 12's criu 3.17 cannot dump on kernels >= 6.x (vDSO bounds), so we run
 # Debian trixie's criu 4.x inside a trixie root built with debootstrap.
 #
-#   criu-root.sh ensure            build the root if it is missing (idempotent, locked), print its path
+#   criu-root.sh ensure            build the root if it is missing (idempotent, locked), print its
+#                                  path, and (re)build our workloads (bench/workloads/*.c) into it
 #   criu-root.sh exec CMD [ARG...] run CMD inside the root: a private mount namespace with proc,
 #                                  sysfs, dev, a fresh devpts and tmpfs /run, then pivot_root
 #   criu-root.sh check             `criu check` inside the root
@@ -51,6 +52,18 @@ ensure() {
   echo "$ROOT"
 }
 
+# Our test workloads, static so that they run in the root whatever libc it has.
+workloads() {
+  local src
+  src="$(cd "$(dirname "$0")/.." && pwd)/bench/workloads"
+  for c in "$src"/*.c; do
+    local bin="$ROOT/usr/local/bin/$(basename "$c" .c)"
+    if [ ! -x "$bin" ] || [ "$c" -nt "$bin" ]; then
+      cc -O2 -static -o "$bin.tmp" "$c" && mv "$bin.tmp" "$bin" || die "cannot build $c (needs gcc and libc6-dev)"
+    fi
+  done
+}
+
 enter() {
   [ -e "$MARK" ] || die "no root at $ROOT: run '$0 ensure' first"
   export CRIU_ROOT_DIR="$ROOT"
@@ -74,7 +87,7 @@ exec "$@"' criu-root "$@"
 }
 
 case "${1:-}" in
-  ensure) ensure ;;
+  ensure) ensure; workloads ;;
   exec) shift; [ $# -gt 0 ] || die "exec needs a command"; enter "$@" ;;
   check) enter criu check ;;
   *) die "usage: $0 ensure | exec CMD [ARG...] | check" ;;

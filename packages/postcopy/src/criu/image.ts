@@ -179,6 +179,44 @@ export function lazyRanges(pagemap: Pagemap, pageSize = 4096): { start: number; 
   return out;
 }
 
+const MAP_PRIVATE = 0x02;
+const MAP_ANONYMOUS = 0x20;
+const MAP_LOCKED = 0x2000;
+const MAP_HUGETLB = 0x40000;
+const VMA_AREA_VSYSCALL = 1 << 2;
+const VMA_AREA_VDSO = 1 << 3;
+const VMA_AREA_VVAR = 1 << 12;
+
+/** What `criu restore --lazy-pages` registers with userfaultfd: private anonymous VMAs, bar a few. */
+export function vmaCanBeLazy(v: Vma): boolean {
+  return (
+    (v.flags & MAP_ANONYMOUS) !== 0 &&
+    (v.flags & MAP_PRIVATE) !== 0 &&
+    (v.flags & (MAP_LOCKED | MAP_HUGETLB)) === 0 &&
+    (v.status & (VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_AREA_VVAR)) === 0
+  );
+}
+
+/**
+ * The regions a post-copy target serves for one task: every VMA restore registers, whole, and in
+ * each the pages CRIU holds (PE_LAZY). The other pages of those VMAs were never touched: zero.
+ */
+export function lazyLayout(mm: { vmas: Vma[] }, pagemap: Pagemap, pageSize = 4096): { regions: { id: number; flags: number; start: number; length: number }[]; lazy: Uint8Array[] } {
+  const vmas = mm.vmas.filter(vmaCanBeLazy);
+  const regions = vmas.map((v, id) => ({ id, flags: 0, start: v.start, length: v.end - v.start }));
+  const lazy = vmas.map((v) => new Uint8Array((v.end - v.start) / pageSize));
+  for (const e of pagemap.entries) {
+    if (!(e.flags & PE_LAZY)) continue;
+    for (let i = 0; i < e.nrPages; i++) {
+      const addr = e.vaddr + i * pageSize;
+      const r = vmas.findIndex((v) => addr >= v.start && addr < v.end);
+      if (r < 0) throw imageError(`lazy page 0x${addr.toString(16)} lies in no lazy VMA of the mm image`);
+      lazy[r][(addr - vmas[r].start) / pageSize] = 1;
+    }
+  }
+  return { regions, lazy };
+}
+
 function readImage(dir: string, file: string): Buffer {
   try {
     return readFileSync(join(dir, file));
@@ -188,10 +226,14 @@ function readImage(dir: string, file: string): Buffer {
 }
 
 /** The images a post-copy target needs from a CRIU dump directory. */
-export function readDump(dir: string): { tasks: PstreeEntry[]; pagemaps: Map<number, Pagemap> } {
+export function readDump(dir: string): { tasks: PstreeEntry[]; pagemaps: Map<number, Pagemap>; mms: Map<number, { vmas: Vma[] }> } {
   const tasks = parsePstree(readImage(dir, 'pstree.img'), 'pstree.img');
   if (tasks.length === 0) throw imageError(`${dir}/pstree.img lists no task`);
   const pagemaps = new Map<number, Pagemap>();
-  for (const t of tasks) pagemaps.set(t.pid, parsePagemap(readImage(dir, `pagemap-${t.pid}.img`), `pagemap-${t.pid}.img`));
-  return { tasks, pagemaps };
+  const mms = new Map<number, { vmas: Vma[] }>();
+  for (const t of tasks) {
+    pagemaps.set(t.pid, parsePagemap(readImage(dir, `pagemap-${t.pid}.img`), `pagemap-${t.pid}.img`));
+    mms.set(t.pid, parseMm(readImage(dir, `mm-${t.pid}.img`), `mm-${t.pid}.img`));
+  }
+  return { tasks, pagemaps, mms };
 }

@@ -57,27 +57,31 @@ interface Pending {
 
 /**
  * The fault thread's view of CRIU's page server, shaped like BlockingChannel: GETs by region and
- * page, runs back with ids. CRIU has no request ids and may answer with fewer pages than asked;
- * this channel keeps the requests in order and asks again for the rest, so the caller sees one
- * request answered by runs that end with Flag.END. One request at a time: CRIU serves one
- * connection, in order.
+ * page, runs back with ids. Regions are whole lazy VMAs; only their lazy pages (those CRIU keeps)
+ * are asked for, the others come back as ZERO runs without a round trip. CRIU has no request ids
+ * and may answer with fewer pages than asked (a pipe boundary), so a request is answered by one
+ * or more runs, the last with Flag.END. One request at a time: CRIU serves one connection, in order.
  */
 export class CriuPageChannel implements PageChannel {
   readonly fd: number;
   readonly pageSize = KERNEL_PAGE;
   readonly regions: RegionInfo[];
   #pid: number;
+  #lazy: Uint8Array[];
   #reader: FdReader;
   #out = Buffer.alloc(PS_HEADER_SIZE);
   #pending: Pending | null = null;
   #held = 0;
   #closed = false;
 
-  constructor(endpoint: Endpoint, pid: number, regions: RegionInfo[]) {
+  /** lazy[r][p] is 1 when page p of region r is one CRIU holds (PE_LAZY in the pagemap). */
+  constructor(endpoint: Endpoint, pid: number, regions: RegionInfo[], lazy: Uint8Array[]) {
     if (endpoint.kind !== 'tcp') throw new PostcopyError('ERR_INVALID_ARG', 'CRIU page servers listen on TCP');
+    if (lazy.length !== regions.length) throw new PostcopyError('ERR_INVALID_ARG', 'one lazy-page map per region');
     this.fd = native.tcpConnect(endpoint.host, endpoint.port);
     this.#pid = pid;
     this.regions = regions;
+    this.#lazy = lazy;
     this.#reader = new FdReader(this.fd, 4 << 20, 'CRIU page server');
   }
 
@@ -91,15 +95,9 @@ export class CriuPageChannel implements PageChannel {
 
   sendGet(id: number, region: number, firstPage: number, count: number, flags: number): void {
     if (this.#pending) throw new PostcopyError('ERR_INVALID_ARG', 'CRIU page channel: one request at a time');
-    if (!this.regions[region]) throw new PostcopyError('ERR_OUT_OF_RANGE', `no lazy range ${region}`);
+    const r = this.regions[region];
+    if (!r || count < 1 || (firstPage + count) * KERNEL_PAGE > r.length) throw new PostcopyError('ERR_OUT_OF_RANGE', `pages ${firstPage}+${count} outside lazy VMA ${region}`);
     this.#pending = { id, region, firstPage, count, done: 0, flags };
-    this.#ask(this.#pending);
-  }
-
-  #ask(p: Pending): void {
-    const vaddr = this.regions[p.region].start + (p.firstPage + p.done) * KERNEL_PAGE;
-    writeIov(this.#out, 0, { cmd: PS_IOV_GET, nrPages: p.count - p.done, vaddr, dstId: this.#pid });
-    this.#write(this.#out);
   }
 
   readRun(): Run {
@@ -108,29 +106,32 @@ export class CriuPageChannel implements PageChannel {
     this.#held = 0;
     const p = this.#pending;
     if (!p) throw new ProtocolError('no request outstanding on the CRIU page channel');
-    r.need(PS_HEADER_SIZE);
-    const iov = readIov(r.buf, r.start);
-    const expected = this.regions[p.region].start + (p.firstPage + p.done) * KERNEL_PAGE;
-    if (iov.cmd !== ADD_PRESENT) throw new ProtocolError(`CRIU page server answered command 0x${iov.cmd.toString(16)}, not PS_IOV_ADD_F|PE_PRESENT`);
-    if (iov.nrPages === 0 || iov.nrPages > p.count - p.done || iov.vaddr !== expected || iov.dstId !== this.#pid)
-      throw new ProtocolError(`CRIU page server sent ${iov.nrPages} pages at 0x${iov.vaddr.toString(16)} for ${iov.dstId}, asked 0x${expected.toString(16)} for ${this.#pid}`);
-    const dataLen = iov.nrPages * KERNEL_PAGE;
-    r.need(PS_HEADER_SIZE + dataLen);
-    this.#held = PS_HEADER_SIZE + dataLen;
-    const firstPage = p.firstPage + p.done;
-    p.done += iov.nrPages;
-    const end = p.done === p.count;
-    if (end) this.#pending = null;
-    else this.#ask(p); // CRIU stopped at a pipe boundary: ask for the rest at once
-    return {
-      type: p.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES,
-      flags: end ? Flag.END : 0,
-      id: p.id,
-      region: p.region,
-      firstPage,
-      count: iov.nrPages,
-      dataOffset: r.start + PS_HEADER_SIZE,
-    };
+    const lazy = this.#lazy[p.region];
+    const first = p.firstPage + p.done;
+    const end = p.firstPage + p.count;
+    let q = first + 1;
+    while (q < end && lazy[q] === lazy[first]) q++;
+    let count = q - first;
+    let dataOffset = 0;
+    if (lazy[first]) {
+      const vaddr = this.regions[p.region].start + first * KERNEL_PAGE;
+      writeIov(this.#out, 0, { cmd: PS_IOV_GET, nrPages: count, vaddr, dstId: this.#pid });
+      this.#write(this.#out);
+      r.need(PS_HEADER_SIZE);
+      const iov = readIov(r.buf, r.start);
+      if (iov.cmd !== ADD_PRESENT) throw new ProtocolError(`CRIU page server answered command 0x${iov.cmd.toString(16)}, not PS_IOV_ADD_F|PE_PRESENT`);
+      if (iov.nrPages === 0 || iov.nrPages > count || iov.vaddr !== vaddr || iov.dstId !== this.#pid)
+        throw new ProtocolError(`CRIU page server sent ${iov.nrPages} pages at 0x${iov.vaddr.toString(16)} for ${iov.dstId}, asked ${count} at 0x${vaddr.toString(16)} for ${this.#pid}`);
+      count = iov.nrPages; // it may stop early, at a pipe boundary: the next read asks for the rest
+      r.need(PS_HEADER_SIZE + count * KERNEL_PAGE);
+      this.#held = PS_HEADER_SIZE + count * KERNEL_PAGE;
+      dataOffset = r.start + PS_HEADER_SIZE;
+    }
+    p.done += count;
+    const last = p.done === p.count;
+    if (last) this.#pending = null;
+    const type = !lazy[first] ? FrameType.ZERO : p.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;
+    return { type, flags: last ? Flag.END : 0, id: p.id, region: p.region, firstPage: first, count, dataOffset };
   }
 
   /** PS_IOV_CLOSE: the dump side may finish (and its frozen tasks go away). Waits for its answer. */

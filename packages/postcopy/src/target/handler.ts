@@ -27,10 +27,11 @@ export interface FaultHandlerOptions {
   /** a process whose memory this is: killed on a fatal error, so it never runs on missing pages */
   targetPid?: number;
   /**
-   * The source is CRIU's lazy page server (`criu dump --lazy-pages`) for task `pid`, whose lazy
-   * ranges are `regions`. It serves one connection, so the fault thread also does the push.
+   * The source is CRIU's lazy page server (`criu dump --lazy-pages`) for task `pid`: `regions` are
+   * its lazy VMAs, lazy[r][p] marks the pages CRIU holds. It serves one connection, so the fault
+   * thread also does the push.
    */
-  criu?: { pid: number; regions: RegionInfo[] };
+  criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;

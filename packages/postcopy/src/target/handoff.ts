@@ -37,7 +37,7 @@ export function decodeHandoff(buf: Uint8Array): { pid: number; mappings: Mapping
   return { pid: b.readUInt32LE(8), mappings };
 }
 
-async function waitReadable(fd: number, timeoutMs: number, what: string): Promise<void> {
+export async function waitReadable(fd: number, timeoutMs: number, what: string): Promise<void> {
   const fds = Int32Array.of(fd);
   const deadline = Date.now() + timeoutMs;
   while (native.pollIn(fds, 0) === 0) {

@@ -29,7 +29,7 @@ export interface WorkerConfig {
   /** pin this thread to these CPUs (bit mask), 0 = leave as is */
   cpuMask: number;
   /** the source is CRIU's page server (one connection, task `pid`'s lazy ranges as regions) */
-  criu?: { pid: number; regions: RegionInfo[] };
+  criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
   /** fault thread: also push, between faults, on its own connection (for single-connection sources) */
   inlinePush?: boolean;
 }
@@ -245,7 +245,7 @@ function main(): void {
   let channel: PageChannel | null = null;
   let latency: LatencySummary | undefined;
   try {
-    channel = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions) : new BlockingChannel(config.endpoint, config.pageSize);
+    channel = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize);
     channel.handshake();
     validate(channel);
     post({ type: 'ready' });

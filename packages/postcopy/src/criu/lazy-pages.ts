@@ -1,0 +1,102 @@
+// postcopy in the place of `criu lazy-pages`: `criu restore --lazy-pages` connects to
+// lazy-pages.socket in the images directory and, for each task, sends its pid (an int) and then
+// its userfaultfd (SCM_RIGHTS, one byte); a negative pid is a zombie with no fd. When the restore
+// is done it sends the u32 0x52535446. We resolve each task's faults from the source and push the
+// rest, and tell the source when every page is in.
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+import { native } from '../native/index.js';
+import { acceptOne, waitReadable } from '../target/handoff.js';
+import { FaultHandler, type HandlerReport } from '../target/handler.js';
+import type { Endpoint } from '../transport/transport.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { lazyLayout, readDump } from './image.js';
+
+export const LAZY_PAGES_SOCKET = 'lazy-pages.socket';
+export const LAZY_PAGES_RESTORE_FINISHED = 0x52535446;
+
+export interface LazyPagesOptions {
+  imagesDir: string;
+  /** CRIU's page server (`criu dump --lazy-pages --address A --port P`) */
+  pageServer: Endpoint;
+  push?: boolean;
+  /** how long to wait for `criu restore` to connect and hand over its tasks */
+  timeoutMs?: number;
+  logger?: Logger;
+  /** called once the socket listens: start `criu restore --lazy-pages` now */
+  onListening?: () => void;
+}
+
+export interface LazyPagesReport {
+  tasks: { pid: number; report: HandlerReport }[];
+  zombies: number[];
+  restoreFinished: boolean;
+  /** from the restore's connection to every page present */
+  ms: number;
+}
+
+async function readInt32(sock: number, timeoutMs: number, what: string): Promise<number> {
+  await waitReadable(sock, timeoutMs, what);
+  const buf = Buffer.alloc(4);
+  const n = native.readFull(sock, buf, 0, 4);
+  if (n !== 4) throw new PostcopyError('ERR_PEER_CLOSED', `criu restore closed the lazy-pages socket before ${what}`);
+  return buf.readInt32LE(0);
+}
+
+export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesReport> {
+  const log = o.logger ?? silentLogger;
+  const timeoutMs = o.timeoutMs ?? 60_000;
+  const dump = readDump(o.imagesDir);
+  const listenFd = native.unixListen(join(o.imagesDir, LAZY_PAGES_SOCKET));
+  const handlers: { pid: number; handler: FaultHandler }[] = [];
+  const zombies: number[] = [];
+  let conn = -1;
+  try {
+    o.onListening?.();
+    conn = await acceptOne(listenFd, timeoutMs);
+    const started = performance.now();
+    for (let i = 0; i < dump.tasks.length; i++) {
+      const pid = await readInt32(conn, timeoutMs, 'the next task pid');
+      if (pid < 0) {
+        zombies.push(-pid);
+        continue;
+      }
+      const uffdMsg = Buffer.alloc(1);
+      const { fd: uffd } = native.recvFd(conn, uffdMsg);
+      if (uffd < 0) throw new PostcopyError('ERR_PROTOCOL', `criu restore sent task ${pid} without its userfaultfd`);
+      const pagemap = dump.pagemaps.get(pid);
+      const mm = dump.mms.get(pid);
+      if (!pagemap || !mm) {
+        native.close(uffd);
+        throw new PostcopyError('ERR_IMAGE', `criu restore sent task ${pid}, which the images do not list`);
+      }
+      if (handlers.length > 0) {
+        native.close(uffd);
+        throw new PostcopyError('ERR_CRIU', 'more than one task with lazy memory: CRIU serves one page-server connection, shared by tasks, which this daemon does not do yet');
+      }
+      const { regions, lazy } = lazyLayout(mm, pagemap);
+      log.info({ pid, regions: regions.length, lazyPages: lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0) }, 'task handed over');
+      const handler = await FaultHandler.start({
+        endpoint: o.pageServer,
+        uffd,
+        mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
+        pageSize: 4096,
+        push: o.push ?? true,
+        criu: { pid, regions, lazy },
+        logger: log,
+      });
+      handlers.push({ pid, handler });
+    }
+    const fin = await readInt32(conn, timeoutMs, 'the end of the restore');
+    if (fin !== LAZY_PAGES_RESTORE_FINISHED) throw new PostcopyError('ERR_PROTOCOL', `criu restore ended with 0x${(fin >>> 0).toString(16)}, not RESTORE_FINISHED`);
+    const tasks = [];
+    for (const h of handlers) tasks.push({ pid: h.pid, report: await h.handler.done() });
+    return { tasks, zombies, restoreFinished: true, ms: Math.round((performance.now() - started) * 10) / 10 };
+  } catch (err) {
+    for (const h of handlers) await h.handler.stop();
+    throw err;
+  } finally {
+    if (conn >= 0) native.close(conn);
+    native.close(listenFd);
+  }
+}

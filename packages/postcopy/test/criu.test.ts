@@ -1,0 +1,140 @@
+// CRIU: images parsed from a real dump, and a real lazy migration where stock `criu dump
+// --lazy-pages` is the source and postcopy takes the place of `criu lazy-pages`.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { decodeFields, imageRecords, ImageMagic, lazyLayout, lazyRanges, parseMm, parsePagemap, readDump } from '../src/criu/image.js';
+import { serveLazyPages } from '../src/criu/lazy-pages.js';
+import { readIov, writeIov, PS_IOV_GET } from '../src/criu/page-server.js';
+import { LineChild } from '../src/util/child.js';
+import { caps, need } from './helpers/caps.js';
+
+const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
+const SCRIPT = fileURLToPath(new URL('../scripts/criu-root.sh', import.meta.url));
+const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
+const isImageError = (e: { code?: string }) => e.code === 'ERR_IMAGE';
+
+describe('CRIU images', () => {
+  it('reads a real lazy dump: one task, its lazy VMAs and pages', () => {
+    const dump = readDump(FIXTURE);
+    assert.deepEqual(dump.tasks, [{ pid: 1, ppid: 0 }]);
+    const pm = dump.pagemaps.get(1)!;
+    const lazy = lazyRanges(pm);
+    const heap = lazy.find((r) => r.length >= 64 << 20);
+    assert.ok(heap, 'the 64 MiB heap of memproc is lazy');
+    const layout = lazyLayout(dump.mms.get(1)!, pm);
+    const lazyPages = layout.lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0);
+    assert.equal(lazyPages, pm.entries.filter((e) => e.flags & 2).reduce((n, e) => n + e.nrPages, 0));
+    for (const r of layout.regions) assert.ok(r.length % 4096 === 0 && r.start % 4096 === 0);
+  });
+
+  it('refuses bad images with ERR_IMAGE', () => {
+    const good = readFileSync(join(FIXTURE, 'pagemap-1.img'));
+    assert.throws(() => parsePagemap(good.subarray(0, 6)), isImageError);
+    assert.throws(() => parseMm(good), isImageError); // a pagemap is not an mm image
+    const cut = Buffer.from(good.subarray(0, good.length - 3));
+    assert.throws(() => parsePagemap(cut), isImageError);
+    assert.throws(() => readDump('/nonexistent'), isImageError);
+  });
+
+  it('never crashes on random or mutated images (fuzz, bounded)', () => {
+    const good = readFileSync(join(FIXTURE, 'pagemap-1.img'));
+    const mm = readFileSync(join(FIXTURE, 'mm-1.img'));
+    const tryAll = (bytes: Uint8Array) => {
+      for (const parse of [() => parsePagemap(bytes), () => parseMm(bytes), () => decodeFields(bytes, 'x'), () => imageRecords(bytes, ImageMagic.PAGEMAP, 'x')]) {
+        try {
+          parse();
+        } catch (e) {
+          assert.equal((e as { code?: string }).code, 'ERR_IMAGE', String(e));
+        }
+      }
+    };
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 256 }), tryAll), { numRuns: 2000 });
+    fc.assert(
+      fc.property(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 }), fc.boolean(), (at, byte, useMm) => {
+        const copy = Buffer.from(useMm ? mm : good);
+        copy[at % copy.length] = byte;
+        tryAll(copy);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('encodes the page-server header as CRIU does', () => {
+    const b = Buffer.alloc(24);
+    writeIov(b, 0, { cmd: PS_IOV_GET, nrPages: 3, vaddr: 0x7f25c7df3000, dstId: 1 });
+    assert.equal(b.toString('hex'), '07000000030000000030dfc7257f00000100000000000000');
+    assert.deepEqual(readIov(b, 0), { cmd: 7, nrPages: 3, vaddr: 0x7f25c7df3000, dstId: 1 });
+  });
+});
+
+describe('CRIU lazy migration', () => {
+  it('migrates memproc (64 MiB) from stock criu dump --lazy-pages, postcopy serving its faults', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    const built = spawnSync('bash', [SCRIPT, 'ensure'], { encoding: 'utf8', timeout: 600_000 });
+    if (!need(t, built.status === 0, `the CRIU root: ${built.stderr.trim().split('\n').slice(-3).join(' ')}`)) return;
+    const tag = `pc${process.pid}`;
+    const inRoot = `/var/lib/postcopy/${tag}`;
+    const onHost = join(ROOT, inRoot);
+    rmSync(onHost, { recursive: true, force: true });
+    mkdirSync(join(onHost, 'img'), { recursive: true });
+    const port = 27100 + (process.pid % 800);
+    const pipeMax = readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim();
+    writeFileSync('/proc/sys/fs/pipe-max-size', String(Math.max(Number(pipeMax), 4 << 20))); // CRIU's lazy page server wants 4 MiB pipes
+    const dumpScript = [
+      `cd ${inRoot}`,
+      'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done',
+      `( exec unshare -p -f setsid /usr/local/bin/memproc 64 ${inRoot}/out.txt </dev/null >/dev/null 2>&1 ) &`,
+      `for i in $(seq 200); do [ -s ${inRoot}/out.txt ] && break; sleep 0.05; done`,
+      'PID=$(pgrep -n -x memproc); echo "pid $PID"',
+      'mkfifo st',
+      `criu dump -t $PID -D img --lazy-pages --address 127.0.0.1 --port ${port} --status-fd 9 -o dump.log 9>st &`,
+      'DUMP=$!; head -c1 st >/dev/null; echo ready; wait $DUMP; echo "dump exit $?"',
+    ].join('\n');
+    const dumpSide = new LineChild('criu dump', ['bash', SCRIPT, 'exec', '/bin/bash', '-c', dumpScript]);
+    let restore: LineChild | null = null;
+    try {
+      await dumpSide.next((l) => l === 'ready', 60_000);
+      const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
+      const result = await serveLazyPages({
+        imagesDir: join(onHost, 'img'),
+        pageServer: { kind: 'tcp', host: '127.0.0.1', port },
+        timeoutMs: 60_000,
+        onListening: () => {
+          restore = new LineChild('criu restore', ['bash', SCRIPT, 'exec', 'criu', 'restore', '-D', `${inRoot}/img`, '--lazy-pages', '-d', '--pidfile', `${inRoot}/restored.pid`, '-o', 'restore.log']);
+        },
+      });
+      await restore!.rest(60_000);
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+      assert.equal(result.tasks.length, 1);
+      const r = result.tasks[0].report;
+      assert.equal(r.complete, true, JSON.stringify(r));
+      assert.ok(r.faulted > 0 && r.pushed > 0, JSON.stringify(r));
+      assert.ok(r.faulted + r.pushed >= 16384, 'every lazy page of the 64 MiB heap came over');
+      const tail = await dumpSide.rest(30_000);
+      assert.ok(tail.includes('dump exit 0'), `criu dump ended: ${tail.join(' | ')}; ${dumpSide.stderr}`);
+      // The restored memproc keeps recomputing its checksum over every page: only "ok" lines.
+      const deadline = Date.now() + 15_000;
+      let lines: string[] = [];
+      while (Date.now() < deadline) {
+        lines = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n');
+        if (lines.length >= before + 3) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
+    } finally {
+      const pidFile = join(onHost, 'restored.pid');
+      if (existsSync(pidFile)) spawnSync('kill', ['-9', readFileSync(pidFile, 'utf8').trim()]);
+      dumpSide.kill();
+      (restore as LineChild | null)?.kill();
+      spawnSync('pkill', ['-9', '-x', 'memproc']);
+      writeFileSync('/proc/sys/fs/pipe-max-size', pipeMax);
+      rmSync(onHost, { recursive: true, force: true });
+    }
+  });
+});
