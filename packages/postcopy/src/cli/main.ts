@@ -12,6 +12,8 @@ import { FaultHandler, type Progress } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor } from '../transport/index.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
+import { serveLazyPages } from '../criu/lazy-pages.js';
+import { criuStatus, ensureCriuRoot } from '../criu/root.js';
 import { progressBar, stepBar } from './progress.js';
 import { runBench, type BenchResult, type BenchTransport, type Link, type Placement } from '../bench/bench.js';
 import { writePlot } from '../bench/plot.js';
@@ -178,6 +180,31 @@ program
     }
     if (o.plot) await writePlot(result, o.plot);
     print(!!o.json, result, formatReport(result));
+  });
+
+program
+  .command('criu-setup')
+  .description('build the Debian trixie root that CRIU 4.x runs in (once; needs root and the Debian mirror)')
+  .action(() => {
+    const root = ensureCriuRoot();
+    const status = criuStatus();
+    print(false, {}, `${root}\n${status.detail}`);
+    if (!status.ok) process.exitCode = 1;
+  });
+
+program
+  .command('lazy-pages')
+  .description('take the place of `criu lazy-pages`: serve the faults of `criu restore --lazy-pages` from CRIU\'s page server')
+  .requiredOption('--images <dir>', 'the dump directory (criu restore connects to lazy-pages.socket in it)')
+  .requiredOption('--page-server <endpoint>', 'the dump side: tcp://HOST:PORT of `criu dump --lazy-pages`')
+  .option('--no-push', 'fetch on fault only, no background push')
+  .option('--timeout <seconds>', 'how long to wait for criu restore', int, 300)
+  .option('--json', 'print the result as JSON')
+  .action(async (o: { images: string; pageServer: string; push: boolean; timeout: number; json?: boolean }) => {
+    const log = createLogger('lazy-pages');
+    const result = await serveLazyPages({ imagesDir: o.images, pageServer: parseEndpoint(o.pageServer), push: o.push, timeoutMs: o.timeout * 1000, logger: log });
+    const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
+    print(!!o.json, result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
   });
 
 program

@@ -1,8 +1,8 @@
 // What this machine lets postcopy do, and exactly what is missing when it cannot.
 import { existsSync, readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { PrivilegeError } from '../errors.js';
 import { native } from '../native/index.js';
+import { criuStatus } from '../criu/root.js';
 
 export interface Capabilities {
   root: boolean;
@@ -62,7 +62,7 @@ export function probeUffd(): Capabilities['uffd'] {
   }
 }
 
-export function probeCapabilities(): Capabilities {
+export function probeCapabilities(options: { criu?: boolean } = {}): Capabilities {
   const root = process.getuid?.() === 0;
   const ptraceScope = readText('/proc/sys/kernel/yama/ptrace_scope');
   const pvr = root
@@ -73,19 +73,13 @@ export function probeCapabilities(): Capabilities {
   const netns = root && existsSync('/usr/sbin/ip') || existsSync('/sbin/ip') || existsSync('/usr/bin/ip')
     ? { ok: root, detail: root ? 'ip netns and veth available' : 'network namespaces need root' }
     : { ok: false, detail: 'iproute2 (ip) is not installed' };
-  let criu: Capabilities['criu'] = { ok: false, detail: 'criu is not installed on this host' };
-  try {
-    const version = execFileSync('criu', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n')[0];
-    criu = { ok: true, detail: version };
-  } catch {
-    // not installed
-  }
+  const criu = options.criu === false ? { ok: false, detail: 'not checked' } : criuStatus();
   return { root, uffd: probeUffd(), processVmReadv: pvr, netns, criu, kernel: readText('/proc/sys/kernel/osrelease') ?? 'unknown' };
 }
 
 /** Throws PrivilegeError naming each missing piece the demo needs, and nothing else. */
 export function requireDemoCapabilities(): void {
-  const caps = probeCapabilities();
+  const caps = probeCapabilities({ criu: false });
   const missing: string[] = [];
   if (!caps.uffd.ok) missing.push(caps.uffd.detail);
   if (!caps.processVmReadv.ok) missing.push(caps.processVmReadv.detail);

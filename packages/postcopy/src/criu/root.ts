@@ -1,0 +1,35 @@
+// Where CRIU runs: a Debian trixie root (criu 4.x) built by scripts/criu-root.sh on first use.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PostcopyError } from '../errors.js';
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CRIU_ROOT_SCRIPT = join(packageRoot, 'scripts', 'criu-root.sh');
+
+export function criuRootDir(): string {
+  return process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
+}
+
+/** Builds the root if it is missing (about a minute, once; needs Debian's mirror), and our workloads in it. */
+export function ensureCriuRoot(): string {
+  const r = spawnSync('bash', [CRIU_ROOT_SCRIPT, 'ensure'], { encoding: 'utf8', timeout: 900_000 });
+  if (r.status !== 0) throw new PostcopyError(/needs root/.test(r.stderr) ? 'ERR_PRIVILEGE' : 'ERR_CRIU', `cannot set up CRIU: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+  return r.stdout.trim();
+}
+
+/** argv that runs a command inside the root (private mount namespace, pivot_root). */
+export function inCriuRoot(argv: string[]): string[] {
+  return ['bash', CRIU_ROOT_SCRIPT, 'exec', ...argv];
+}
+
+/** Whether CRIU is usable, without building anything. */
+export function criuStatus(): { ok: boolean; detail: string } {
+  const root = criuRootDir();
+  if (!existsSync(join(root, '.postcopy-root-ok'))) return { ok: false, detail: `not set up yet: \`postcopy criu-setup\` builds ${root} (it is also built on first use)` };
+  const r = spawnSync('bash', [CRIU_ROOT_SCRIPT, 'exec', 'sh', '-c', 'criu --version | head -1; criu check 2>&1 | tail -1'], { encoding: 'utf8', timeout: 30_000 });
+  const [version, check] = r.stdout.trim().split('\n');
+  if (r.status !== 0 || check !== 'Looks good.') return { ok: false, detail: `${root}: ${(r.stderr || r.stdout).trim().split('\n').pop()}` };
+  return { ok: true, detail: `${version?.replace('Version: ', 'criu ')} in ${root}: ${check}` };
+}
