@@ -11,6 +11,8 @@ import { decodeFields, imageRecords, ImageMagic, lazyLayout, lazyRanges, parseMm
 import { serveLazyPages } from '../src/criu/lazy-pages.js';
 import { readIov, writeIov, PS_IOV_GET } from '../src/criu/page-server.js';
 import { LineChild } from '../src/util/child.js';
+import { migrate } from '../src/criu/migrate.js';
+import { ensureCriuRoot, inCriuRoot } from '../src/criu/root.js';
 import { caps, need } from './helpers/caps.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
@@ -102,7 +104,7 @@ describe('CRIU lazy migration', () => {
       const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
       const result = await serveLazyPages({
         imagesDir: join(onHost, 'img'),
-        pageServer: { kind: 'tcp', host: '127.0.0.1', port },
+        source: { kind: 'criu', endpoint: { kind: 'tcp', host: '127.0.0.1', port } },
         timeoutMs: 60_000,
         onListening: () => {
           restore = new LineChild('criu restore', ['bash', SCRIPT, 'exec', 'criu', 'restore', '-D', `${inRoot}/img`, '--lazy-pages', '-d', '--pidfile', `${inRoot}/restored.pid`, '-o', 'restore.log']);
@@ -137,4 +139,68 @@ describe('CRIU lazy migration', () => {
       rmSync(onHost, { recursive: true, force: true });
     }
   });
+});
+
+/** Starts memproc inside the CRIU root, in its own pid namespace and session; returns its pid. */
+async function startMemproc(inRoot: string, mib: number): Promise<number> {
+  const launcher = new LineChild('memproc launcher', inCriuRoot(['/bin/bash', '-c', [
+    `mkdir -p ${inRoot}`,
+    'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done',
+    `( exec unshare -p -f setsid /usr/local/bin/memproc ${mib} ${inRoot}/out.txt </dev/null >/dev/null 2>&1 ) &`,
+    `for i in $(seq 400); do [ -s ${inRoot}/out.txt ] && break; sleep 0.05; done`,
+    'echo "pid $(pgrep -n -x memproc)"',
+  ].join('\n')]));
+  const line = await launcher.next((l) => l.startsWith('pid '), 60_000);
+  await launcher.rest(10_000);
+  const pid = Number(line.slice(4));
+  assert.ok(pid > 0, 'memproc started');
+  return pid;
+}
+
+async function okLines(path: string, atLeast: number): Promise<string[]> {
+  const deadline = Date.now() + 20_000;
+  let lines: string[] = [];
+  while (Date.now() < deadline) {
+    lines = readFileSync(path, 'utf8').trim().split('\n');
+    if (lines.length >= atLeast) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  return lines;
+}
+
+describe('postcopy migrate', () => {
+  for (const mode of ['postcopy', 'stock'] as const)
+    it(`migrates memproc (128 MiB) with stock CRIU, memory moved by ${mode === 'postcopy' ? 'postcopy' : "CRIU's own lazy-pages"}`, async (t) => {
+      if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+      ensureCriuRoot();
+      const inRoot = `/var/lib/postcopy/mig-${mode}-${process.pid}`;
+      const onHost = join(ROOT, inRoot);
+      rmSync(onHost, { recursive: true, force: true });
+      const pipeMax = readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim();
+      writeFileSync('/proc/sys/fs/pipe-max-size', String(Math.max(Number(pipeMax), 4 << 20)));
+      let restored = 0;
+      try {
+        const pid = await startMemproc(inRoot, 128);
+        const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
+        const phases: string[] = [];
+        const result = await migrate({ pid, workDir: inRoot, mode, criuPort: 27900 + (process.pid % 90) + (mode === 'stock' ? 1 : 0), onPhase: (p) => phases.push(p) });
+        restored = result.restoredPid;
+        if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+        assert.ok(result.downtime_ms > 0 && result.all_present_ms >= result.downtime_ms, JSON.stringify(result));
+        assert.ok(phases.includes('all pages present'), phases.join(', '));
+        if (mode === 'postcopy') {
+          assert.ok(result.pages! >= (128 << 20) / 4096, JSON.stringify(result));
+          assert.ok(result.bytes_sent! >= 128 << 20, 'every page of the heap came from our source');
+        }
+        const lines = await okLines(join(onHost, 'out.txt'), before + 3);
+        assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
+        assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every checksum after the migration is right');
+        assert.throws(() => process.kill(pid, 0), 'CRIU ended the frozen source once released');
+      } finally {
+        if (restored) spawnSync('kill', ['-9', String(restored)]);
+        spawnSync('pkill', ['-9', '-x', 'memproc']);
+        writeFileSync('/proc/sys/fs/pipe-max-size', pipeMax);
+        rmSync(onHost, { recursive: true, force: true });
+      }
+    });
 });

@@ -202,7 +202,7 @@ program
   .option('--json', 'print the result as JSON')
   .action(async (o: { images: string; pageServer: string; push: boolean; timeout: number; json?: boolean }) => {
     const log = createLogger('lazy-pages');
-    const result = await serveLazyPages({ imagesDir: o.images, pageServer: parseEndpoint(o.pageServer), push: o.push, timeoutMs: o.timeout * 1000, logger: log });
+    const result = await serveLazyPages({ imagesDir: o.images, source: { kind: 'criu', endpoint: parseEndpoint(o.pageServer) }, push: o.push, timeoutMs: o.timeout * 1000, logger: log });
     const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
     print(!!o.json, result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
   });

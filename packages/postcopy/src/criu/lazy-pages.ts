@@ -17,8 +17,13 @@ export const LAZY_PAGES_RESTORE_FINISHED = 0x52535446;
 
 export interface LazyPagesOptions {
   imagesDir: string;
-  /** CRIU's page server (`criu dump --lazy-pages --address A --port P`) */
-  pageServer: Endpoint;
+  /**
+   * Where pages come from: CRIU's own page server (`criu dump --lazy-pages --address A --port P`),
+   * or a postcopy source serving the frozen tasks (its regions: lazyLayout() of the same images).
+   */
+  source: { kind: 'criu' | 'postcopy'; endpoint: Endpoint };
+  /** the restored task's pid as this host sees it: killed if its pages cannot be fetched */
+  targetPid?: () => number | undefined;
   push?: boolean;
   /** how long to wait for `criu restore` to connect and hand over its tasks */
   timeoutMs?: number;
@@ -72,17 +77,18 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
       }
       if (handlers.length > 0) {
         native.close(uffd);
-        throw new PostcopyError('ERR_CRIU', 'more than one task with lazy memory: CRIU serves one page-server connection, shared by tasks, which this daemon does not do yet');
+        throw new PostcopyError('ERR_CRIU', 'more than one task with lazy memory: not supported yet (one task per migration)');
       }
       const { regions, lazy } = lazyLayout(mm, pagemap);
       log.info({ pid, regions: regions.length, lazyPages: lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0) }, 'task handed over');
       const handler = await FaultHandler.start({
-        endpoint: o.pageServer,
+        endpoint: o.source.endpoint,
         uffd,
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
         pageSize: 4096,
         push: o.push ?? true,
-        criu: { pid, regions, lazy },
+        criu: o.source.kind === 'criu' ? { pid, regions, lazy } : undefined,
+        targetPid: o.targetPid,
         logger: log,
       });
       handlers.push({ pid, handler });

@@ -25,7 +25,7 @@ export interface FaultHandlerOptions {
   /** the largest GET the source accepts, in pages (default: 4 MiB worth) */
   maxGetPages?: number;
   /** a process whose memory this is: killed on a fatal error, so it never runs on missing pages */
-  targetPid?: number;
+  targetPid?: number | (() => number | undefined);
   /**
    * The source is CRIU's lazy page server (`criu dump --lazy-pages`) for task `pid`: `regions` are
    * its lazy VMAs, lazy[r][p] marks the pages CRIU holds. It serves one connection, so the fault
@@ -207,15 +207,21 @@ export class FaultHandler extends EventEmitter {
     if (this.#fatal || allPresent(this.#state)) return;
     this.#fatal = err;
     this.#log.error({ code: err.code }, err.message);
-    if (this.#options.targetPid) {
+    const target = this.#targetPid();
+    if (target) {
       try {
-        process.kill(this.#options.targetPid, 'SIGKILL'); // it must never run on pages we could not fetch
+        process.kill(target, 'SIGKILL'); // it must never run on pages we could not fetch
       } catch {
         // already gone
       }
     }
     this.emit('fatal', err);
     this.stop().finally(() => this.#rejectDone(err));
+  }
+
+  #targetPid(): number | undefined {
+    const t = this.#options.targetPid;
+    return typeof t === 'function' ? t() : t;
   }
 
   /** Stops both threads (each tells the source DONE or ABORT) and returns the final report. */
@@ -228,7 +234,7 @@ export class FaultHandler extends EventEmitter {
       native.close(this.#stopFd);
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
-      if (complete || this.#options.targetPid) native.close(this.#options.uffd);
+      if (complete || this.#targetPid()) native.close(this.#options.uffd);
       return { ...this.progress, complete, latency: this.#latency };
     })();
     return this.#stopped;

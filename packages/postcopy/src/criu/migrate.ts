@@ -1,0 +1,202 @@
+// `postcopy migrate`: post-copy migration of an unmodified process with stock CRIU.
+// CRIU checkpoints and restores everything but the lazy memory; postcopy moves the memory:
+//  1. `criu dump --lazy-pages` freezes the task and writes the small images (its own page server
+//     listens on loopback only, for the release at the end);
+//  2. our source serves the lazy VMAs straight from the frozen task (process_vm_readv);
+//  3. `criu restore --lazy-pages` hands the task's userfaultfd to our lazy-pages daemon, which
+//     resolves faults and pushes the rest;
+//  4. once every page is in, the source sends PS_IOV_CLOSE to CRIU's page server and the dump ends
+//     (CRIU kills the frozen task).
+// mode 'stock' runs CRIU's own `criu lazy-pages` instead of 2-3, as the baseline.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+import { native } from '../native/index.js';
+import { LiveProcessSource } from '../source/live-process.js';
+import { PageServer } from '../source/server.js';
+import { TcpTransport } from '../transport/index.js';
+import { LineChild } from '../util/child.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { lazyLayout, readDump } from './image.js';
+import { serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
+import { PS_IOV_CLOSE, writeIov } from './page-server.js';
+import { criuRootDir, inCriuRoot } from './root.js';
+
+export type MigrateMode = 'postcopy' | 'stock';
+
+export interface MigrateOptions {
+  /** the task to migrate (as this host sees it; the CRIU root shares our pid namespace) */
+  pid: number;
+  /** a directory inside the CRIU root for images and logs; created, and left for inspection */
+  workDir: string;
+  mode?: MigrateMode;
+  /** port of CRIU's page server on loopback */
+  criuPort: number;
+  push?: boolean;
+  timeoutMs?: number;
+  onPhase?: (phase: string, ms: number) => void;
+  logger?: Logger;
+}
+
+export interface MigrateResult {
+  mode: MigrateMode;
+  restoredPid: number;
+  /** dump start (the task is frozen at once) -> `criu restore -d` returns with the task running */
+  downtime_ms: number;
+  /** dump start -> every lazy page is on the target */
+  all_present_ms: number;
+  pages: number | null;
+  faulted: number | null;
+  pushed: number | null;
+  bytes_sent: number | null;
+  fault_p50_us: number | null;
+  fault_p99_us: number | null;
+}
+
+/** Ends CRIU's lazy dump: PS_IOV_CLOSE on its page server, which answers with an int32 0. */
+export function releaseCriuDump(port: number): void {
+  const fd = native.tcpConnect('127.0.0.1', port);
+  try {
+    const msg = Buffer.alloc(24);
+    writeIov(msg, 0, { cmd: PS_IOV_CLOSE, nrPages: 0, vaddr: 0, dstId: 0 });
+    if (native.writeAll(fd, msg, 0, msg.length) !== msg.length) throw new PostcopyError('ERR_CRIU', 'cannot tell CRIU\'s page server to close');
+    const status = Buffer.alloc(4);
+    if (native.readFull(fd, status, 0, 4) !== 4 || status.readInt32LE(0) !== 0) throw new PostcopyError('ERR_CRIU', 'CRIU\'s page server did not acknowledge PS_IOV_CLOSE');
+  } finally {
+    native.close(fd);
+  }
+}
+
+const sh = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n')]);
+const inTaskMounts = (pid: number, lines: string[]) => ['nsenter', '-t', String(pid), '-m', '-r', '/bin/bash', '-c', lines.join('\n')];
+
+export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
+  const mode = o.mode ?? 'postcopy';
+  const timeoutMs = o.timeoutMs ?? 120_000;
+  const log = o.logger ?? silentLogger;
+  const host = join(criuRootDir(), o.workDir);
+  const phase = (name: string, t0: number) => o.onPhase?.(name, Math.round(performance.now() - t0));
+  const children: LineChild[] = [];
+  const start = (name: string, argv: string[]) => {
+    const c = new LineChild(name, argv);
+    children.push(c);
+    return c;
+  };
+  let server: PageServer | null = null;
+  let restoredPid = 0;
+  const t0 = performance.now();
+  try {
+    // CRIU must dump from the task's own mount namespace (another one trips its mount code).
+    const dump = start('criu dump', inTaskMounts(o.pid, [
+      `mkdir -p ${o.workDir}/img && cd ${o.workDir} && rm -f st && mkfifo st`,
+      `criu dump -t ${o.pid} -D img --lazy-pages --address 127.0.0.1 --port ${o.criuPort} --status-fd 9 -o dump.log 9>st &`,
+      'D=$!; head -c1 st >/dev/null; echo ready; wait $D; echo "dump exit $?"',
+    ]));
+    await dump.next((l) => l === 'ready', timeoutMs).catch((err: Error) => {
+      throw new PostcopyError('ERR_CRIU', `criu dump failed: ${err.message}; ${readLog(host, 'img/dump.log')}`);
+    });
+    phase('dumped', t0);
+    const restoreArgv = inCriuRoot(['criu', 'restore', '-D', `${o.workDir}/img`, '--lazy-pages', '-d', '--pidfile', `${o.workDir}/restored.pid`, '-o', 'restore.log']);
+    let restore: LineChild | null = null;
+    let downtime = 0;
+    const restored = async () => {
+      await restore!.rest(timeoutMs).catch((err: Error) => {
+        throw new PostcopyError('ERR_CRIU', `criu restore failed: ${err.message}; ${readLog(host, 'img/restore.log')}`);
+      });
+      downtime = performance.now() - t0;
+      restoredPid = Number(readFileSync(join(host, 'restored.pid'), 'utf8').trim());
+      phase('restored', t0);
+    };
+
+    if (mode === 'stock') {
+      const lazy = start('criu lazy-pages', sh([
+        `cd ${o.workDir} && rm -f lst && mkfifo lst`,
+        `criu lazy-pages --page-server --address 127.0.0.1 --port ${o.criuPort} -D img --status-fd 9 -o lazy.log 9>lst &`,
+        'L=$!; head -c1 lst >/dev/null; echo ready; wait $L; echo "lazy exit $?"',
+      ]));
+      await lazy.next((l) => l === 'ready', timeoutMs);
+      restore = start('criu restore', restoreArgv);
+      await restored();
+      const tail = await lazy.rest(timeoutMs);
+      const allPresent = performance.now() - t0;
+      if (!tail.includes('lazy exit 0')) throw new PostcopyError('ERR_CRIU', `criu lazy-pages failed: ${readLog(host, 'img/lazy.log')}`);
+      phase('all pages present', t0);
+      const dumpTail = await dump.rest(timeoutMs);
+      if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+      const transferred = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(readText(join(host, 'img/lazy.log')));
+      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null };
+    }
+
+    // postcopy: our source over the frozen task, our daemon in the place of `criu lazy-pages`.
+    const images = readDump(join(host, 'img'));
+    if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks; one task per migration for now`);
+    const vpid = images.tasks[0].pid;
+    const { regions } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
+    const source = await LiveProcessSource.attach(o.pid, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })) });
+    server = new PageServer(source, { logger: log });
+    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+    phase('serving', t0);
+    let lazyResult: LazyPagesReport;
+    const lazyDone = serveLazyPages({
+      imagesDir: join(host, 'img'),
+      source: { kind: 'postcopy', endpoint: listener.endpoint },
+      push: o.push,
+      timeoutMs,
+      logger: log,
+      targetPid: () => restoredPid || undefined,
+      onListening: () => {
+        restore = start('criu restore', restoreArgv);
+      },
+    });
+    // The restore returns (task running) long before every page is in.
+    await Promise.all([lazyDone.then((r) => (lazyResult = r)), (async () => {
+      while (!restore) await new Promise((r) => setTimeout(r, 1));
+      await restored();
+    })()]);
+    const allPresent = performance.now() - t0;
+    phase('all pages present', t0);
+    releaseCriuDump(o.criuPort);
+    const dumpTail = await dump.rest(timeoutMs);
+    if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+    phase('released', t0);
+    const r = lazyResult!.tasks[0].report;
+    return {
+      mode,
+      restoredPid,
+      downtime_ms: round(downtime),
+      all_present_ms: round(allPresent),
+      pages: r.pages,
+      faulted: r.faulted,
+      pushed: r.pushed,
+      bytes_sent: server.stats.bytesSent,
+      fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
+      fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
+    };
+  } catch (err) {
+    if (restoredPid) process.kill(restoredPid, 'SIGKILL');
+    throw err;
+  } finally {
+    for (const c of children) c.kill();
+    await server?.close();
+  }
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function readLog(hostDir: string, file: string, limit = 600): string {
+  try {
+    const text = readFileSync(join(hostDir, file), 'utf8');
+    const errors = text.split('\n').filter((l) => /Error|error/.test(l));
+    return (errors.length ? errors.join(' | ') : text).slice(-limit);
+  } catch {
+    return `(no ${file})`;
+  }
+}
