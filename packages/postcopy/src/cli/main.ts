@@ -13,11 +13,13 @@ import { formatEndpoint, parseEndpoint, transportFor } from '../transport/index.
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
-import { criuStatus, ensureCriuRoot } from '../criu/root.js';
+import { criuStatus, ensureCriuRoot, withPipeSize } from '../criu/root.js';
+import { migrate, type MigrateMode } from '../criu/migrate.js';
 import { progressBar, stepBar } from './progress.js';
 import { runBench, type BenchResult, type BenchTransport, type Link, type Placement } from '../bench/bench.js';
 import { writePlot } from '../bench/plot.js';
 import { formatReport } from '../bench/report.js';
+import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 
 function int(value: string): number {
   const n = Number(value);
@@ -168,10 +170,26 @@ program
   .option('--link <list>', 'loopback, veth (comma list)', list(String, ['loopback', 'veth']), ['loopback', 'veth'])
   .option('--mtu <list>', 'veth MTUs: 1500, 4200, 9000 (comma list)', list(int, [1500, 4200, 9000]), [1500, 4200, 9000])
   .addOption(new Option('--placement <where>', 'same: every thread on CPU 0; cross: server on CPU 1; auto: unpinned').choices(['same', 'cross', 'auto']).default('same'))
+  .option('--criu', 'instead: stock CRIU lazy-pages against postcopy migrate, on memproc and redis')
+  .option('--memproc-mib <n>', '--criu: memproc size', int, 512)
+  .option('--redis-keys <n>', '--criu: redis keys', int, 1_000_000)
+  .option('--runs <n>', '--criu: runs per workload and mode', int, 3)
+  .option('--workload <list>', '--criu: memproc, redis (comma list)', list(String, ['memproc', 'redis']), ['memproc', 'redis'])
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[] }) => {
     const bar = stepBar();
+    if (o.criu) {
+      let r: CriuBenchResult;
+      try {
+        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, onProgress: bar?.update });
+      } finally {
+        bar?.stop();
+      }
+      print(!!o.json, r, formatCriuReport(r));
+      if (r.runs.some((x) => !x.verified)) process.exitCode = 1;
+      return;
+    }
     let result: BenchResult;
     try {
       result = await runBench({ trials: o.trials, warmup: o.warmup, faults: o.faults, pageSizes: o.pageSize, transports: o.transport, links: o.link, mtus: o.mtu, placement: o.placement, onProgress: bar?.update });
@@ -205,6 +223,23 @@ program
     const result = await serveLazyPages({ imagesDir: o.images, source: { kind: 'criu', endpoint: parseEndpoint(o.pageServer) }, push: o.push, timeoutMs: o.timeout * 1000, logger: log });
     const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
     print(!!o.json, result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
+  });
+
+program
+  .command('migrate')
+  .description('post-copy migration of a process with stock CRIU: CRIU moves the state, postcopy the memory')
+  .requiredOption('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)', int)
+  .addOption(new Option('--mode <mode>', "postcopy, or stock (CRIU's own lazy-pages, the baseline)").choices(['postcopy', 'stock']).default('postcopy'))
+  .option('--work-dir <dir>', 'images and logs, a path inside the CRIU root')
+  .option('--criu-port <port>', "port of CRIU's page server on loopback", int, 27001)
+  .option('--json', 'print the result as JSON')
+  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; json?: boolean }) => {
+    ensureCriuRoot();
+    const workDir = o.workDir ?? `/var/lib/postcopy/migrate-${o.pid}`;
+    const result = await withPipeSize(() =>
+      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+    );
+    print(!!o.json, result, `migrated ${o.pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
   });
 
 program

@@ -25,6 +25,9 @@ export interface LazyPagesOptions {
   /** the restored task's pid as this host sees it: killed if its pages cannot be fetched */
   targetPid?: () => number | undefined;
   push?: boolean;
+  /** background push: pages per request, requests in flight (FaultHandler's defaults otherwise) */
+  pushBatch?: number;
+  pushWindow?: number;
   /** how long to wait for `criu restore` to connect and hand over its tasks */
   timeoutMs?: number;
   logger?: Logger;
@@ -54,10 +57,31 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
   const dump = readDump(o.imagesDir);
   const listenFd = native.unixListen(join(o.imagesDir, LAZY_PAGES_SOCKET));
   const handlers: { pid: number; handler: FaultHandler }[] = [];
+  const prepared = new Map<number, Promise<FaultHandler>>();
   const zombies: number[] = [];
   let conn = -1;
   try {
+    if (dump.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks: one task per migration for now`);
     o.onListening?.();
+    // While `criu restore` starts, start the fault threads and connect them to the source, so the
+    // restored task's first faults (its stack, during the restore itself) wait on nothing else.
+    for (const t of dump.tasks) {
+      const { regions, lazy } = lazyLayout(dump.mms.get(t.pid)!, dump.pagemaps.get(t.pid)!);
+      const handler = FaultHandler.start({
+        endpoint: o.source.endpoint,
+        mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
+        pageSize: 4096,
+        push: o.push ?? true,
+        pushBatch: o.pushBatch,
+        pushWindow: o.pushWindow,
+        criu: o.source.kind === 'criu' ? { pid: t.pid, regions, lazy } : undefined,
+        targetPid: o.targetPid,
+        logger: log,
+      });
+      handler.catch(() => {}); // observed below
+      prepared.set(t.pid, handler);
+      log.info({ pid: t.pid, regions: regions.length, lazyPages: lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0) }, 'task prepared');
+    }
     conn = await acceptOne(listenFd, timeoutMs);
     const started = performance.now();
     for (let i = 0; i < dump.tasks.length; i++) {
@@ -69,28 +93,13 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
       const uffdMsg = Buffer.alloc(1);
       const { fd: uffd } = native.recvFd(conn, uffdMsg);
       if (uffd < 0) throw new PostcopyError('ERR_PROTOCOL', `criu restore sent task ${pid} without its userfaultfd`);
-      const pagemap = dump.pagemaps.get(pid);
-      const mm = dump.mms.get(pid);
-      if (!pagemap || !mm) {
+      const ready = prepared.get(pid);
+      if (!ready) {
         native.close(uffd);
         throw new PostcopyError('ERR_IMAGE', `criu restore sent task ${pid}, which the images do not list`);
       }
-      if (handlers.length > 0) {
-        native.close(uffd);
-        throw new PostcopyError('ERR_CRIU', 'more than one task with lazy memory: not supported yet (one task per migration)');
-      }
-      const { regions, lazy } = lazyLayout(mm, pagemap);
-      log.info({ pid, regions: regions.length, lazyPages: lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0) }, 'task handed over');
-      const handler = await FaultHandler.start({
-        endpoint: o.source.endpoint,
-        uffd,
-        mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
-        pageSize: 4096,
-        push: o.push ?? true,
-        criu: o.source.kind === 'criu' ? { pid, regions, lazy } : undefined,
-        targetPid: o.targetPid,
-        logger: log,
-      });
+      const handler = await ready;
+      handler.attach(uffd);
       handlers.push({ pid, handler });
     }
     const fin = await readInt32(conn, timeoutMs, 'the end of the restore');
@@ -99,7 +108,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     for (const h of handlers) tasks.push({ pid: h.pid, report: await h.handler.done() });
     return { tasks, zombies, restoreFinished: true, ms: Math.round((performance.now() - started) * 10) / 10 };
   } catch (err) {
-    for (const h of handlers) await h.handler.stop();
+    for (const h of prepared.values()) await h.then((x) => x.stop(), () => {});
     throw err;
   } finally {
     if (conn >= 0) native.close(conn);

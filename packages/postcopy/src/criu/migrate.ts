@@ -24,6 +24,10 @@ import { criuRootDir, inCriuRoot } from './root.js';
 
 export type MigrateMode = 'postcopy' | 'stock';
 
+/** 1 MiB requests, 8 in flight: the migrated task competes for the CPUs, so the push goes in large steps. */
+const DEFAULT_PUSH_BATCH = 256;
+const DEFAULT_PUSH_WINDOW = 8;
+
 export interface MigrateOptions {
   /** the task to migrate (as this host sees it; the CRIU root shares our pid namespace) */
   pid: number;
@@ -33,6 +37,8 @@ export interface MigrateOptions {
   /** port of CRIU's page server on loopback */
   criuPort: number;
   push?: boolean;
+  pushBatch?: number;
+  pushWindow?: number;
   timeoutMs?: number;
   onPhase?: (phase: string, ms: number) => void;
   logger?: Logger;
@@ -141,6 +147,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       imagesDir: join(host, 'img'),
       source: { kind: 'postcopy', endpoint: listener.endpoint },
       push: o.push,
+      pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
+      pushWindow: o.pushWindow ?? DEFAULT_PUSH_WINDOW,
       timeoutMs,
       logger: log,
       targetPid: () => restoredPid || undefined,

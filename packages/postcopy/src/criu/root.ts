@@ -1,6 +1,6 @@
 // Where CRIU runs: a Debian trixie root (criu 4.x) built by scripts/criu-root.sh on first use.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PostcopyError } from '../errors.js';
@@ -32,4 +32,20 @@ export function criuStatus(): { ok: boolean; detail: string } {
   const [version, check] = r.stdout.trim().split('\n');
   if (r.status !== 0 || check !== 'Looks good.') return { ok: false, detail: `${root}: ${(r.stderr || r.stdout).trim().split('\n').pop()}` };
   return { ok: true, detail: `${version?.replace('Version: ', 'criu ')} in ${root}: ${check}` };
+}
+
+/**
+ * Runs fn with fs.pipe-max-size at least 4 MiB, then puts it back. CRIU's lazy page server asks
+ * for 4 MiB pipes and, without CAP_SYS_RESOURCE (this VM's root lacks it), fails with
+ * "page-pipe: splice: Bad file descriptor" when the limit is lower.
+ */
+export async function withPipeSize<T>(fn: () => Promise<T>): Promise<T> {
+  const path = '/proc/sys/fs/pipe-max-size';
+  const before = readFileSync(path, 'utf8').trim();
+  if (Number(before) < 4 << 20) writeFileSync(path, String(4 << 20));
+  try {
+    return await fn();
+  } finally {
+    if (Number(before) < 4 << 20) writeFileSync(path, before);
+  }
 }

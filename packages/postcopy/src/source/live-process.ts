@@ -30,7 +30,12 @@ export function parseMaps(text: string): MapsEntry[] {
 
 /** Private, readable, anonymous: what post-copy has to move (heap, stack, anonymous mmaps). */
 export function isPrivateAnonymous(e: MapsEntry): boolean {
-  if (e.perms[0] !== 'r' || e.perms[3] !== 'p' || e.inode !== 0) return false;
+  return e.perms[0] === 'r' && isPrivateAnonymousAnyAccess(e);
+}
+
+/** Private anonymous, whatever its protection (a PROT_NONE guard area is one too). */
+function isPrivateAnonymousAnyAccess(e: MapsEntry): boolean {
+  if (e.perms[3] !== 'p' || e.inode !== 0) return false;
   return e.path === '' || e.path === '[heap]' || e.path === '[stack]' || e.path.startsWith('[anon:');
 }
 
@@ -104,7 +109,9 @@ export class LiveProcessSource implements MemorySource {
       writeFileSync(`${dir}/cgroup.freeze`, '1');
       await waitFor(() => /frozen 1/.test(readFileSync(`${dir}/cgroup.events`, 'utf8')), 5000, `cgroup ${dir} to freeze`);
     }
-    const maps = parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8')).filter(isPrivateAnonymous);
+    const all = parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+    // Asked-for ranges may lie in unreadable areas (guard pages): never touched, they go as ZERO.
+    const maps = all.filter(options.ranges ? isPrivateAnonymousAnyAccess : isPrivateAnonymous);
     const wanted = options.ranges ?? maps.map((e) => ({ start: e.start, length: e.end - e.start }));
     const regions: RegionInfo[] = wanted.map((r, id) => {
       if (r.start % pageSize !== 0 || r.length % pageSize !== 0 || r.length <= 0)

@@ -12,8 +12,11 @@ import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 
 export interface FaultHandlerOptions {
   endpoint: Endpoint;
-  /** a userfaultfd with every mapping registered in MISSING mode; the handler owns it from now on */
-  uffd: number;
+  /**
+   * a userfaultfd with every mapping registered in MISSING mode; the handler owns it from now on.
+   * Leave it out to start the threads (and connect them) before it exists, then call attach().
+   */
+  uffd?: number;
   mappings: Mapping[];
   pageSize?: number;
   /** extra pages fetched after a faulting page (default 0) */
@@ -60,6 +63,7 @@ export class FaultHandler extends EventEmitter {
   #state: SharedState;
   #options: FaultHandlerOptions;
   #stopFd: number;
+  #uffd: number;
   #workers: Worker[] = [];
   #exited: Promise<void>[] = [];
   #latency: LatencySummary | null = null;
@@ -75,8 +79,9 @@ export class FaultHandler extends EventEmitter {
     this.#options = options;
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
     this.#state = createSharedState(this.pageSize, options.mappings);
+    this.#uffd = options.uffd ?? -1;
     // poll(2) on a blocking userfaultfd always reports POLLERR, so the fault thread needs it non-blocking.
-    native.setBlocking(options.uffd, false);
+    if (this.#uffd >= 0) native.setBlocking(this.#uffd, false);
     this.#stopFd = native.eventfd();
     this.#log = options.logger ?? silentLogger;
     this.#done = new Promise((resolve, reject) => {
@@ -140,7 +145,7 @@ export class FaultHandler extends EventEmitter {
     const maxGetPages = o.maxGetPages ?? Math.max(1, Math.floor((4 << 20) / this.pageSize));
     const base: Omit<WorkerConfig, 'role' | 'cpuMask'> = {
       endpoint: o.endpoint,
-      uffd: o.uffd,
+      uffd: this.#uffd,
       stopFd: this.#stopFd,
       pageSize: this.pageSize,
       mappings: this.#state.mappings,
@@ -187,6 +192,19 @@ export class FaultHandler extends EventEmitter {
       await this.stop();
       throw err;
     }
+    if (this.#uffd >= 0) this.#begin();
+  }
+
+  /** Hands over the userfaultfd of a handler started without one; its threads are connected already. */
+  attach(uffd: number): void {
+    if (this.#uffd >= 0) throw new PostcopyError('ERR_INVALID_ARG', 'this handler has its userfaultfd already');
+    this.#uffd = uffd;
+    native.setBlocking(uffd, false);
+    Atomics.store(this.#state.counters, Counter.UFFD, uffd);
+    this.#begin();
+  }
+
+  #begin(): void {
     this.#go();
     if (allPresent(this.#state)) this.#onComplete();
   }
@@ -234,7 +252,7 @@ export class FaultHandler extends EventEmitter {
       native.close(this.#stopFd);
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
-      if (complete || this.#targetPid()) native.close(this.#options.uffd);
+      if (this.#uffd >= 0 && (complete || this.#targetPid())) native.close(this.#uffd);
       return { ...this.progress, complete, latency: this.#latency };
     })();
     return this.#stopped;

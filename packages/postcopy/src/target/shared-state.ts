@@ -27,6 +27,8 @@ export const Counter = {
   GO: 12,
   /** pages the process itself dropped (MADV_DONTNEED, munmap): never fetched */
   DROPPED: 13,
+  /** the userfaultfd, when it arrives after the threads started (FaultHandler.attach) */
+  UFFD: 14,
 } as const;
 const COUNTERS = 16;
 

@@ -14,6 +14,7 @@ import { allPresent, Counter, dropRange, findMapping, installPages, type Mapping
 export interface WorkerConfig {
   role: 'fault' | 'push';
   endpoint: Endpoint;
+  /** -1: it comes later, in Counter.UFFD, before GO */
   uffd: number;
   stopFd: number;
   pageSize: number;
@@ -250,6 +251,7 @@ function main(): void {
     validate(channel);
     post({ type: 'ready' });
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
+    if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);
     if (config.role === 'fault') latency = faultLoop(channel);
     else pushLoop(channel);
     channel.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);

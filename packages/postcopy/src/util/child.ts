@@ -21,7 +21,8 @@ export class LineChild {
 
   constructor(name: string, argv: string[]) {
     this.name = name;
-    this.child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group, so that kill() reaches whatever it started too (a shell's children).
+    this.child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     this.child.stdin!.on('error', () => {}); // a child that died is reported by next() and rest()
     createInterface({ input: this.child.stdout! }).on('line', (l) => {
       this.#lines.push(l);
@@ -91,8 +92,13 @@ export class LineChild {
     this.child.stdin!.end();
   }
 
+  /** Signals the child's whole process group (once it has exited, what it left behind). */
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    if (this.#exit === null) this.child.kill(signal);
+    try {
+      if (this.child.pid) process.kill(-this.child.pid, signal);
+    } catch {
+      if (this.#exit === null) this.child.kill(signal);
+    }
   }
 
   #failure(message: string): PostcopyError {

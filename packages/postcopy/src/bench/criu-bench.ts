@@ -1,0 +1,149 @@
+// `postcopy bench --criu`: stock CRIU lazy-pages against postcopy on the same workloads, in the
+// same run, runs alternating: memproc (a memory-heavy process that keeps checking every page) and
+// redis (digest compared before and after).
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+import { migrate, type MigrateMode, type MigrateResult } from '../criu/migrate.js';
+import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
+import { LineChild } from '../util/child.js';
+
+export interface CriuBenchOptions {
+  memprocMiB: number;
+  redisKeys: number;
+  runs: number;
+  workloads: ('memproc' | 'redis')[];
+  onProgress?: (done: number, total: number, label: string) => void;
+}
+
+export interface CriuRun extends MigrateResult {
+  workload: 'memproc' | 'redis';
+  /** memproc: every checksum after the migration right; redis: digest equal */
+  verified: boolean;
+  detail: string;
+}
+
+export interface CriuBenchResult {
+  options: Omit<CriuBenchOptions, 'onProgress'>;
+  runs: CriuRun[];
+  /** per workload: medians, and postcopy / stock */
+  summary: { workload: string; mode: MigrateMode; downtime_ms: number; all_present_ms: number; runs: number; verified: number }[];
+  ratios: { workload: string; downtime: number; all_present: number }[];
+}
+
+const shell = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n')]);
+const CLOSE_FDS = 'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done';
+
+/** Starts a program inside the root in its own pid namespace and session; returns its pid. */
+async function startInRoot(dir: string, command: string, ready: string, comm: string): Promise<number> {
+  const launcher = new LineChild(comm, shell([
+    `mkdir -p ${dir}`,
+    CLOSE_FDS,
+    `( exec unshare -p -f setsid ${command} </dev/null >${dir}/stdout.log 2>&1 ) &`,
+    `for i in $(seq 600); do ${ready} && break; sleep 0.05; done`,
+    `echo "pid $(pgrep -n -x ${comm})"`,
+  ]));
+  const line = await launcher.next((l) => l.startsWith('pid '), 60_000);
+  await launcher.rest(10_000);
+  const pid = Number(line.slice(4));
+  if (!(pid > 0)) throw new PostcopyError('ERR_CHILD', `${comm} did not start in the CRIU root`);
+  return pid;
+}
+
+async function inRoot(lines: string[]): Promise<string[]> {
+  return new LineChild('in root', shell(lines)).rest(120_000);
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+};
+
+export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult> {
+  ensureCriuRoot();
+  const root = criuRootDir();
+  const runs: CriuRun[] = [];
+  const plan: { workload: 'memproc' | 'redis'; mode: MigrateMode }[] = [];
+  for (const workload of o.workloads)
+    for (let i = 0; i < o.runs; i++) for (const mode of (i % 2 ? ['postcopy', 'stock'] : ['stock', 'postcopy']) as MigrateMode[]) plan.push({ workload, mode });
+  let port = 27200 + (process.pid % 500);
+  await withPipeSize(async () => {
+    for (const [k, { workload, mode }] of plan.entries()) {
+      o.onProgress?.(k, plan.length, `${workload}, ${mode}`);
+      const dir = `/var/lib/postcopy/bench-${process.pid}-${k}`;
+      const host = join(root, dir);
+      let restored = 0;
+      let pid = 0;
+      try {
+        let digest = '';
+        if (workload === 'memproc') pid = await startInRoot(dir, `/usr/local/bin/memproc ${o.memprocMiB} ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
+        else {
+          pid = await startInRoot(dir, `redis-server --port 0 --unixsocket ${dir}/redis.sock --save '' --appendonly no --enable-debug-command yes --daemonize no`, `[ -S ${dir}/redis.sock ]`, 'redis-server');
+          const out = await inRoot([`redis-cli -s ${dir}/redis.sock DEBUG POPULATE ${o.redisKeys} key 100 >/dev/null`, `redis-cli -s ${dir}/redis.sock DEBUG DIGEST`]);
+          digest = out.at(-1) ?? '';
+        }
+        const before = workload === 'memproc' ? readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length : 0;
+        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++ });
+        restored = result.restoredPid;
+        let verified = false;
+        let detail = '';
+        if (workload === 'memproc') {
+          const deadline = Date.now() + 20_000;
+          let lines: string[] = [];
+          while (Date.now() < deadline) {
+            lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
+            if (lines.length >= before + 2) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          const bad = lines.filter((l) => !l.startsWith('ok ')).length;
+          verified = lines.length >= before + 2 && bad === 0;
+          detail = `${lines.length - before} checksums after the restore, ${bad} wrong`;
+        } else {
+          const after = (await inRoot([`redis-cli -s ${dir}/redis.sock DEBUG DIGEST`])).at(-1) ?? '';
+          verified = after === digest && digest.length > 0;
+          detail = `digest ${after} (before ${digest})`;
+        }
+        runs.push({ ...result, workload, verified, detail });
+      } finally {
+        for (const p of [restored, pid]) {
+          try {
+            if (p) process.kill(p, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
+        rmSync(host, { recursive: true, force: true });
+      }
+    }
+  });
+  o.onProgress?.(plan.length, plan.length, 'done');
+  const summary = [];
+  const ratios = [];
+  for (const workload of o.workloads) {
+    const byMode = (mode: MigrateMode) => runs.filter((r) => r.workload === workload && r.mode === mode);
+    for (const mode of ['stock', 'postcopy'] as MigrateMode[]) {
+      const rs = byMode(mode);
+      summary.push({ workload, mode, downtime_ms: median(rs.map((r) => r.downtime_ms)), all_present_ms: median(rs.map((r) => r.all_present_ms)), runs: rs.length, verified: rs.filter((r) => r.verified).length });
+    }
+    const [s, p] = summary.slice(-2);
+    ratios.push({ workload, downtime: Math.round((p.downtime_ms / s.downtime_ms) * 100) / 100, all_present: Math.round((p.all_present_ms / s.all_present_ms) * 100) / 100 });
+  }
+  const { onProgress: _omit, ...options } = o;
+  return { options, runs, summary, ratios };
+}
+
+export function formatCriuReport(r: CriuBenchResult): string {
+  const lines = [
+    `Stock CRIU 4.1.1 lazy-pages against postcopy: medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
+    'Downtime: dump start (the task freezes) -> `criu restore -d` returns. All present: dump start -> every lazy page on the target.',
+    '',
+    '| workload | mode | downtime ms | all present ms | verified |',
+    '|---|---|---|---|---|',
+    ...r.summary.map((s) => `| ${s.workload} | ${s.mode} | ${s.downtime_ms} | ${s.all_present_ms} | ${s.verified}/${s.runs} |`),
+    '',
+    '| workload | downtime postcopy / stock | all present postcopy / stock |',
+    '|---|---|---|',
+    ...r.ratios.map((x) => `| ${x.workload} | ${x.downtime}× | ${x.all_present}× |`),
+  ];
+  return lines.join('\n');
+}
