@@ -2,7 +2,8 @@
 // --lazy-pages` is the source and postcopy takes the place of `criu lazy-pages`.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -11,8 +12,8 @@ import { decodeFields, imageRecords, ImageMagic, lazyLayout, lazyRanges, parseMm
 import { serveLazyPages } from '../src/criu/lazy-pages.js';
 import { readIov, writeIov, PS_IOV_GET } from '../src/criu/page-server.js';
 import { LineChild } from '../src/util/child.js';
-import { migrate } from '../src/criu/migrate.js';
-import { ensureCriuRoot, inCriuRoot } from '../src/criu/root.js';
+import { runCriuBench } from '../src/bench/criu-bench.js';
+import { ensureCriuRoot } from '../src/criu/root.js';
 import { caps, need } from './helpers/caps.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
@@ -77,8 +78,7 @@ describe('CRIU images', () => {
 describe('CRIU lazy migration', () => {
   it('migrates memproc (64 MiB) from stock criu dump --lazy-pages, postcopy serving its faults', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
-    const built = spawnSync('bash', [SCRIPT, 'ensure'], { encoding: 'utf8', timeout: 600_000 });
-    if (!need(t, built.status === 0, `the CRIU root: ${built.stderr.trim().split('\n').slice(-3).join(' ')}`)) return;
+    ensureCriuRoot();
     const tag = `pc${process.pid}`;
     const inRoot = `/var/lib/postcopy/${tag}`;
     const onHost = join(ROOT, inRoot);
@@ -141,66 +141,30 @@ describe('CRIU lazy migration', () => {
   });
 });
 
-/** Starts memproc inside the CRIU root, in its own pid namespace and session; returns its pid. */
-async function startMemproc(inRoot: string, mib: number): Promise<number> {
-  const launcher = new LineChild('memproc launcher', inCriuRoot(['/bin/bash', '-c', [
-    `mkdir -p ${inRoot}`,
-    'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done',
-    `( exec unshare -p -f setsid /usr/local/bin/memproc ${mib} ${inRoot}/out.txt </dev/null >/dev/null 2>&1 ) &`,
-    `for i in $(seq 400); do [ -s ${inRoot}/out.txt ] && break; sleep 0.05; done`,
-    'echo "pid $(pgrep -n -x memproc)"',
-  ].join('\n')]));
-  const line = await launcher.next((l) => l.startsWith('pid '), 60_000);
-  await launcher.rest(10_000);
-  const pid = Number(line.slice(4));
-  assert.ok(pid > 0, 'memproc started');
-  return pid;
-}
-
-async function okLines(path: string, atLeast: number): Promise<string[]> {
-  const deadline = Date.now() + 20_000;
-  let lines: string[] = [];
-  while (Date.now() < deadline) {
-    lines = readFileSync(path, 'utf8').trim().split('\n');
-    if (lines.length >= atLeast) break;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  return lines;
-}
-
 describe('postcopy migrate', () => {
-  for (const mode of ['postcopy', 'stock'] as const)
-    it(`migrates memproc (128 MiB) with stock CRIU, memory moved by ${mode === 'postcopy' ? 'postcopy' : "CRIU's own lazy-pages"}`, async (t) => {
-      if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
-      ensureCriuRoot();
-      const inRoot = `/var/lib/postcopy/mig-${mode}-${process.pid}`;
-      const onHost = join(ROOT, inRoot);
-      rmSync(onHost, { recursive: true, force: true });
-      const pipeMax = readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim();
-      writeFileSync('/proc/sys/fs/pipe-max-size', String(Math.max(Number(pipeMax), 4 << 20)));
-      let restored = 0;
-      try {
-        const pid = await startMemproc(inRoot, 128);
-        const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
-        const phases: string[] = [];
-        const result = await migrate({ pid, workDir: inRoot, mode, criuPort: 27900 + (process.pid % 90) + (mode === 'stock' ? 1 : 0), onPhase: (p) => phases.push(p) });
-        restored = result.restoredPid;
-        if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
-        assert.ok(result.downtime_ms > 0 && result.all_present_ms >= result.downtime_ms, JSON.stringify(result));
-        assert.ok(phases.includes('all pages present'), phases.join(', '));
-        if (mode === 'postcopy') {
-          assert.ok(result.pages! >= (128 << 20) / 4096, JSON.stringify(result));
-          assert.ok(result.bytes_sent! >= 128 << 20, 'every page of the heap came from our source');
-        }
-        const lines = await okLines(join(onHost, 'out.txt'), before + 3);
-        assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
-        assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every checksum after the migration is right');
-        assert.throws(() => process.kill(pid, 0), 'CRIU ended the frozen source once released');
-      } finally {
-        if (restored) spawnSync('kill', ['-9', String(restored)]);
-        spawnSync('pkill', ['-9', '-x', 'memproc']);
-        writeFileSync('/proc/sys/fs/pipe-max-size', pipeMax);
-        rmSync(onHost, { recursive: true, force: true });
-      }
-    });
+  it('migrates memproc (256 MiB) and redis (100k keys) with stock CRIU, by postcopy and by CRIU alone, with every page right', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    const r = await runCriuBench({ workloads: ['memproc', 'redis'], runs: 1, memprocMiB: 256, redisKeys: 100_000 });
+    if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(r.runs));
+    assert.equal(r.runs.length, 4);
+    for (const run of r.runs) {
+      assert.equal(run.verified, true, `${run.workload} ${run.mode}: ${run.detail}`);
+      assert.ok(run.downtime_ms > 0 && run.all_present_ms >= run.downtime_ms, JSON.stringify(run));
+      if (run.mode === 'postcopy') assert.ok(run.bytes_sent! > 0 && run.pages! > 0, JSON.stringify(run));
+    }
+    const memproc = r.runs.find((x) => x.workload === 'memproc' && x.mode === 'postcopy')!;
+    assert.ok(memproc.bytes_sent! >= 256 << 20, 'the whole heap came from our source');
+    assert.ok(r.ratios.every((x) => Number.isFinite(x.all_present) && Number.isFinite(x.downtime)));
+  });
+
+  it('says clearly when the images directory is bad', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-badimg-'));
+    try {
+      await assert.rejects(serveLazyPages({ imagesDir: dir, source: { kind: 'criu', endpoint: { kind: 'tcp', host: '127.0.0.1', port: 1 } }, timeoutMs: 1000 }), isImageError);
+      writeFileSync(join(dir, 'pstree.img'), Buffer.from('not an image at all'));
+      await assert.rejects(serveLazyPages({ imagesDir: dir, source: { kind: 'criu', endpoint: { kind: 'tcp', host: '127.0.0.1', port: 1 } }, timeoutMs: 1000 }), /not a CRIU image/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
