@@ -14,6 +14,7 @@ import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
 import { LiveProcessSource } from '../source/live-process.js';
 import { PageServer } from '../source/server.js';
+import { FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
 import { LineChild } from '../util/child.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -90,6 +91,10 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
   };
   let server: PageServer | null = null;
   let restoredPid = 0;
+  if (mode === 'postcopy') {
+    // Thread start-up costs CPU: do it before the task freezes, not while `criu restore` runs.
+    await Promise.all([PageServer.prestartThreads(2), FaultHandler.prestartThreads(2)]);
+  }
   const t0 = performance.now();
   try {
     // CRIU must dump from the task's own mount namespace (another one trips its mount code).

@@ -1,8 +1,9 @@
 // One target connection served by its own thread with blocking calls: read a GET, read the
 // pages straight from the source, one write for the reply. The event loop is not on this path.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
+import { threadData } from '../util/thread.js';
 import { decodeBody, encodeBye, encodeError, readGet, readHeader, writeRunHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
 import { ByeReason, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
 import { FdReader } from '../transport/fd-reader.js';
@@ -10,7 +11,7 @@ import type { MemorySource } from './memory-source.js';
 import { checkGet, checkHello, greeting, runEnd, StatSlot, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 import { openSource } from './spec.js';
 
-const config = workerData as ConnectionThreadConfig;
+const config = threadData<ConnectionThreadConfig>();
 const post = (m: ConnectionMessage) => parentPort!.postMessage(m);
 
 class Connection {

@@ -13,7 +13,7 @@ import { FrameDecoder } from '../protocol/decoder.js';
 import { ByeReason, Flag, FrameType, type Frame, type Get } from '../protocol/frames.js';
 import type { Listener, Transport } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { siblingModule, startThread } from '../util/thread.js';
+import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import type { MemorySource } from './memory-source.js';
 import { checkGet, checkHello, greeting, maxGetPagesFor, runEnd, StatSlot, STAT_SLOTS, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 
@@ -70,6 +70,11 @@ export class PageServer extends EventEmitter {
     this.#log = options.logger ?? silentLogger;
     this.engine = options.engine ?? (source.describe ? 'thread' : 'loop');
     if (this.engine === 'thread' && !source.describe) throw new PostcopyError('ERR_INVALID_ARG', 'the thread engine needs a source with describe()');
+  }
+
+  /** Starts `count` connection threads ahead, to be used by the next connections (see util/thread.ts). */
+  static prestartThreads(count: number): Promise<void> {
+    return prestartThreads(threadUrl, count);
   }
 
   get maxGetPages(): number {

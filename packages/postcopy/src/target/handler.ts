@@ -6,7 +6,7 @@ import { C, native } from '../native/index.js';
 import { DEFAULT_PAGE_SIZE, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { siblingModule, startThread } from '../util/thread.js';
+import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type Mapping, type SharedState } from './shared-state.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 
@@ -89,6 +89,11 @@ export class FaultHandler extends EventEmitter {
       this.#rejectDone = reject;
     });
     this.#done.catch(() => {}); // observed through done()
+  }
+
+  /** Starts `count` fault/push threads ahead, to be used by the next handlers (see util/thread.ts). */
+  static prestartThreads(count: number): Promise<void> {
+    return prestartThreads(workerUrl, count);
   }
 
   /** Starts the threads and resolves once both are connected to the source. */

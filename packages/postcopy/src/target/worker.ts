@@ -1,9 +1,10 @@
 // Fault and push threads. Each owns one blocking connection and never yields to an event loop
 // on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
 import { createHistogram } from 'node:perf_hooks';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { PostcopyError, RemoteError } from '../errors.js';
 import { C, native } from '../native/index.js';
+import { threadData } from '../util/thread.js';
 import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { CriuPageChannel } from '../criu/page-server.js';
@@ -52,7 +53,7 @@ export interface LatencySummary {
   stddevNs: number;
 }
 
-const config = workerData as WorkerConfig;
+const config = threadData<WorkerConfig>();
 const state: SharedState = { pageSize: config.pageSize, mappings: config.mappings, present: config.present, counters: config.counters };
 const post = (m: WorkerMessage) => parentPort!.postMessage(m);
 const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
