@@ -12,8 +12,9 @@ import { decodeFields, imageRecords, ImageMagic, lazyLayout, lazyRanges, parseMm
 import { serveLazyPages } from '../src/criu/lazy-pages.js';
 import { readIov, writeIov, PS_IOV_GET } from '../src/criu/page-server.js';
 import { LineChild } from '../src/util/child.js';
-import { runCriuBench } from '../src/bench/criu-bench.js';
-import { ensureCriuRoot } from '../src/criu/root.js';
+import { runCriuBench, startInRoot } from '../src/bench/criu-bench.js';
+import { migrate } from '../src/criu/migrate.js';
+import { ensureCriuRoot, withPipeSize } from '../src/criu/root.js';
 import { caps, need } from './helpers/caps.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
@@ -155,6 +156,47 @@ describe('postcopy migrate', () => {
     const memproc = r.runs.find((x) => x.workload === 'memproc' && x.mode === 'postcopy')!;
     assert.ok(memproc.bytes_sent! >= 256 << 20, 'the whole heap came from our source');
     assert.ok(r.ratios.every((x) => Number.isFinite(x.all_present) && Number.isFinite(x.downtime)));
+  });
+
+  it('fails clearly when the source task dies mid-migration, and never lets the restored task run on', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    ensureCriuRoot();
+    const dir = `/var/lib/postcopy/killed-${process.pid}`;
+    const host = join(ROOT, dir);
+    let restoredPid = 0;
+    try {
+      const pid = await startInRoot(dir, `/usr/local/bin/memproc 256 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
+      const failure = await withPipeSize(() =>
+        migrate({
+          pid,
+          workDir: dir,
+          criuPort: 27990 + (process.pid % 9),
+          onPhase: (phase) => {
+            if (phase !== 'restored') return;
+            restoredPid = Number(readFileSync(join(host, 'restored.pid'), 'utf8'));
+            process.kill(pid, 'SIGKILL'); // the frozen source, while the push has most of 256 MiB to go
+          },
+        }).then(() => null, (e: { code?: string; remoteCode?: string; message: string }) => e),
+      );
+      assert.ok(failure, 'the migration must fail');
+      assert.ok(failure.code === 'ERR_REMOTE' ? failure.remoteCode === 'ERR_SOURCE_GONE' : failure.code === 'ERR_PEER_CLOSED', `${failure.code}/${failure.remoteCode}: ${failure.message}`);
+      assert.ok(restoredPid > 0);
+      // Killed: gone, or a zombie its new parent has not reaped yet.
+      const state = () => {
+        try {
+          const stat = readFileSync(`/proc/${restoredPid}/stat`, 'utf8');
+          return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+        } catch {
+          return 'gone';
+        }
+      };
+      const deadline = Date.now() + 2000;
+      while (!['gone', 'Z', 'X'].includes(state()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(['gone', 'Z', 'X'].includes(state()), `the restored task was killed, not left on missing pages (state ${state()})`);
+    } finally {
+      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
+      rmSync(host, { recursive: true, force: true });
+    }
   });
 
   it('says clearly when the images directory is bad', async () => {

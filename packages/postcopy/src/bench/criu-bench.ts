@@ -35,7 +35,7 @@ const shell = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n
 const CLOSE_FDS = 'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done';
 
 /** Starts a program inside the root in its own pid namespace and session; returns its pid. */
-async function startInRoot(dir: string, command: string, ready: string, comm: string): Promise<number> {
+export async function startInRoot(dir: string, command: string, ready: string, comm: string): Promise<number> {
   const launcher = new LineChild(comm, shell([
     `mkdir -p ${dir}`,
     CLOSE_FDS,
