@@ -7,6 +7,7 @@ import { PostcopyError } from '../errors.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../criu/migrate.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
 import { LineChild } from '../util/child.js';
+import { probeRedisGets, type RedisProbe } from './redis-probe.js';
 
 export interface CriuBenchOptions {
   memprocMiB: number;
@@ -21,13 +22,15 @@ export interface CriuRun extends MigrateResult {
   /** memproc: every checksum after the migration right; redis: digest equal */
   verified: boolean;
   detail: string;
+  /** redis: GETs sent back to back from the restore until every page was in */
+  get_during_postcopy: { n: number; p50_us: number; p99_us: number; errors: number } | null;
 }
 
 export interface CriuBenchResult {
   options: Omit<CriuBenchOptions, 'onProgress'>;
   runs: CriuRun[];
   /** per workload: medians, and postcopy / stock */
-  summary: { workload: string; mode: MigrateMode; downtime_ms: number; all_present_ms: number; runs: number; verified: number }[];
+  summary: { workload: string; mode: MigrateMode; downtime_ms: number; all_present_ms: number; get_p50_us: number | null; get_p99_us: number | null; runs: number; verified: number }[];
   ratios: { workload: string; downtime: number; all_present: number }[];
 }
 
@@ -83,7 +86,13 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
           digest = out.at(-1) ?? '';
         }
         const before = workload === 'memproc' ? readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length : 0;
-        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++ });
+        // redis: GETs from the moment the restored server runs until every page is in.
+        let probe: RedisProbe | null = null;
+        const onPhase = (phase: string) => {
+          if (workload === 'redis' && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
+        };
+        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, onPhase });
+        const gets = probe ? await (probe as RedisProbe).stop() : null;
         restored = result.restoredPid;
         let verified = false;
         let detail = '';
@@ -103,7 +112,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
           verified = after === digest && digest.length > 0;
           detail = `digest ${after} (before ${digest})`;
         }
-        runs.push({ ...result, workload, verified, detail });
+        runs.push({ ...result, workload, verified, detail, get_during_postcopy: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors } });
       } finally {
         for (const p of [restored, pid]) {
           try {
@@ -123,7 +132,17 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
     const byMode = (mode: MigrateMode) => runs.filter((r) => r.workload === workload && r.mode === mode);
     for (const mode of ['stock', 'postcopy'] as MigrateMode[]) {
       const rs = byMode(mode);
-      summary.push({ workload, mode, downtime_ms: median(rs.map((r) => r.downtime_ms)), all_present_ms: median(rs.map((r) => r.all_present_ms)), runs: rs.length, verified: rs.filter((r) => r.verified).length });
+      const gets = rs.map((r) => r.get_during_postcopy).filter((g) => g !== null);
+      summary.push({
+        workload,
+        mode,
+        downtime_ms: median(rs.map((r) => r.downtime_ms)),
+        all_present_ms: median(rs.map((r) => r.all_present_ms)),
+        get_p50_us: gets.length ? median(gets.map((g) => g.p50_us)) : null,
+        get_p99_us: gets.length ? median(gets.map((g) => g.p99_us)) : null,
+        runs: rs.length,
+        verified: rs.filter((r) => r.verified).length,
+      });
     }
     const [s, p] = summary.slice(-2);
     ratios.push({ workload, downtime: Math.round((p.downtime_ms / s.downtime_ms) * 100) / 100, all_present: Math.round((p.all_present_ms / s.all_present_ms) * 100) / 100 });
@@ -137,9 +156,9 @@ export function formatCriuReport(r: CriuBenchResult): string {
     `Stock CRIU 4.1.1 lazy-pages against postcopy: medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
     'Downtime: dump start (the task freezes) -> `criu restore -d` returns. All present: dump start -> every lazy page on the target.',
     '',
-    '| workload | mode | downtime ms | all present ms | verified |',
-    '|---|---|---|---|---|',
-    ...r.summary.map((s) => `| ${s.workload} | ${s.mode} | ${s.downtime_ms} | ${s.all_present_ms} | ${s.verified}/${s.runs} |`),
+    '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
+    '|---|---|---|---|---|---|',
+    ...r.summary.map((s) => `| ${s.workload} | ${s.mode} | ${s.downtime_ms} | ${s.all_present_ms} | ${s.get_p50_us === null ? '–' : `${s.get_p50_us} / ${s.get_p99_us}`} | ${s.verified}/${s.runs} |`),
     '',
     '| workload | downtime postcopy / stock | all present postcopy / stock |',
     '|---|---|---|',
