@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'ERR_PEER_CLOSED' // the connection closed before the migration completed
   | 'ERR_PRIVILEGE' // a missing privilege or kernel feature
   | 'ERR_UFFD' // userfaultfd failed in a way that loses the fault
+  | 'ERR_TARGET_GONE' // the process whose faults we served has exited: nothing is lost
   | 'ERR_TIMEOUT'
   | 'ERR_INVALID_ARG'
   | 'ERR_CHILD' // a helper process (benchmark side, reference program) failed

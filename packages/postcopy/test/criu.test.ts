@@ -199,6 +199,35 @@ describe('postcopy migrate', () => {
     }
   });
 
+  it('serves the children a migrated task forks while pages are still missing', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    ensureCriuRoot();
+    const dir = `/var/lib/postcopy/fork-${process.pid}`;
+    const host = join(ROOT, dir);
+    let restoredPid = 0;
+    try {
+      const pid = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt 1`, `[ -s ${dir}/out.txt ]`, 'memproc');
+      const before = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length;
+      const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27980 + (process.pid % 9) }));
+      restoredPid = result.restoredPid;
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+      assert.ok(result.forked! >= 1, `the task forked during post-copy (${result.forked} children served)`);
+      const deadline = Date.now() + 20_000;
+      let lines: string[] = [];
+      while (Date.now() < deadline) {
+        lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
+        if (lines.length >= before + 3) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(lines.length >= before + 3, 'children keep checking after the restore');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('child ok ')), [], 'every child saw every page right');
+    } finally {
+      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
+      spawnSync('pkill', ['-9', '-x', 'memproc']);
+      rmSync(host, { recursive: true, force: true });
+    }
+  });
+
   it('says clearly when the images directory is bad', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pc-badimg-'));
     try {

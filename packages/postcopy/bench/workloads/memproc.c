@@ -1,16 +1,20 @@
-// memproc MIB OUT: a memory-heavy process for migration tests. It fills MIB of heap with a known
-// pattern, then every 200 ms recomputes a checksum over every word and appends "ok N SUM" (or
-// "BAD N SUM") to OUT. A page lost or corrupted in migration shows up as BAD.
+// memproc MIB OUT [FORK]: a memory-heavy process for migration tests. It fills MIB of heap with a
+// known pattern, then every 200 ms recomputes a checksum over every word and appends "ok N SUM"
+// (or "BAD N SUM") to OUT. A page lost or corrupted in migration shows up as BAD. With FORK = 1,
+// each round a forked child does the check instead ("child ok N SUM"), then exits.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: memproc MIB OUT\n");
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: memproc MIB OUT [FORK]\n");
     return 2;
   }
+  int forking = argc == 4 && atoi(argv[3]) == 1;
   size_t words = ((size_t)atoi(argv[1]) << 20) / 8;
   uint64_t *p = malloc(words * 8);
   if (!p) return 1;
@@ -20,10 +24,16 @@ int main(int argc, char **argv) {
   if (!out) return 1;
   struct timespec pause = {0, 200 * 1000 * 1000};
   for (unsigned long n = 0;; n++) {
-    uint64_t sum = 0;
-    for (size_t i = 0; i < words; i++) sum += p[i];
-    fprintf(out, "%s %lu %llu\n", sum == expected ? "ok" : "BAD", n, (unsigned long long)sum);
-    fflush(out);
+    pid_t child = forking ? fork() : 0;
+    if (child > 0) {
+      waitpid(child, NULL, 0);
+    } else {
+      uint64_t sum = 0;
+      for (size_t i = 0; i < words; i++) sum += p[i];
+      fprintf(out, "%s%s %lu %llu\n", forking ? "child " : "", sum == expected ? "ok" : "BAD", n, (unsigned long long)sum);
+      fflush(out);
+      if (forking) _exit(0);
+    }
     nanosleep(&pause, NULL);
   }
 }

@@ -36,11 +36,22 @@ export interface LazyPagesOptions {
 }
 
 export interface LazyPagesReport {
-  tasks: { pid: number; report: HandlerReport }[];
+  /** per task; `forked`: the children it forked during post-copy, served too (depth first) */
+  tasks: { pid: number; report: HandlerReport; forked: HandlerReport[] }[];
   zombies: number[];
   restoreFinished: boolean;
   /** from the restore's connection to every page present */
   ms: number;
+}
+
+/** Waits for every child a handler's process forked (and theirs), and returns their reports. */
+async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
+  const out: HandlerReport[] = [];
+  for (let i = 0; i < handler.children().length; i++) {
+    const child = await handler.children()[i];
+    out.push(await child.done(), ...(await forkedReports(child)));
+  }
+  return out;
 }
 
 async function readInt32(sock: number, timeoutMs: number, what: string): Promise<number> {
@@ -105,7 +116,10 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     const fin = await readInt32(conn, timeoutMs, 'the end of the restore');
     if (fin !== LAZY_PAGES_RESTORE_FINISHED) throw new PostcopyError('ERR_PROTOCOL', `criu restore ended with 0x${(fin >>> 0).toString(16)}, not RESTORE_FINISHED`);
     const tasks = [];
-    for (const h of handlers) tasks.push({ pid: h.pid, report: await h.handler.done() });
+    for (const h of handlers) {
+      const report = await h.handler.done();
+      tasks.push({ pid: h.pid, report, forked: await forkedReports(h.handler) });
+    }
     return { tasks, zombies, restoreFinished: true, ms: Math.round((performance.now() - started) * 10) / 10 };
   } catch (err) {
     for (const h of prepared.values()) await h.then((x) => x.stop(), () => {});

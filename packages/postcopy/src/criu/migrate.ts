@@ -58,6 +58,8 @@ export interface MigrateResult {
   bytes_sent: number | null;
   fault_p50_us: number | null;
   fault_p99_us: number | null;
+  /** postcopy: children the task forked during post-copy, each served by a handler of its own */
+  forked: number | null;
 }
 
 /** Ends CRIU's lazy dump: PS_IOV_CLOSE on its page server, which answers with an int32 0. */
@@ -135,7 +137,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       const dumpTail = await dump.rest(timeoutMs);
       if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
       const transferred = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(readText(join(host, 'img/lazy.log')));
-      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null };
+      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null };
     }
 
     // postcopy: our source over the frozen task, our daemon in the place of `criu lazy-pages`.
@@ -184,6 +186,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       bytes_sent: server.stats.bytesSent,
       fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
       fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
+      forked: lazyResult!.tasks[0].forked.length,
     };
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');

@@ -35,6 +35,8 @@ export interface FaultHandlerOptions {
    * thread also does the push.
    */
   criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
+  /** pages already present (a forked child starts with its parent's) */
+  initialPresent?: Uint8Array[];
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -53,6 +55,8 @@ export interface Progress {
 
 export interface HandlerReport extends Progress {
   complete: boolean;
+  /** the process exited before every page arrived (nothing lost: nobody will read them) */
+  exited?: boolean;
   latency: LatencySummary | null;
 }
 
@@ -64,6 +68,8 @@ export class FaultHandler extends EventEmitter {
   #options: FaultHandlerOptions;
   #stopFd: number;
   #uffd: number;
+  #children: Promise<FaultHandler>[] = [];
+  #exitedEarly = false;
   #workers: Worker[] = [];
   #exited: Promise<void>[] = [];
   #latency: LatencySummary | null = null;
@@ -78,7 +84,7 @@ export class FaultHandler extends EventEmitter {
     super();
     this.#options = options;
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    this.#state = createSharedState(this.pageSize, options.mappings);
+    this.#state = createSharedState(this.pageSize, options.mappings, options.initialPresent);
     this.#uffd = options.uffd ?? -1;
     // poll(2) on a blocking userfaultfd always reports POLLERR, so the fault thread needs it non-blocking.
     if (this.#uffd >= 0) native.setBlocking(this.#uffd, false);
@@ -176,6 +182,7 @@ export class FaultHandler extends EventEmitter {
               isReady = true;
               resolve();
             } else if (m.type === 'complete') this.#onComplete();
+            else if (m.type === 'fork') this.#onFork(m.uffd);
             else if (m.type === 'fatal') {
               const err = m.remoteCode
                 ? new RemoteError(m.remoteCode as ErrorCode, m.remoteMessage ?? m.message)
@@ -226,7 +233,39 @@ export class FaultHandler extends EventEmitter {
     this.stop().then(this.#resolveDone, this.#rejectDone);
   }
 
+  /**
+   * The process forked: its child has the memory the parent had then, missing pages included, and
+   * a userfaultfd of its own. A handler like this one serves it, starting from our present pages
+   * (a page that arrived here just after the fork is fetched again when the child faults on it).
+   * Children are reported through 'child' events and children().
+   */
+  #onFork(uffd: number): void {
+    if (this.#options.criu) {
+      native.close(uffd);
+      this.#onFatal(new PostcopyError('ERR_UFFD', "the process forked, and CRIU's page server serves one connection: a child cannot be served"));
+      return;
+    }
+    const { uffd: _parent, targetPid: _pid, ...rest } = this.#options;
+    const child = FaultHandler.start({ ...rest, uffd, initialPresent: this.#state.present.map((p) => Uint8Array.from(p)) });
+    this.#children.push(child);
+    child.then(
+      (h) => this.emit('child', h),
+      (err: PostcopyError) => this.#log.error({ code: err.code }, `cannot serve a forked child: ${err.message}`),
+    );
+  }
+
+  /** Handlers of the children forked so far (each resolves once its threads are up). */
+  children(): Promise<FaultHandler>[] {
+    return [...this.#children];
+  }
+
   #onFatal(err: PostcopyError): void {
+    if (err.code === 'ERR_TARGET_GONE') {
+      // The process exited: nothing of it is left to lose. Not a failure of the migration.
+      this.#exitedEarly = true;
+      this.stop().then(this.#resolveDone, this.#rejectDone);
+      return;
+    }
     if (this.#fatal || allPresent(this.#state)) return;
     this.#fatal = err;
     this.#log.error({ code: err.code }, err.message);
@@ -258,7 +297,7 @@ export class FaultHandler extends EventEmitter {
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
       if (this.#uffd >= 0 && (complete || this.#targetPid())) native.close(this.#uffd);
-      return { ...this.progress, complete, latency: this.#latency };
+      return { ...this.progress, complete, exited: this.#exitedEarly, latency: this.#latency };
     })();
     return this.#stopped;
   }

@@ -40,14 +40,17 @@ export interface SharedState {
   counters: Int32Array;
 }
 
-export function createSharedState(pageSize: number, mappings: Mapping[]): SharedState {
-  const present = mappings.map((m) => {
+export function createSharedState(pageSize: number, mappings: Mapping[], initialPresent?: Uint8Array[]): SharedState {
+  const present = mappings.map((m, i) => {
     if (m.length % pageSize !== 0 || m.localStart % pageSize !== 0)
       throw new PostcopyError('ERR_PAGE_SIZE', `mapping 0x${m.localStart.toString(16)}+${m.length} is not aligned to ${pageSize}`);
-    return new Uint8Array(new SharedArrayBuffer(m.length / pageSize));
+    const bits = new Uint8Array(new SharedArrayBuffer(m.length / pageSize));
+    if (initialPresent?.[i]) bits.set(initialPresent[i]);
+    return bits;
   });
   const counters = new Int32Array(new SharedArrayBuffer(COUNTERS * 4));
   counters[Counter.TOTAL] = present.reduce((n, p) => n + p.length, 0);
+  counters[Counter.PRESENT] = present.reduce((n, p) => n + p.reduce((a, b) => a + b, 0), 0);
   return { pageSize, mappings, present, counters };
 }
 
@@ -119,8 +122,8 @@ export function installPages(
     } else if (r === -C.EAGAIN && retries++ < 1000) {
       // the mapping is changing under us (fork, mremap): try again
     } else {
-      const what = r === -C.ESRCH || r === -C.ENOENT ? 'the target address space is gone' : `errno ${-r}`;
-      throw new PostcopyError('ERR_UFFD', `${data ? 'UFFDIO_COPY' : 'UFFDIO_ZEROPAGE'} at 0x${(base + p * ps).toString(16)} failed: ${what}`);
+      if (r === -C.ESRCH || r === -C.ENOENT) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
+      throw new PostcopyError('ERR_UFFD', `${data ? 'UFFDIO_COPY' : 'UFFDIO_ZEROPAGE'} at 0x${(base + p * ps).toString(16)} failed: errno ${-r}`);
     }
   }
 }

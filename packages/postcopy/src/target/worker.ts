@@ -39,6 +39,7 @@ export interface WorkerConfig {
 export type WorkerMessage =
   | { type: 'ready' }
   | { type: 'complete' }
+  | { type: 'fork'; uffd: number }
   | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
   | { type: 'stopped'; latency?: LatencySummary };
 
@@ -76,9 +77,11 @@ function faultLoop(channel: PageChannel): LatencySummary {
   const cursor = config.inlinePush ? new PushCursor() : null;
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   let pushDone = !cursor;
+  let lastWoken = -1;
   let nextId = 1;
   let completed = allPresent(state);
   const fetch = (mi: number, page: number, count: number, flags: number, counter: number) => {
+    if (Atomics.exchange(state.present[mi], page, 0)) Atomics.sub(state.counters, Counter.PRESENT, 1); // a refetch (see lastWoken)
     const m = state.mappings[mi];
     const id = nextId++;
     channel.sendGet(id, m.regionId, page, count, flags);
@@ -120,9 +123,14 @@ function faultLoop(channel: PageChannel): LatencySummary {
         Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
         Atomics.store(state.counters, Counter.HINT_PAGE, page);
         Atomics.add(state.counters, Counter.HINT_SEQ, 1);
-        if (Atomics.load(bits, page)) {
-          native.uffdWake(uffd, m.localStart + page * ps, ps);
+        const pageAddr = m.localStart + page * ps;
+        if (Atomics.load(bits, page) && pageAddr !== lastWoken) {
+          // Installed by the push meanwhile: let the fault retry. If the same page faults right
+          // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
+          native.uffdWake(uffd, pageAddr, ps);
+          lastWoken = pageAddr;
         } else {
+          lastWoken = -1;
           const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
           let end = page + 1;
           while (end < limit && !Atomics.load(bits, end)) end++;
@@ -154,8 +162,8 @@ const u64At = (buf: Buffer, off: number) => buf.readUInt32LE(off) + buf.readUInt
 /**
  * The process changed its memory map. REMOVE (MADV_DONTNEED) and UNMAP: those pages must never be
  * fetched, they read as zero or are gone; after REMOVE the range is unregistered so the kernel
- * zero-fills it. FORK and REMAP would need the range tracking to follow them: refused, loudly,
- * rather than let a process run on pages it did not get.
+ * zero-fills it. FORK: the child gets a handler of its own. REMAP would need the range tracking
+ * to follow it: refused, loudly, rather than let a process run on pages it did not get.
  */
 function memoryEvent(event: number, msgs: Buffer, off: number): void {
   if (event === C.UFFD_EVENT_REMOVE || event === C.UFFD_EVENT_UNMAP) {
@@ -171,7 +179,12 @@ function memoryEvent(event: number, msgs: Buffer, off: number): void {
     }
     return;
   }
-  const what = event === C.UFFD_EVENT_FORK ? 'fork' : event === C.UFFD_EVENT_REMAP ? 'mremap' : `event ${event}`;
+  if (event === C.UFFD_EVENT_FORK) {
+    // The child's userfaultfd arrived in this process: the handler's main thread serves it.
+    post({ type: 'fork', uffd: msgs.readUInt32LE(off + 8) });
+    return;
+  }
+  const what = event === C.UFFD_EVENT_REMAP ? 'mremap' : `event ${event}`;
   throw new PostcopyError('ERR_UFFD', `the process did a ${what} during post-copy, which this handler does not follow yet`);
 }
 
