@@ -199,6 +199,38 @@ describe('postcopy migrate', () => {
     }
   });
 
+  it('migrates between two network namespaces, the images travelling on their own connection', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    const dir = `/var/lib/postcopy/netns-${process.pid}`;
+    const host = join(ROOT, dir);
+    let restoredPid = 0;
+    try {
+      const pid = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
+      const before = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length;
+      const phases: string[] = [];
+      const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27970 + (process.pid % 9), netns: true, onPhase: (p) => phases.push(p) }));
+      restoredPid = result.restoredPid;
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result), phases);
+      assert.ok(phases.includes('images on the target') && phases.includes('released'), phases.join(', '));
+      assert.ok(existsSync(join(host, 'target', 'img', 'pstree.img')), 'the images were copied to the target side');
+      assert.ok(result.bytes_sent! >= 128 << 20, JSON.stringify(result));
+      const deadline = Date.now() + 20_000;
+      let lines: string[] = [];
+      while (Date.now() < deadline) {
+        lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
+        if (lines.length >= before + 3) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(lines.length >= before + 3, 'the restored process runs');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
+    } finally {
+      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
+      spawnSync('pkill', ['-9', '-x', 'memproc']);
+      rmSync(host, { recursive: true, force: true });
+    }
+  });
+
   it('serves the children a migrated task forks while pages are still missing', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();

@@ -13,6 +13,8 @@ import { formatEndpoint, parseEndpoint, transportFor } from '../transport/index.
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
+import { fetchImages, serveImages } from '../criu/image-transfer.js';
+import { readFileSync } from 'node:fs';
 import { criuStatus, ensureCriuRoot, withPipeSize } from '../criu/root.js';
 import { migrate, type MigrateMode } from '../criu/migrate.js';
 import { progressBar, stepBar } from './progress.js';
@@ -88,8 +90,10 @@ program
   .addOption(new Option('--page-size <bytes>', 'page size').argParser(pageSize).default(4096))
   .requiredOption('--listen <endpoint>', 'tcp://HOST:PORT or unix:PATH')
   .option('--release', 'kill the process once a target has every page')
+  .option('--images <dir>', 'also serve this CRIU images directory (see lazy-pages --images-from)')
+  .option('--images-listen <endpoint>', 'where to serve --images')
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; json?: boolean }) => {
+  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; json?: boolean }) => {
     if ((o.pid === undefined) === (o.image === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --pid and --image');
     const log = createLogger('serve');
     const source: MemorySource =
@@ -99,6 +103,9 @@ program
     const server = new PageServer(source, { logger: log });
     const listener = await server.listen(transportFor(parseEndpoint(o.listen)));
     print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
+    if (!!o.images !== !!o.imagesListen) throw new PostcopyError('ERR_INVALID_ARG', 'give --images and --images-listen together');
+    const images = o.images ? await serveImages(o.images, parseEndpoint(o.imagesListen!)) : null;
+    if (images) print(!!o.json, { event: 'images-listening', endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
     await new Promise<void>((resolve) => {
       server.once('done', () => resolve());
       process.once('SIGINT', () => resolve());
@@ -106,6 +113,7 @@ program
     });
     if (o.release && source instanceof LiveProcessSource) source.release();
     print(!!o.json, { event: 'done', stats: server.stats }, `done: ${server.stats.pagesSent} pages sent`);
+    await images?.close();
     await server.close();
   });
 
@@ -214,15 +222,41 @@ program
   .command('lazy-pages')
   .description('take the place of `criu lazy-pages`: serve the faults of `criu restore --lazy-pages` from CRIU\'s page server')
   .requiredOption('--images <dir>', 'the dump directory (criu restore connects to lazy-pages.socket in it)')
-  .requiredOption('--page-server <endpoint>', 'the dump side: tcp://HOST:PORT of `criu dump --lazy-pages`')
+  .requiredOption('--page-server <endpoint>', 'the source: tcp://HOST:PORT of `criu dump --lazy-pages`, or of `postcopy serve` with --source postcopy')
+  .addOption(new Option('--source <kind>', "criu: CRIU's page server; postcopy: `postcopy serve` over the frozen task").choices(['criu', 'postcopy']).default('criu'))
+  .option('--images-from <endpoint>', 'fetch the images first, from `postcopy serve --images-listen`')
+  .option('--pidfile <path>', "the restored task's pid file (`criu restore --pidfile`): killed if its pages cannot be fetched")
   .option('--no-push', 'fetch on fault only, no background push')
+  .option('--push-batch <pages>', 'pages per background request', int)
+  .option('--push-window <n>', 'background requests in flight', int)
   .option('--timeout <seconds>', 'how long to wait for criu restore', int, 300)
-  .option('--json', 'print the result as JSON')
-  .action(async (o: { images: string; pageServer: string; push: boolean; timeout: number; json?: boolean }) => {
+  .option('--json', 'JSON lines on stdout')
+  .action(async (o: { images: string; pageServer: string; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; timeout: number; json?: boolean }) => {
     const log = createLogger('lazy-pages');
-    const result = await serveLazyPages({ imagesDir: o.images, source: { kind: 'criu', endpoint: parseEndpoint(o.pageServer) }, push: o.push, timeoutMs: o.timeout * 1000, logger: log });
+    if (o.imagesFrom) {
+      const names = await fetchImages(parseEndpoint(o.imagesFrom), o.images, o.timeout * 1000);
+      print(!!o.json, { event: 'images', files: names.length }, `fetched ${names.length} image files into ${o.images}`);
+    }
+    const targetPid = () => {
+      try {
+        return o.pidfile ? Number(readFileSync(o.pidfile, 'utf8').trim()) || undefined : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const result = await serveLazyPages({
+      imagesDir: o.images,
+      source: { kind: o.source, endpoint: parseEndpoint(o.pageServer) },
+      push: o.push,
+      pushBatch: o.pushBatch,
+      pushWindow: o.pushWindow,
+      targetPid,
+      timeoutMs: o.timeout * 1000,
+      logger: log,
+      onListening: () => print(!!o.json, { event: 'listening', socket: `${o.images}/lazy-pages.socket` }, `waiting for criu restore on ${o.images}/lazy-pages.socket`),
+    });
     const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
-    print(!!o.json, result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
+    print(!!o.json, { event: 'done', ...result }, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
   });
 
 program
@@ -232,12 +266,13 @@ program
   .addOption(new Option('--mode <mode>', "postcopy, or stock (CRIU's own lazy-pages, the baseline)").choices(['postcopy', 'stock']).default('postcopy'))
   .option('--work-dir <dir>', 'images and logs, a path inside the CRIU root')
   .option('--criu-port <port>', "port of CRIU's page server on loopback", int, 27001)
+  .option('--netns', 'run the source and the target in two network namespaces joined by a veth pair')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; json?: boolean }) => {
+  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; json?: boolean }) => {
     ensureCriuRoot();
     const workDir = o.workDir ?? `/var/lib/postcopy/migrate-${o.pid}`;
     const result = await withPipeSize(() =>
-      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, netns: o.netns, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
     );
     print(!!o.json, result, `migrated ${o.pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
   });

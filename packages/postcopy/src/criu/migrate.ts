@@ -16,7 +16,8 @@ import { LiveProcessSource } from '../source/live-process.js';
 import { PageServer } from '../source/server.js';
 import { FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
-import { LineChild } from '../util/child.js';
+import { LineChild, nodeModuleArgv } from '../util/child.js';
+import { VethPair } from '../util/netns.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump } from './image.js';
 import { serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
@@ -38,6 +39,12 @@ export interface MigrateOptions {
   /** port of CRIU's page server on loopback */
   criuPort: number;
   push?: boolean;
+  /**
+   * Run the two ends in two network namespaces joined by a veth pair: `postcopy serve` (pages and
+   * images) in one, `postcopy lazy-pages` and `criu restore` in the other. The images travel over
+   * their own connection; only the release of CRIU's dump uses this host's loopback.
+   */
+  netns?: boolean;
   pushBatch?: number;
   pushWindow?: number;
   timeoutMs?: number;
@@ -140,6 +147,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null };
     }
 
+    if (o.netns) return await migrateAcrossNamespaces(o, host, dump, start, t0, phase, timeoutMs);
+
     // postcopy: our source over the frozen task, our daemon in the place of `criu lazy-pages`.
     const images = readDump(join(host, 'img'));
     if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks; one task per migration for now`);
@@ -198,6 +207,75 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+
+/** The postcopy mode with each end in a network namespace of its own, as separate processes. */
+async function migrateAcrossNamespaces(
+  o: MigrateOptions,
+  host: string,
+  dump: LineChild,
+  start: (name: string, argv: string[]) => LineChild,
+  t0: number,
+  phase: (name: string, t0: number) => void,
+  timeoutMs: number,
+): Promise<MigrateResult> {
+  const images = readDump(join(host, 'img'));
+  if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks; one task per migration for now`);
+  const vpid = images.tasks[0].pid;
+  const { regions } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
+  const veth = VethPair.create(`pcm${process.pid % 100000}`, '10.233.0');
+  try {
+    const cli = nodeModuleArgv(import.meta.url, '../cli/main');
+    const serve = start('postcopy serve', [
+      ...veth.exec('a'), ...cli, 'serve', '--pid', String(o.pid), '--freeze', 'none',
+      ...regions.flatMap((r) => ['--range', `${r.start}:${r.length}`]),
+      '--listen', `tcp://${veth.a.addr}:0`, '--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`, '--json',
+    ]);
+    const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;
+    const imagesAt = (JSON.parse(await serve.next((l) => l.includes('"images-listening"'), timeoutMs)) as { endpoint: string }).endpoint;
+    phase('serving', t0);
+    const target = join(o.workDir, 'target');
+    const lazy = start('postcopy lazy-pages', [
+      ...veth.exec('b'), ...cli, 'lazy-pages', '--images', join(host, 'target', 'img'), '--images-from', imagesAt,
+      '--source', 'postcopy', '--page-server', pages, '--pidfile', join(host, 'target', 'restored.pid'),
+      '--push-batch', String(o.pushBatch ?? DEFAULT_PUSH_BATCH), '--push-window', String(o.pushWindow ?? DEFAULT_PUSH_WINDOW), '--json',
+    ]);
+    await lazy.next((l) => l.includes('"event":"images"'), timeoutMs);
+    phase('images on the target', t0);
+    await lazy.next((l) => l.includes('"event":"listening"'), timeoutMs);
+    const restore = start('criu restore', [...veth.exec('b'), ...inCriuRoot(['criu', 'restore', '-D', `${target}/img`, '--lazy-pages', '-d', '--pidfile', `${target}/restored.pid`, '-o', 'restore.log'])]);
+    await restore.rest(timeoutMs).catch((err: Error) => {
+      throw new PostcopyError('ERR_CRIU', `criu restore failed: ${err.message}; ${readLog(join(host, 'target'), 'img/restore.log')}`);
+    });
+    const downtime = performance.now() - t0;
+    const restoredPid = Number(readFileSync(join(host, 'target', 'restored.pid'), 'utf8').trim());
+    phase('restored', t0);
+    const done = JSON.parse((await lazy.rest(timeoutMs)).find((l) => l.includes('"event":"done"')) ?? '{}') as LazyPagesReport;
+    const allPresent = performance.now() - t0;
+    phase('all pages present', t0);
+    const stats = JSON.parse(await serve.next((l) => l.includes('"event":"done"'), timeoutMs)) as { stats: { bytesSent: number } };
+    releaseCriuDump(o.criuPort);
+    const dumpTail = await dump.rest(timeoutMs);
+    if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+    phase('released', t0);
+    const r = done.tasks?.[0]?.report;
+    if (!r?.complete) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
+    return {
+      mode: 'postcopy',
+      restoredPid,
+      downtime_ms: round(downtime),
+      all_present_ms: round(allPresent),
+      pages: r.pages,
+      faulted: r.faulted,
+      pushed: r.pushed,
+      bytes_sent: stats.stats.bytesSent,
+      fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
+      fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
+      forked: done.tasks[0].forked.length,
+    };
+  } finally {
+    veth.destroy();
+  }
+}
 
 function readText(path: string): string {
   try {
