@@ -1,7 +1,9 @@
 // memproc MIB OUT [FORK]: a memory-heavy process for migration tests. It fills MIB of heap with a
 // known pattern, then every 200 ms recomputes a checksum over every word and appends "ok N SUM"
-// (or "BAD N SUM") to OUT. A page lost or corrupted in migration shows up as BAD. With FORK = 1,
-// each round a forked child does the check instead ("child ok N SUM"), then exits.
+// (or "BAD N SUM") to OUT. A page lost or corrupted in migration shows up as BAD. With FORK = 1
+// the process itself never reads its heap: it writes "wait N" until the file OUT.fork exists,
+// then each round a forked child does the check ("child ok N SUM") and exits. So a test can make
+// the children, not the parent, be the ones that fault pages in after a restore.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +16,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: memproc MIB OUT [FORK]\n");
     return 2;
   }
-  int forking = argc == 4 && atoi(argv[3]) == 1;
+  int fork_mode = argc == 4 && atoi(argv[3]) == 1;
+  char trigger[4096];
+  snprintf(trigger, sizeof trigger, "%s.fork", argv[2]);
   size_t words = ((size_t)atoi(argv[1]) << 20) / 8;
   uint64_t *p = malloc(words * 8);
   if (!p) return 1;
@@ -24,9 +28,13 @@ int main(int argc, char **argv) {
   if (!out) return 1;
   struct timespec pause = {0, 200 * 1000 * 1000};
   for (unsigned long n = 0;; n++) {
+    int forking = fork_mode && access(trigger, F_OK) == 0;
     pid_t child = forking ? fork() : 0;
     if (child > 0) {
       waitpid(child, NULL, 0);
+    } else if (fork_mode && !forking) {
+      fprintf(out, "wait %lu\n", n);
+      fflush(out);
     } else {
       uint64_t sum = 0;
       for (size_t i = 0; i < words; i++) sum += p[i];

@@ -119,10 +119,15 @@ export function installPages(
     } else if (r === -C.EEXIST) {
       markPresent(state, mapping, p, 1, Counter.RACED);
       p++;
-    } else if (r === -C.EAGAIN && retries++ < 1000) {
-      // the mapping is changing under us (fork, mremap): try again
+    } else if (r === -C.EAGAIN && retries++ < 5000) {
+      // The mapping is changing (a fork) until the fault thread reads that event: wait a little.
+      if (retries > 10) Atomics.wait(state.counters, Counter.STOP, 0, 1);
+    } else if (r === -C.ENOENT) {
+      // No VMA there any more (munmap; its UNMAP event is on its way): nobody can read the page.
+      markPresent(state, mapping, p, 1, Counter.DROPPED);
+      p++;
     } else {
-      if (r === -C.ESRCH || r === -C.ENOENT) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
+      if (r === -C.ESRCH) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
       throw new PostcopyError('ERR_UFFD', `${data ? 'UFFDIO_COPY' : 'UFFDIO_ZEROPAGE'} at 0x${(base + p * ps).toString(16)} failed: errno ${-r}`);
     }
   }
