@@ -22,6 +22,26 @@ const SCRIPT = fileURLToPath(new URL('../scripts/criu-root.sh', import.meta.url)
 const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
 const isImageError = (e: { code?: string }) => e.code === 'ERR_IMAGE';
 
+/** Lines of a workload's output, once there are enough (or the time is up). */
+async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    if (enough(lines) || Date.now() > deadline) return lines;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A process's state letter, or 'gone'. A killed task is gone, or a zombie nobody reaped yet. */
+function taskState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return 'gone';
+  }
+}
+
 describe('CRIU images', () => {
   it('reads a real lazy dump: one task, its lazy VMAs and pages', () => {
     const dump = readDump(FIXTURE);
@@ -121,13 +141,7 @@ describe('CRIU lazy migration', () => {
       const tail = await dumpSide.rest(30_000);
       assert.ok(tail.includes('dump exit 0'), `criu dump ended: ${tail.join(' | ')}; ${dumpSide.stderr}`);
       // The restored memproc keeps recomputing its checksum over every page: only "ok" lines.
-      const deadline = Date.now() + 15_000;
-      let lines: string[] = [];
-      while (Date.now() < deadline) {
-        lines = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n');
-        if (lines.length >= before + 3) break;
-        await new Promise((res) => setTimeout(res, 100));
-      }
+      const lines = await waitForLines(join(onHost, 'out.txt'), (l) => l.length >= before + 3, 15_000);
       assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
     } finally {
@@ -181,18 +195,9 @@ describe('postcopy migrate', () => {
       assert.ok(failure, 'the migration must fail');
       assert.ok(failure.code === 'ERR_REMOTE' ? failure.remoteCode === 'ERR_SOURCE_GONE' : failure.code === 'ERR_PEER_CLOSED', `${failure.code}/${failure.remoteCode}: ${failure.message}`);
       assert.ok(restoredPid > 0);
-      // Killed: gone, or a zombie its new parent has not reaped yet.
-      const state = () => {
-        try {
-          const stat = readFileSync(`/proc/${restoredPid}/stat`, 'utf8');
-          return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-        } catch {
-          return 'gone';
-        }
-      };
       const deadline = Date.now() + 2000;
-      while (!['gone', 'Z', 'X'].includes(state()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(['gone', 'Z', 'X'].includes(state()), `the restored task was killed, not left on missing pages (state ${state()})`);
+      while (!['gone', 'Z', 'X'].includes(taskState(restoredPid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(['gone', 'Z', 'X'].includes(taskState(restoredPid)), `the restored task was killed, not left on missing pages (state ${taskState(restoredPid)})`);
     } finally {
       if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
       rmSync(host, { recursive: true, force: true });
@@ -215,13 +220,7 @@ describe('postcopy migrate', () => {
       assert.ok(phases.includes('images on the target') && phases.includes('released'), phases.join(', '));
       assert.ok(existsSync(join(host, 'target', 'img', 'pstree.img')), 'the images were copied to the target side');
       assert.ok(result.bytes_sent! >= 128 << 20, JSON.stringify(result));
-      const deadline = Date.now() + 20_000;
-      let lines: string[] = [];
-      while (Date.now() < deadline) {
-        lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
-        if (lines.length >= before + 3) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      const lines = await waitForLines(join(host, 'out.txt'), (l) => l.length >= before + 3, 20_000);
       assert.ok(lines.length >= before + 3, 'the restored process runs');
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
     } finally {
@@ -252,15 +251,7 @@ describe('postcopy migrate', () => {
       assert.match(failure.message, /mremap/);
       const lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'no wrong checksum was ever written');
-      const state = () => {
-        try {
-          const stat = readFileSync(`/proc/${restoredPid}/stat`, 'utf8');
-          return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-        } catch {
-          return 'gone';
-        }
-      };
-      assert.ok(restoredPid > 0 && ['gone', 'Z', 'X'].includes(state()), `the restored task was killed (state ${state()})`);
+      assert.ok(restoredPid > 0 && ['gone', 'Z', 'X'].includes(taskState(restoredPid)), `the restored task was killed (state ${taskState(restoredPid)})`);
     } finally {
       if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
       spawnSync('pkill', ['-9', '-x', 'remapproc']);
@@ -283,13 +274,7 @@ describe('postcopy migrate', () => {
       const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27980 + (process.pid % 9), pushBatch: 1, pushWindow: 1, onPhase }));
       restoredPid = result.restoredPid;
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
-      const deadline = Date.now() + 20_000;
-      let lines: string[] = [];
-      while (Date.now() < deadline) {
-        lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
-        if (lines.slice(before).filter((l) => l.startsWith('child ok ')).length >= 2) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      const lines = await waitForLines(join(host, 'out.txt'), (all) => all.slice(before).filter((l) => l.startsWith('child ok ')).length >= 2, 20_000);
       const after = lines.slice(before);
       assert.ok(after.filter((l) => l.startsWith('child ok ')).length >= 2, `children keep checking after the restore: ${after.slice(0, 5).join(' | ')}`);
       assert.deepEqual(lines.filter((l) => !/^(child ok|wait) /.test(l)), [], 'every child saw every page right');

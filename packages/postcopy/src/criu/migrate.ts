@@ -141,8 +141,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       const allPresent = performance.now() - t0;
       if (!tail.includes('lazy exit 0')) throw new PostcopyError('ERR_CRIU', `criu lazy-pages failed: ${readLog(host, 'img/lazy.log')}`);
       phase('all pages present', t0);
-      const dumpTail = await dump.rest(timeoutMs);
-      if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+      await dumpEnded(dump, host, timeoutMs);
       const transferred = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(readText(join(host, 'img/lazy.log')));
       return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null };
     }
@@ -180,23 +179,9 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     const allPresent = performance.now() - t0;
     phase('all pages present', t0);
     releaseCriuDump(o.criuPort);
-    const dumpTail = await dump.rest(timeoutMs);
-    if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+    await dumpEnded(dump, host, timeoutMs);
     phase('released', t0);
-    const r = lazyResult!.tasks[0].report;
-    return {
-      mode,
-      restoredPid,
-      downtime_ms: round(downtime),
-      all_present_ms: round(allPresent),
-      pages: r.pages,
-      faulted: r.faulted,
-      pushed: r.pushed,
-      bytes_sent: server.stats.bytesSent,
-      fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
-      fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
-      forked: lazyResult!.tasks[0].forked.length,
-    };
+    return postcopyResult(restoredPid, downtime, allPresent, server.stats.bytesSent, lazyResult!);
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
     throw err;
@@ -207,6 +192,29 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+
+/** Waits for `criu dump` to end, which it does once released; it must end well. */
+async function dumpEnded(dump: LineChild, host: string, timeoutMs: number): Promise<void> {
+  const tail = await dump.rest(timeoutMs);
+  if (!tail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+}
+
+function postcopyResult(restoredPid: number, downtime: number, allPresent: number, bytesSent: number, lazy: LazyPagesReport): MigrateResult {
+  const r = lazy.tasks[0].report;
+  return {
+    mode: 'postcopy',
+    restoredPid,
+    downtime_ms: round(downtime),
+    all_present_ms: round(allPresent),
+    pages: r.pages,
+    faulted: r.faulted,
+    pushed: r.pushed,
+    bytes_sent: bytesSent,
+    fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
+    fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
+    forked: lazy.tasks[0].forked.length,
+  };
+}
 
 /** The postcopy mode with each end in a network namespace of its own, as separate processes. */
 async function migrateAcrossNamespaces(
@@ -254,24 +262,10 @@ async function migrateAcrossNamespaces(
     phase('all pages present', t0);
     const stats = JSON.parse(await serve.next((l) => l.includes('"event":"done"'), timeoutMs)) as { stats: { bytesSent: number } };
     releaseCriuDump(o.criuPort);
-    const dumpTail = await dump.rest(timeoutMs);
-    if (!dumpTail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
+    await dumpEnded(dump, host, timeoutMs);
     phase('released', t0);
-    const r = done.tasks?.[0]?.report;
-    if (!r?.complete) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
-    return {
-      mode: 'postcopy',
-      restoredPid,
-      downtime_ms: round(downtime),
-      all_present_ms: round(allPresent),
-      pages: r.pages,
-      faulted: r.faulted,
-      pushed: r.pushed,
-      bytes_sent: stats.stats.bytesSent,
-      fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
-      fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
-      forked: done.tasks[0].forked.length,
-    };
+    if (!done.tasks?.[0]?.report?.complete) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
+    return postcopyResult(restoredPid, downtime, allPresent, stats.stats.bytesSent, done);
   } finally {
     veth.destroy();
   }
