@@ -22,6 +22,22 @@ const SCRIPT = fileURLToPath(new URL('../scripts/criu-root.sh', import.meta.url)
 const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
 const isImageError = (e: { code?: string }) => e.code === 'ERR_IMAGE';
 
+/** A work directory inside the CRIU root for one test, and what to kill and remove afterwards. */
+function testDir(tag: string) {
+  const dir = `/var/lib/postcopy/${tag}-${process.pid}`;
+  return {
+    dir,
+    host: join(ROOT, dir),
+    /** the restored task, once known */
+    restored: 0,
+    cleanup(workload?: string) {
+      if (this.restored) spawnSync('kill', ['-9', String(this.restored)]);
+      if (workload) spawnSync('pkill', ['-9', '-x', workload]);
+      rmSync(this.host, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Lines of a workload's output, once there are enough (or the time is up). */
 async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
   const deadline = Date.now() + ms;
@@ -175,9 +191,8 @@ describe('postcopy migrate', () => {
   it('fails clearly when the source task dies mid-migration, and never lets the restored task run on', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
-    const dir = `/var/lib/postcopy/killed-${process.pid}`;
-    const host = join(ROOT, dir);
-    let restoredPid = 0;
+    const w = testDir('killed');
+    const { dir, host } = w;
     try {
       const pid = await startInRoot(dir, `/usr/local/bin/memproc 256 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
       const failure = await withPipeSize(() =>
@@ -187,35 +202,33 @@ describe('postcopy migrate', () => {
           criuPort: 27990 + (process.pid % 9),
           onPhase: (phase) => {
             if (phase !== 'restored') return;
-            restoredPid = Number(readFileSync(join(host, 'restored.pid'), 'utf8'));
+            w.restored = Number(readFileSync(join(host, 'restored.pid'), 'utf8'));
             process.kill(pid, 'SIGKILL'); // the frozen source, while the push has most of 256 MiB to go
           },
         }).then(() => null, (e: { code?: string; remoteCode?: string; message: string }) => e),
       );
       assert.ok(failure, 'the migration must fail');
       assert.ok(failure.code === 'ERR_REMOTE' ? failure.remoteCode === 'ERR_SOURCE_GONE' : failure.code === 'ERR_PEER_CLOSED', `${failure.code}/${failure.remoteCode}: ${failure.message}`);
-      assert.ok(restoredPid > 0);
+      assert.ok(w.restored > 0);
       const deadline = Date.now() + 2000;
-      while (!['gone', 'Z', 'X'].includes(taskState(restoredPid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(['gone', 'Z', 'X'].includes(taskState(restoredPid)), `the restored task was killed, not left on missing pages (state ${taskState(restoredPid)})`);
+      while (!['gone', 'Z', 'X'].includes(taskState(w.restored)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(['gone', 'Z', 'X'].includes(taskState(w.restored)), `the restored task was killed, not left on missing pages (state ${taskState(w.restored)})`);
     } finally {
-      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
-      rmSync(host, { recursive: true, force: true });
+      w.cleanup();
     }
   });
 
   it('migrates between two network namespaces, the images travelling on their own connection', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
     ensureCriuRoot();
-    const dir = `/var/lib/postcopy/netns-${process.pid}`;
-    const host = join(ROOT, dir);
-    let restoredPid = 0;
+    const w = testDir('netns');
+    const { dir, host } = w;
     try {
       const pid = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
       const before = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length;
       const phases: string[] = [];
       const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27970 + (process.pid % 9), netns: true, onPhase: (p) => phases.push(p) }));
-      restoredPid = result.restoredPid;
+      w.restored = result.restoredPid;
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result), phases);
       assert.ok(phases.includes('images on the target') && phases.includes('released'), phases.join(', '));
       assert.ok(existsSync(join(host, 'target', 'img', 'pstree.img')), 'the images were copied to the target side');
@@ -224,22 +237,19 @@ describe('postcopy migrate', () => {
       assert.ok(lines.length >= before + 3, 'the restored process runs');
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
     } finally {
-      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
-      spawnSync('pkill', ['-9', '-x', 'memproc']);
-      rmSync(host, { recursive: true, force: true });
+      w.cleanup('memproc');
     }
   });
 
   it('kills a task that moves missing pages with mremap, rather than let it run on wrong data', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
-    const dir = `/var/lib/postcopy/remap-${process.pid}`;
-    const host = join(ROOT, dir);
-    let restoredPid = 0;
+    const w = testDir('remap');
+    const { dir, host } = w;
     try {
       const pid = await startInRoot(dir, `/usr/local/bin/remapproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'remapproc');
       const onPhase = (phase: string) => {
-        if (phase === 'restored') restoredPid = Number(readFileSync(join(host, 'restored.pid'), 'utf8'));
+        if (phase === 'restored') w.restored = Number(readFileSync(join(host, 'restored.pid'), 'utf8'));
       };
       // A slow push (a page at a time): its first move after the restore finds most pages missing.
       const failure = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27960 + (process.pid % 9), pushBatch: 1, pushWindow: 1, onPhase })).then(
@@ -251,20 +261,17 @@ describe('postcopy migrate', () => {
       assert.match(failure.message, /mremap/);
       const lines = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n');
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'no wrong checksum was ever written');
-      assert.ok(restoredPid > 0 && ['gone', 'Z', 'X'].includes(taskState(restoredPid)), `the restored task was killed (state ${taskState(restoredPid)})`);
+      assert.ok(w.restored > 0 && ['gone', 'Z', 'X'].includes(taskState(w.restored)), `the restored task was killed (state ${taskState(w.restored)})`);
     } finally {
-      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
-      spawnSync('pkill', ['-9', '-x', 'remapproc']);
-      rmSync(host, { recursive: true, force: true });
+      w.cleanup('remapproc');
     }
   });
 
   it('serves the children a migrated task forks while pages are still missing', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
-    const dir = `/var/lib/postcopy/fork-${process.pid}`;
-    const host = join(ROOT, dir);
-    let restoredPid = 0;
+    const w = testDir('fork');
+    const { dir, host } = w;
     try {
       const pid = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt 1`, `[ -s ${dir}/out.txt ]`, 'memproc');
       const before = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length;
@@ -272,7 +279,7 @@ describe('postcopy migrate', () => {
       const onPhase = (phase: string) => phase === 'restored' && writeFileSync(join(host, 'out.txt.fork'), '');
       // A slow push (a page at a time, about 2 s for 128 MiB) so that the forks come while pages are missing.
       const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27980 + (process.pid % 9), pushBatch: 1, pushWindow: 1, onPhase }));
-      restoredPid = result.restoredPid;
+      w.restored = result.restoredPid;
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       const lines = await waitForLines(join(host, 'out.txt'), (all) => all.slice(before).filter((l) => l.startsWith('child ok ')).length >= 2, 20_000);
       const after = lines.slice(before);
@@ -280,9 +287,7 @@ describe('postcopy migrate', () => {
       assert.deepEqual(lines.filter((l) => !/^(child ok|wait) /.test(l)), [], 'every child saw every page right');
       assert.ok(result.forked! >= 1, `the task forked during post-copy (${result.forked} children served; ${JSON.stringify(result)})`);
     } finally {
-      if (restoredPid) spawnSync('kill', ['-9', String(restoredPid)]);
-      spawnSync('pkill', ['-9', '-x', 'memproc']);
-      rmSync(host, { recursive: true, force: true });
+      w.cleanup('memproc');
     }
   });
 

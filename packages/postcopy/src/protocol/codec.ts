@@ -119,10 +119,15 @@ export function encodeGet(id: number, region: number, firstPage: number, count: 
 /** Writes a GET into a reusable 28-byte buffer (the fault path allocates nothing). */
 export function writeGet(buf: Uint8Array, id: number, region: number, firstPage: number, count: number, flags = 0): void {
   writeHeader(buf, 0, FrameType.GET, flags, id, GET_BODY);
+  writeRunBody(buf, HEADER_SIZE, region, firstPage, count);
+}
+
+/** region, count, firstPage: the body of a GET and the descriptor of a page run alike (see readRun). */
+function writeRunBody(buf: Uint8Array, offset: number, region: number, firstPage: number, count: number): void {
   const v = view(buf);
-  v.setUint32(HEADER_SIZE, region, true);
-  v.setUint32(HEADER_SIZE + 4, count, true);
-  setU64(v, HEADER_SIZE + 8, firstPage);
+  v.setUint32(offset, region, true);
+  v.setUint32(offset + 4, count, true);
+  setU64(v, offset + 8, firstPage);
 }
 
 /** Header plus run descriptor of a PAGES/PUSH/ZERO frame; the page bytes follow it on the wire. */
@@ -153,10 +158,7 @@ export function writeRunHeader(
   dataLength: number,
 ): void {
   writeHeader(buf, offset, type, flags, id, RUN_BODY + dataLength);
-  const v = view(buf);
-  v.setUint32(offset + HEADER_SIZE, region, true);
-  v.setUint32(offset + HEADER_SIZE + 4, count, true);
-  setU64(v, offset + HEADER_SIZE + 8, firstPage);
+  writeRunBody(buf, offset + HEADER_SIZE, region, firstPage, count);
 }
 
 export function encodeError(id: number, code: ErrorCode, message: string): Buffer {
