@@ -81,7 +81,7 @@ function faultLoop(channel: PageChannel): LatencySummary {
   let nextId = 1;
   let completed = allPresent(state);
   const fetch = (mi: number, page: number, count: number, flags: number, counter: number) => {
-    if (Atomics.exchange(state.present[mi], page, 0)) Atomics.sub(state.counters, Counter.PRESENT, 1); // a refetch (see lastWoken)
+    // A refetch (see lastWoken) keeps its present bit: the page is counted once, where it first arrived.
     const m = state.mappings[mi];
     const id = nextId++;
     channel.sendGet(id, m.regionId, page, count, flags);
