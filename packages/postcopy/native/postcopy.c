@@ -349,6 +349,16 @@ static napi_value munmap_js(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// mremap(addr, oldLen, newLen, flags, newAddr) -> the address it lives at now
+static napi_value mremap_js(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  CHECK(get_args(env, info, 5, argv) == 0 ? napi_ok : napi_generic_failure);
+  void *p = mremap((void *)(uintptr_t)arg_i64(env, argv[0], 0), (size_t)arg_i64(env, argv[1], 0), (size_t)arg_i64(env, argv[2], 0),
+                   (int)arg_i64(env, argv[3], 0), (void *)(uintptr_t)arg_i64(env, argv[4], 0));
+  if (p == MAP_FAILED) return throw_errno(env, "mremap", errno);
+  return make_i64(env, (int64_t)(uintptr_t)p);
+}
+
 static napi_value madvise_js(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(get_args(env, info, 3, argv) == 0 ? napi_ok : napi_generic_failure);
@@ -687,6 +697,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("mmapAnon", mmap_anon);
   EXPORT("munmap", munmap_js);
   EXPORT("madvise", madvise_js);
+  EXPORT("mremap", mremap_js);
   EXPORT("viewMemory", view_memory);
   EXPORT("touchPages", touch_pages);
   EXPORT("processVmReadv", process_vm_readv_js);
@@ -722,6 +733,8 @@ static napi_value init(napi_env env, napi_value exports) {
   CONST("UFFD_FEATURE_EVENT_REMOVE", UFFD_FEATURE_EVENT_REMOVE);
   CONST("UFFD_FEATURE_EVENT_UNMAP", UFFD_FEATURE_EVENT_UNMAP);
   CONST("UFFD_FEATURE_MISSING_SHMEM", UFFD_FEATURE_MISSING_SHMEM);
+  CONST("MREMAP_MAYMOVE", MREMAP_MAYMOVE);
+  CONST("MREMAP_FIXED", MREMAP_FIXED);
   CONST("UFFD_FEATURE_THREAD_ID", UFFD_FEATURE_THREAD_ID);
   CONST("UFFD_MSG_SIZE", sizeof(struct uffd_msg));
   CONST("MADV_DONTNEED", MADV_DONTNEED);

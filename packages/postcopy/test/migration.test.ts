@@ -9,7 +9,7 @@ import { native } from '../src/native/index.js';
 import { LiveProcessSource } from '../src/source/live-process.js';
 import { PageServer } from '../src/source/server.js';
 import { acknowledgeUffd, receiveUffd } from '../src/target/handoff.js';
-import { FaultHandler } from '../src/target/handler.js';
+import { FaultHandler, type FaultHandlerOptions } from '../src/target/handler.js';
 import { UnixTransport } from '../src/transport/index.js';
 import { hashPages } from '../src/util/pagehash.js';
 import { caps, need } from './helpers/caps.js';
@@ -82,7 +82,7 @@ describe('migration between two network namespaces over veth', () => {
 
 describe('a live source process', () => {
   /** Starts a workload, freezes it, serves it; a faulter process maps its state through our handler. */
-  async function setup(mib: number, push: boolean) {
+  async function setup(mib: number, push: boolean, faulterArgs: string[] = ['--slow', push ? '0' : '1'], handlerOptions: Partial<FaultHandlerOptions> = {}) {
     const work = spawnTs(WORKLOAD, ['source', '--mib', String(mib)]);
     const workOut = jsonLines(work);
     const ready = await workOut.next((e) => e.event === 'ready', 60_000);
@@ -93,10 +93,10 @@ describe('a live source process', () => {
     const server = new PageServer(source);
     const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
     const [ours, theirs] = native.socketpair();
-    const faulter = spawnTs(FAULTER, ['--length', String(ready.length), '--slow', push ? '0' : '1'], { fd3: theirs });
+    const faulter = spawnTs(FAULTER, ['--length', String(ready.length), ...faulterArgs], { fd3: theirs });
     native.close(theirs);
     const handoff = await receiveUffd(ours, 30_000);
-    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, push, targetPid: handoff.pid });
+    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, push, targetPid: handoff.pid, ...handlerOptions });
     acknowledgeUffd(ours);
     native.close(ours);
     const cleanup = async () => {
@@ -123,6 +123,29 @@ describe('a live source process', () => {
       const expected = new Uint32Array(region.length / PS);
       hashPages(buf, PS, expected);
       assert.deepEqual(got.hashes, Array.from(expected));
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it('follows the process as it moves missing pages (mremap), the push racing the moves', async (t) => {
+    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
+    // A push of a page at a time: most pages are still missing at each move.
+    const s = await setup(64, true, ['--slow', '1', '--remap', '1'], { pushBatch: 1, pushWindow: 1 });
+    try {
+      await s.faulterOut.next((e) => e.event === 'moved', 60_000);
+      const missingAtMove = s.handler.progress.pages - s.handler.progress.present;
+      const got = await s.faulterOut.next((e) => e.event === 'hashes', 60_000);
+      const report = await s.handler.done();
+      assert.equal(report.complete, true);
+      assert.ok(missingAtMove > report.pages / 4, `most pages were still missing when the range moved (${missingAtMove} of ${report.pages})`);
+      const region = s.source.regions[0];
+      const buf = Buffer.alloc(region.length);
+      s.source.read(region, 0, region.length / PS, buf, 0);
+      const expected = new Uint32Array(region.length / PS);
+      hashPages(buf, PS, expected);
+      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
+      assert.equal(wrong, 0, `${wrong} pages read wrong after the moves`);
     } finally {
       await s.cleanup();
     }

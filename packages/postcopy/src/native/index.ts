@@ -18,6 +18,8 @@ export interface NativeConstants {
   UFFD_FEATURE_EVENT_REMAP: number;
   UFFD_FEATURE_EVENT_REMOVE: number;
   UFFD_FEATURE_EVENT_UNMAP: number;
+  MREMAP_MAYMOVE: number;
+  MREMAP_FIXED: number;
   UFFD_FEATURE_MISSING_SHMEM: number;
   UFFD_FEATURE_THREAD_ID: number;
   UFFD_MSG_SIZE: number;
@@ -56,6 +58,7 @@ export interface NativeBinding {
   mmapAnon(len: number, hint?: number, fixedNoReplace?: boolean): number;
   munmap(addr: number, len: number): void;
   madvise(addr: number, len: number, advice: number): void;
+  mremap(addr: number, oldLen: number, newLen: number, flags: number, newAddr: number): number;
   viewMemory(addr: number, len: number): ArrayBuffer;
   /** touches count pages (stride bytes apart); per-touch ns into latencies if given; returns total ns */
   touchPages(addr: number, count: number, stride: number, write: boolean, latencies?: Float64Array): number;

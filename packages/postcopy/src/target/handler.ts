@@ -7,7 +7,7 @@ import { DEFAULT_PAGE_SIZE, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
-import { allPresent, Counter, createSharedState, type Mapping, type SharedState } from './shared-state.js';
+import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 
 export interface FaultHandlerOptions {
@@ -37,6 +37,8 @@ export interface FaultHandlerOptions {
   criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
   /** pages already present (a forked child starts with its parent's) */
   initialPresent?: Uint8Array[];
+  /** where the pages are (a forked child starts from its parent's map at the fork) */
+  initialMap?: MapSnapshot;
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -84,7 +86,7 @@ export class FaultHandler extends EventEmitter {
     super();
     this.#options = options;
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    this.#state = createSharedState(this.pageSize, options.mappings, options.initialPresent);
+    this.#state = createSharedState(this.pageSize, options.mappings, options.initialPresent, options.initialMap);
     this.#uffd = options.uffd ?? -1;
     // poll(2) on a blocking userfaultfd always reports POLLERR, so the fault thread needs it non-blocking.
     if (this.#uffd >= 0) native.setBlocking(this.#uffd, false);
@@ -162,6 +164,7 @@ export class FaultHandler extends EventEmitter {
       mappings: this.#state.mappings,
       present: this.#state.present,
       counters: this.#state.counters,
+      extents: this.#state.extents,
       readahead: o.readahead ?? 0,
       maxGetPages,
       pushBatch: o.pushBatch ?? Math.max(1, Math.floor((256 << 10) / this.pageSize)),
@@ -182,7 +185,7 @@ export class FaultHandler extends EventEmitter {
               isReady = true;
               resolve();
             } else if (m.type === 'complete') this.#onComplete();
-            else if (m.type === 'fork') this.#onFork(m.uffd);
+            else if (m.type === 'fork') this.#onFork(m.uffd, m.map);
             else if (m.type === 'fatal') {
               const err = m.remoteCode
                 ? new RemoteError(m.remoteCode as ErrorCode, m.remoteMessage ?? m.message)
@@ -239,14 +242,14 @@ export class FaultHandler extends EventEmitter {
    * (a page that arrived here just after the fork is fetched again when the child faults on it).
    * Children are reported through 'child' events and children().
    */
-  #onFork(uffd: number): void {
+  #onFork(uffd: number, map: MapSnapshot): void {
     if (this.#options.criu) {
       native.close(uffd);
       this.#onFatal(new PostcopyError('ERR_UFFD', "the process forked, and CRIU's page server serves one connection: a child cannot be served"));
       return;
     }
     const { uffd: _parent, targetPid: _pid, ...rest } = this.#options;
-    const child = FaultHandler.start({ ...rest, uffd, initialPresent: this.#state.present.map((p) => Uint8Array.from(p)) });
+    const child = FaultHandler.start({ ...rest, uffd, initialPresent: this.#state.present.map((p) => Uint8Array.from(p)), initialMap: map });
     this.#children.push(child);
     child.then(
       (h) => this.emit('child', h),

@@ -10,7 +10,9 @@ import type { Endpoint } from '../transport/transport.js';
 import { CriuPageChannel } from '../criu/page-server.js';
 import type { RegionInfo } from '../protocol/frames.js';
 import { BlockingChannel, type PageChannel } from './channel.js';
-import { allPresent, Counter, dropRange, findMapping, installPages, type Mapping, type SharedState } from './shared-state.js';
+import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
+import { installPages } from './install.js';
+import { allPresent, Counter, markPresent, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
@@ -22,6 +24,7 @@ export interface WorkerConfig {
   mappings: Mapping[];
   present: Uint8Array[];
   counters: Int32Array;
+  extents: Float64Array;
   /** fault path: extra pages fetched after the faulting one */
   readahead: number;
   maxGetPages: number;
@@ -39,7 +42,7 @@ export interface WorkerConfig {
 export type WorkerMessage =
   | { type: 'ready' }
   | { type: 'complete' }
-  | { type: 'fork'; uffd: number }
+  | { type: 'fork'; uffd: number; map: MapSnapshot }
   | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
   | { type: 'stopped'; latency?: LatencySummary };
 
@@ -55,7 +58,7 @@ export interface LatencySummary {
 }
 
 const config = threadData<WorkerConfig>();
-const state: SharedState = { pageSize: config.pageSize, mappings: config.mappings, present: config.present, counters: config.counters };
+const state: SharedState = { pageSize: config.pageSize, mappings: config.mappings, present: config.present, counters: config.counters, extents: config.extents };
 const post = (m: WorkerMessage) => parentPort!.postMessage(m);
 const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
 
@@ -80,61 +83,100 @@ function faultLoop(channel: PageChannel): LatencySummary {
   let lastWoken = -1;
   let nextId = 1;
   let completed = allPresent(state);
-  const fetch = (mi: number, page: number, count: number, flags: number, counter: number) => {
+  const where: Located = { mapping: -1, page: 0 };
+  // Faults that met a map change we had not read yet: their threads are woken to fault again
+  // once it is read (or after a moment), and are then resolved at the address that holds.
+  const deferred: number[] = [];
+  let deferredSince = 0;
+  const wakeDeferred = () => {
+    for (const addr of deferred) native.uffdWake(uffd, addr, ps);
+    deferred.length = 0;
+  };
+  /** GET, then install. Returns the first page it had to leave missing (the map changed under it), or -1. */
+  const fetch = (mi: number, page: number, count: number, flags: number, counter: number): number => {
     // A refetch (see lastWoken) keeps its present bit: the page is counted once, where it first arrived.
     const m = state.mappings[mi];
     const id = nextId++;
+    let missingFrom = -1;
     channel.sendGet(id, m.regionId, page, count, flags);
     for (;;) {
       const run = channel.readRun();
       if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > page + count)
         throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${count})`);
-      installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, counter);
-      if (run.flags & Flag.END) return;
+      if (missingFrom < 0) {
+        const left = installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, counter, 'fault');
+        if (left) missingFrom = run.firstPage + run.count - left;
+      }
+      if (run.flags & Flag.END) return missingFrom;
     }
   };
+  const defer = (pageAddr: number) => {
+    if (deferred.length === 0) deferredSince = performance.now();
+    deferred.push(pageAddr);
+  };
   while (!stopping()) {
-    const ready = native.pollIn(fds, pushDone ? -1 : 0);
+    const ready = native.pollIn(fds, deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0);
     if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
     if (ready & 2) break;
+    if (deferred.length && performance.now() - deferredSince > 2) wakeDeferred();
     if (ready === 0) {
       // No fault waiting: push one batch on this connection, then look again.
       const next = cursor!.next(batch);
-      if (next) fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
-      else pushDone = true;
+      if (!next) pushDone = true;
+      else {
+        const missingFrom = fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
+        if (missingFrom >= 0) cursor!.retry(next.mapping, missingFrom, next.page + next.count - missingFrom);
+      }
     } else {
-      const n = native.readInto(uffd, msgs, 0, msgs.length);
+      // Memory events first: they change where pages are, and each fault read with them is
+      // resolved against the map as it stands after them.
+      beginMapChange(state);
+      let n: number;
+      let events = 0;
+      try {
+        n = native.readInto(uffd, msgs, 0, msgs.length);
+        for (let off = 0; off + msgSize <= n; off += msgSize) {
+          if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) {
+            memoryEvent(msgs[off], msgs, off);
+            events++;
+          }
+        }
+      } finally {
+        endMapChange(state);
+      }
       if (n === -C.EAGAIN) continue;
       if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
+      if (events && deferred.length) wakeDeferred();
       for (let off = 0; off + msgSize <= n; off += msgSize) {
-        const event = msgs[off];
-        if (event !== C.UFFD_EVENT_PAGEFAULT) {
-          memoryEvent(event, msgs, off);
-          continue;
-        }
+        if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) continue;
         Atomics.add(state.counters, Counter.EVENTS, 1);
         const t0 = performance.now();
         const addr = msgs.readUInt32LE(off + 16) + msgs.readUInt32LE(off + 20) * 0x100000000;
-        const mi = findMapping(state, addr);
-        if (mi < 0) throw new PostcopyError('ERR_OUT_OF_RANGE', `fault at 0x${addr.toString(16)} outside every mapping`);
-        const m = state.mappings[mi];
-        const page = Math.floor((addr - m.localStart) / ps);
-        const bits = state.present[mi];
-        Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
-        Atomics.store(state.counters, Counter.HINT_PAGE, page);
-        Atomics.add(state.counters, Counter.HINT_SEQ, 1);
-        const pageAddr = m.localStart + page * ps;
-        if (Atomics.load(bits, page) && pageAddr !== lastWoken) {
-          // Installed by the push meanwhile: let the fault retry. If the same page faults right
-          // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
-          native.uffdWake(uffd, pageAddr, ps);
-          lastWoken = pageAddr;
+        const pageAddr = addr - (addr % ps);
+        const mi = locate(state, addr, where).mapping;
+        if (mi < 0) {
+          // Registered memory the source never had: the part an mremap or brk grew. Fresh memory reads as zero.
+          const r = native.uffdZeropage(uffd, pageAddr, ps, false);
+          if (r === -C.EAGAIN) defer(pageAddr);
+          else if (r < 0) native.uffdWake(uffd, pageAddr, ps);
         } else {
-          lastWoken = -1;
-          const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
-          let end = page + 1;
-          while (end < limit && !Atomics.load(bits, end)) end++;
-          fetch(mi, page, end - page, 0, Counter.FAULTED);
+          const page = where.page;
+          const bits = state.present[mi];
+          Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
+          Atomics.store(state.counters, Counter.HINT_PAGE, page);
+          Atomics.add(state.counters, Counter.HINT_SEQ, 1);
+          if (Atomics.load(bits, page) && pageAddr !== lastWoken) {
+            // Installed by the push meanwhile: let the fault retry. If the same page faults right
+            // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
+            native.uffdWake(uffd, pageAddr, ps);
+            lastWoken = pageAddr;
+          } else {
+            lastWoken = -1;
+            const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
+            let end = page + 1;
+            while (end < limit && !Atomics.load(bits, end)) end++;
+            if (fetch(mi, page, end - page, 0, Counter.FAULTED) === page) defer(pageAddr);
+          }
         }
         Atomics.add(state.counters, Counter.FAULTS, 1);
         hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
@@ -162,14 +204,14 @@ const u64At = (buf: Buffer, off: number) => buf.readUInt32LE(off) + buf.readUInt
 /**
  * The process changed its memory map. REMOVE (MADV_DONTNEED) and UNMAP: those pages must never be
  * fetched, they read as zero or are gone; after REMOVE the range is unregistered so the kernel
- * zero-fills it. FORK: the child gets a handler of its own. REMAP would need the range tracking
- * to follow it: refused, loudly, rather than let a process run on pages it did not get.
+ * zero-fills it. REMAP: the pages moved, missing ones included; they are fetched for their new
+ * place. FORK: the child gets a handler of its own, starting from this map.
  */
 function memoryEvent(event: number, msgs: Buffer, off: number): void {
   if (event === C.UFFD_EVENT_REMOVE || event === C.UFFD_EVENT_UNMAP) {
     const start = u64At(msgs, off + 8);
     const end = u64At(msgs, off + 16);
-    dropRange(state, start, end);
+    dropRange(state, start, end, event === C.UFFD_EVENT_UNMAP);
     if (event === C.UFFD_EVENT_REMOVE) {
       try {
         native.uffdUnregister(config.uffd, start, end - start);
@@ -179,14 +221,20 @@ function memoryEvent(event: number, msgs: Buffer, off: number): void {
     }
     return;
   }
-  if (event === C.UFFD_EVENT_FORK) {
-    // The child's userfaultfd arrived in this process: the handler's main thread serves it.
-    post({ type: 'fork', uffd: msgs.readUInt32LE(off + 8) });
+  if (event === C.UFFD_EVENT_REMAP) {
+    moveRange(state, u64At(msgs, off + 8), u64At(msgs, off + 16), u64At(msgs, off + 24));
     return;
   }
-  const what = event === C.UFFD_EVENT_REMAP ? 'mremap' : `event ${event}`;
-  throw new PostcopyError('ERR_UFFD', `the process did a ${what} during post-copy, which this handler does not follow yet`);
+  if (event === C.UFFD_EVENT_FORK) {
+    // The child's userfaultfd arrived in this process: the handler's main thread serves it.
+    post({ type: 'fork', uffd: msgs.readUInt32LE(off + 8), map: snapshotMap(state) });
+    return;
+  }
+  throw new PostcopyError('ERR_UFFD', `the process sent userfaultfd event ${event}, which this handler does not know`);
 }
+
+/** How long a page may have no VMA, with no event read that moves it, before it counts as unmapped. */
+const STRAY_MS = 1000;
 
 /** Picks the next run of missing pages, starting after the latest fault (pre-paging), then wrapping. */
 class PushCursor {
@@ -222,6 +270,29 @@ class PushCursor {
     }
     return null;
   }
+
+  #strays = new Map<number, number>();
+
+  /**
+   * Pages a request could not install: the map was changing, or nothing is mapped there. Asks for
+   * them again. A page that still has no VMA a while later, with no event to move it, is gone.
+   */
+  retry(mapping: number, page: number, count: number): void {
+    this.#requested[mapping].fill(0, page, page + count);
+    const key = mapping * 2 ** 32 + page;
+    const since = this.#strays.get(key);
+    const now = performance.now();
+    if (since === undefined) this.#strays.set(key, now);
+    else if (now - since > STRAY_MS) {
+      markPresent(state, mapping, page, 1, Counter.DROPPED);
+      this.#strays.delete(key);
+    }
+    Atomics.wait(state.counters, Counter.STOP, 0, 1); // the event that explains it is being read
+    if (mapping < this.mapping || (mapping === this.mapping && page < this.page)) {
+      this.mapping = mapping;
+      this.page = page;
+    }
+  }
 }
 
 function pushLoop(channel: PageChannel): void {
@@ -250,7 +321,8 @@ function pushLoop(channel: PageChannel): void {
     const run = channel.readRun();
     if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
       throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
-    installPages(state, config.uffd, head.mapping, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, Counter.PUSHED);
+    const left = installPages(state, config.uffd, head.mapping, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, Counter.PUSHED, 'push');
+    if (left) cursor.retry(head.mapping, run.firstPage + run.count - left, left);
     if (run.flags & Flag.END) inflight.shift();
   }
 }

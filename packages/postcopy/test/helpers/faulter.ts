@@ -1,5 +1,7 @@
 // A separate process whose memory lives on a source: it maps a range, registers a userfaultfd,
 // hands it to a fault handler (over fd 3 or a Unix socket path), then reads every page and prints hashes.
+// --remap 1: a sixteenth of the way through it moves the range (mremap), and at an eighth it moves its
+// first half again, so that missing pages are fetched for places other than where they started.
 import { C, native } from '../../src/native/index.js';
 import { encodeHandoff } from '../../src/target/handoff.js';
 import { hashPages } from '../../src/util/pagehash.js';
@@ -11,7 +13,8 @@ const pageSize = Number(args.get('page-size') ?? 4096);
 const sock = args.has('socket') ? native.unixConnect(args.get('socket')!) : 3;
 const addr = native.mmapAnon(length);
 const uffd = native.uffdOpen(true);
-native.uffdApi(uffd, 0n);
+const remap = args.get('remap') === '1';
+native.uffdApi(uffd, remap ? BigInt(C.UFFD_FEATURE_EVENT_REMAP | C.UFFD_FEATURE_EVENT_UNMAP) : 0n);
 native.uffdRegister(uffd, addr, length, C.UFFDIO_REGISTER_MODE_MISSING);
 native.sendFd(sock, uffd, encodeHandoff(process.pid, [{ regionId: Number(args.get('region') ?? 0), localStart: addr, length }]));
 native.close(uffd);
@@ -24,14 +27,32 @@ process.stdout.write(`${JSON.stringify({ event: 'attached' })}\n`);
 // --slow: pause 1 ms every 16 pages, so a test can break things mid-migration.
 const slow = args.get('slow') === '1';
 const pause = new Int32Array(new SharedArrayBuffer(4));
-const view = new Uint8Array(native.viewMemory(addr, length));
-const hashes = new Uint32Array(length / pageSize);
+const pages = length / pageSize;
+const half = Math.floor(pages / 2) * pageSize;
+// where the first and the second half of the range are now
+let low = new Uint8Array(native.viewMemory(addr, half));
+let high = new Uint8Array(native.viewMemory(addr + half, length - half));
+const moveTo = (from: number, len: number) => {
+  const to = native.mmapAnon(len, 0, false);
+  const moved = native.mremap(from, len, len, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, to);
+  process.stdout.write(`${JSON.stringify({ event: 'moved', from, to: moved, length: len })}\n`);
+  return moved;
+};
+let lowAddr = addr;
+const hashes = new Uint32Array(pages);
 // Touch in a scattered order so faults (not only the push) bring pages in.
 const stride = 7;
-const pages = length / pageSize;
 for (let k = 0; k < pages; k++) {
+  if (remap && k === Math.floor(pages / 16)) {
+    lowAddr = moveTo(addr, length);
+    low = new Uint8Array(native.viewMemory(lowAddr, half));
+    high = new Uint8Array(native.viewMemory(lowAddr + half, length - half));
+  }
+  if (remap && k === Math.floor(pages / 8)) low = new Uint8Array(native.viewMemory(moveTo(lowAddr, half), half));
   const p = (k * stride) % pages;
-  hashPages(view.subarray(p * pageSize, (p + 1) * pageSize), pageSize, hashes, p);
+  const off = p * pageSize;
+  const page = off < half ? low.subarray(off, off + pageSize) : high.subarray(off - half, off - half + pageSize);
+  hashPages(page, pageSize, hashes, p);
   if (slow && k % 16 === 0) Atomics.wait(pause, 0, 0, 1);
 }
 process.stdout.write(`${JSON.stringify({ event: 'hashes', hashes: Array.from(hashes) })}\n`);
