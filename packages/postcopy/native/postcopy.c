@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -325,6 +326,141 @@ static napi_value poll_in(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < count; i++)
     if (pfds[i].revents) mask |= (int64_t)1 << i;
   return make_i64(env, mask);
+}
+
+// ---------- checksums ----------
+// CRC32C (Castagnoli, reflected 0x82F63B78), the same as iSCSI and ext4. SSE4.2 has an instruction
+// for it; other CPUs take the table.
+
+static uint32_t crc32c_table[256];
+
+static void crc32c_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    crc32c_table[i] = c;
+  }
+}
+
+static uint32_t crc32c_soft(const uint8_t *p, size_t n) {
+  uint32_t c = ~0u;
+  while (n--) c = crc32c_table[(c ^ *p++) & 0xff] ^ (c >> 8);
+  return ~c;
+}
+
+#if defined(__x86_64__)
+// The crc32 instruction has a latency of 3 cycles and a throughput of 1: three independent streams
+// over three thirds of a page run at once, then their CRCs are joined. Joining is linear: moving a
+// raw CRC register past n zero bytes is a fixed 32x32 bit matrix, kept as four byte tables.
+typedef struct {
+  size_t stride; // bytes per stream
+  uint32_t shift[4][256];
+} crc32c_join;
+
+__attribute__((target("sse4.2"))) static uint64_t crc32c_raw(uint64_t c, const uint8_t *p, size_t n) {
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c = __builtin_ia32_crc32di(c, w);
+  }
+  uint32_t c32 = (uint32_t)c;
+  while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+  return c32;
+}
+
+__attribute__((target("sse4.2"))) static void crc32c_join_init(crc32c_join *j, size_t stride) {
+  uint32_t basis[32];
+  for (int i = 0; i < 32; i++) {
+    uint64_t c = (uint64_t)1 << i;
+    for (size_t k = 0; k < stride / 8; k++) c = __builtin_ia32_crc32di(c, 0);
+    basis[i] = (uint32_t)c;
+  }
+  for (int t = 0; t < 4; t++)
+    for (int b = 0; b < 256; b++) {
+      uint32_t v = 0;
+      for (int i = 0; i < 8; i++)
+        if (b & (1 << i)) v ^= basis[t * 8 + i];
+      j->shift[t][b] = v;
+    }
+  j->stride = stride;
+}
+
+static inline uint32_t crc32c_shift(const crc32c_join *j, uint32_t c) {
+  return j->shift[0][c & 0xff] ^ j->shift[1][(c >> 8) & 0xff] ^ j->shift[2][(c >> 16) & 0xff] ^ j->shift[3][c >> 24];
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_3way(const crc32c_join *j, const uint8_t *p, size_t n) {
+  size_t s = j->stride;
+  const uint8_t *a = p, *b = p + s, *c = p + 2 * s;
+  uint64_t ca = 0xffffffffu, cb = 0, cc = 0;
+  for (size_t k = 0; k < s; k += 8) {
+    uint64_t wa, wb, wc;
+    memcpy(&wa, a + k, 8);
+    memcpy(&wb, b + k, 8);
+    memcpy(&wc, c + k, 8);
+    ca = __builtin_ia32_crc32di(ca, wa);
+    cb = __builtin_ia32_crc32di(cb, wb);
+    cc = __builtin_ia32_crc32di(cc, wc);
+  }
+  uint32_t r = crc32c_shift(j, crc32c_shift(j, (uint32_t)ca) ^ (uint32_t)cb) ^ (uint32_t)cc;
+  return ~(uint32_t)crc32c_raw(r, p + 3 * s, n - 3 * s);
+}
+
+// Tables for the two page sizes in use.
+static crc32c_join join_4k, join_64k;
+
+static uint32_t crc32c_hw(const uint8_t *p, size_t n) {
+  crc32c_join *j = n == 4096 ? &join_4k : n == 65536 ? &join_64k : NULL;
+  if (!j) return ~(uint32_t)crc32c_raw(0xffffffffu, p, n);
+  return crc32c_3way(j, p, n);
+}
+static int crc32c_has_hw(void) { return __builtin_cpu_supports("sse4.2"); }
+static void crc32c_hw_init(void) {
+  crc32c_join_init(&join_4k, (4096 / 3) & ~(size_t)7);
+  crc32c_join_init(&join_64k, (65536 / 3) & ~(size_t)7);
+}
+#else
+static uint32_t crc32c_hw(const uint8_t *p, size_t n) { return crc32c_soft(p, n); }
+static int crc32c_has_hw(void) { return 0; }
+static void crc32c_hw_init(void) {}
+#endif
+
+static int use_crc32c_hw;
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+// Once per process: every worker thread loads this addon and runs init().
+static void crc32c_setup(void) {
+  crc32c_init();
+  use_crc32c_hw = crc32c_has_hw();
+  if (use_crc32c_hw) crc32c_hw_init();
+}
+
+// crc32cPages(buf, offset, pageSize, count, out, outOffset): the CRC32C of each page, as u32 LE into out
+static napi_value crc32c_pages(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  CHECK(get_args(env, info, 6, argv) == 0 ? napi_ok : napi_generic_failure);
+  uint8_t *buf, *out;
+  size_t len, out_len;
+  if (arg_bytes(env, argv[0], &buf, &len) != 0 || arg_bytes(env, argv[4], &out, &out_len) != 0) {
+    napi_throw_type_error(env, NULL, "crc32cPages: buffers expected");
+    return NULL;
+  }
+  size_t offset = (size_t)arg_i64(env, argv[1], 0), ps = (size_t)arg_i64(env, argv[2], 0), count = (size_t)arg_i64(env, argv[3], 0);
+  size_t out_offset = (size_t)arg_i64(env, argv[5], 0);
+  if (ps == 0 || offset > len || count > (len - offset) / ps || out_offset > out_len || count > (out_len - out_offset) / 4) {
+    napi_throw_range_error(env, NULL, "crc32cPages: out of bounds");
+    return NULL;
+  }
+  for (size_t i = 0; i < count; i++) {
+    const uint8_t *page = buf + offset + i * ps;
+    uint32_t c = use_crc32c_hw ? crc32c_hw(page, ps) : crc32c_soft(page, ps);
+    uint8_t *o = out + out_offset + i * 4;
+    o[0] = (uint8_t)c;
+    o[1] = (uint8_t)(c >> 8);
+    o[2] = (uint8_t)(c >> 16);
+    o[3] = (uint8_t)(c >> 24);
+  }
+  return NULL;
 }
 
 // ---------- memory ----------
@@ -683,6 +819,7 @@ static napi_value now_ns(napi_env env, napi_callback_info info) {
 #define CONST(name, value) napi_set_named_property(env, consts, name, make_i64(env, (int64_t)(value)))
 
 static napi_value init(napi_env env, napi_value exports) {
+  pthread_once(&crc32c_once, crc32c_setup);
   EXPORT("uffdOpen", uffd_open);
   EXPORT("uffdApi", uffd_api);
   EXPORT("uffdRegister", uffd_register);
@@ -698,6 +835,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("munmap", munmap_js);
   EXPORT("madvise", madvise_js);
   EXPORT("mremap", mremap_js);
+  EXPORT("crc32cPages", crc32c_pages);
   EXPORT("viewMemory", view_memory);
   EXPORT("touchPages", touch_pages);
   EXPORT("processVmReadv", process_vm_readv_js);

@@ -73,6 +73,8 @@ export class CriuPageChannel implements PageChannel {
   #pending: Pending | null = null;
   #held = 0;
   #closed = false;
+  /** CRIU's page server sends no checksums */
+  readonly corrupt: number[] = [];
 
   /** lazy[r][p] is 1 when page p of region r is one CRIU holds (PE_LAZY in the pagemap). */
   constructor(endpoint: Endpoint, pid: number, regions: RegionInfo[], lazy: Uint8Array[]) {

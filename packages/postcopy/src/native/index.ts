@@ -59,6 +59,8 @@ export interface NativeBinding {
   munmap(addr: number, len: number): void;
   madvise(addr: number, len: number, advice: number): void;
   mremap(addr: number, oldLen: number, newLen: number, flags: number, newAddr: number): number;
+  /** the CRC32C of each of `count` pages of buf from offset, written as u32 LE to out at outOffset */
+  crc32cPages(buf: Uint8Array, offset: number, pageSize: number, count: number, out: Uint8Array, outOffset: number): void;
   viewMemory(addr: number, len: number): ArrayBuffer;
   /** touches count pages (stride bytes apart); per-touch ns into latencies if given; returns total ns */
   touchPages(addr: number, count: number, stride: number, write: boolean, latencies?: Float64Array): number;

@@ -3,6 +3,8 @@ import { ProtocolError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import {
   BYTE_ORDER_MARK,
+  CHECKSUM_SIZE,
+  Flag,
   FrameType,
   HEADER_SIZE,
   MAGIC,
@@ -145,7 +147,10 @@ export function encodeRunHeader(
   return buf;
 }
 
-/** Writes a PAGES/PUSH/ZERO header and run descriptor (RUN_HEADER_SIZE bytes) at offset; the data follows. */
+/**
+ * Writes a PAGES/PUSH/ZERO header and run descriptor (RUN_HEADER_SIZE bytes) at offset; the data
+ * follows. With Flag.CHECKSUMS, `dataLength` counts the checksum table that comes first.
+ */
 export function writeRunHeader(
   buf: Uint8Array,
   offset: number,
@@ -233,11 +238,13 @@ export function decodeBody(h: Header, body: Uint8Array): Frame {
     case FrameType.PUSH:
     case FrameType.ZERO: {
       const run = readRun(body);
-      const data = body.subarray(RUN_BODY);
-      if (h.type === FrameType.ZERO && data.length !== 0) throw new ProtocolError('ZERO carries no data');
+      const table = h.flags & Flag.CHECKSUMS ? run.count * CHECKSUM_SIZE : 0;
+      if (h.type === FrameType.ZERO && body.length !== RUN_BODY) throw new ProtocolError('ZERO carries no data');
+      if (body.length < RUN_BODY + table) throw new ProtocolError('truncated checksum table');
+      const data = body.subarray(RUN_BODY + table);
       if (h.type !== FrameType.ZERO && (run.count === 0 || data.length % run.count !== 0))
         throw new ProtocolError('page data is not a whole number of pages');
-      return { type: h.type, id: h.id, flags: h.flags, ...run, data } satisfies PageRun;
+      return { type: h.type, id: h.id, flags: h.flags, ...run, checksums: body.subarray(RUN_BODY, RUN_BODY + table), data } satisfies PageRun;
     }
     case FrameType.ERROR: {
       if (body.length < 4) throw new ProtocolError('truncated ERROR');

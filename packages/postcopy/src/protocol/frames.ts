@@ -28,13 +28,17 @@ export const Flag = {
   END: 1,
   /** GET: a background (push) request, answered with PUSH frames */
   BACKGROUND: 2,
+  /** PAGES/PUSH: a CRC32C of each page (u32 each) precedes the page data */
+  CHECKSUMS: 4,
 } as const;
 
 /** HELLO feature bits. */
 export const Feature = {
   ZERO: 1, // ZERO frames for never-touched pages
   PUSH: 2, // background requests
+  CHECKSUM: 4, // a CRC32C per page in PAGES/PUSH (Flag.CHECKSUMS), verified before install
 } as const;
+export const CHECKSUM_SIZE = 4;
 
 export const Role = { SOURCE: 1, TARGET: 2 } as const;
 
@@ -93,6 +97,8 @@ export interface PageRun {
   region: number;
   firstPage: number;
   count: number;
+  /** count × u32 CRC32C when flags has CHECKSUMS, else empty */
+  checksums: Uint8Array;
   data: Uint8Array;
 }
 

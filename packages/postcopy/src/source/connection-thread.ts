@@ -5,10 +5,10 @@ import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
 import { decodeBody, encodeBye, encodeError, readGet, readHeader, writeRunHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
-import { ByeReason, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
+import { ByeReason, CHECKSUM_SIZE, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { MemorySource } from './memory-source.js';
-import { checkGet, checkHello, greeting, runEnd, StatSlot, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+import { checkGet, checkHello, greeting, runEnd, StatSlot, wantsChecksums, writeChecksums, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 import { openSource } from './spec.js';
 
 const config = threadData<ConnectionThreadConfig>();
@@ -19,6 +19,7 @@ class Connection {
   #out = Buffer.alloc(RUN_HEADER_SIZE + (1 << 16));
   #source: MemorySource;
   #stats = config.stats;
+  #checksums = false;
 
   constructor(source: MemorySource) {
     this.#source = source;
@@ -36,6 +37,7 @@ class Connection {
       if (!greeted) {
         const rejected = checkHello(frame, this.#source.pageSize);
         if (rejected) return this.#reject(0, rejected.code, rejected.message);
+        this.#checksums = wantsChecksums(frame);
         this.#write(greeting(this.#source));
         greeted = true;
         continue;
@@ -55,7 +57,7 @@ class Connection {
     const region = this.#source.regions[get.region];
     const ps = this.#source.pageSize;
     const dataType = get.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;
-    const worst = get.count * (ps + RUN_HEADER_SIZE);
+    const worst = get.count * (ps + CHECKSUM_SIZE + RUN_HEADER_SIZE);
     if (this.#out.length < worst) this.#out = Buffer.alloc(worst);
     const out = this.#out;
     let len = 0;
@@ -64,10 +66,13 @@ class Connection {
         const q = runEnd(this.#source, region, p, end);
         const zero = this.#source.untouched(region, p);
         const dataLength = zero ? 0 : (q - p) * ps;
-        writeRunHeader(out, len, zero ? FrameType.ZERO : dataType, get.id, q === end ? Flag.END : 0, get.region, p, q - p, dataLength);
+        const table = this.#checksums && !zero ? (q - p) * CHECKSUM_SIZE : 0;
+        const flags = (q === end ? Flag.END : 0) | (table ? Flag.CHECKSUMS : 0);
+        writeRunHeader(out, len, zero ? FrameType.ZERO : dataType, get.id, flags, get.region, p, q - p, table + dataLength);
         len += RUN_HEADER_SIZE;
-        if (!zero) this.#source.read(region, p, q - p, out, len);
-        len += dataLength;
+        if (!zero) this.#source.read(region, p, q - p, out, len + table);
+        if (table) writeChecksums(out, len, ps, q - p);
+        len += table + dataLength;
         this.#stats[zero ? StatSlot.ZERO : StatSlot.PAGES] += q - p;
         this.#stats[StatSlot.BYTES] += dataLength;
         p = q;

@@ -10,12 +10,12 @@ import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { native } from '../native/index.js';
 import { encodeBye, encodeError, encodeRunHeader } from '../protocol/codec.js';
 import { FrameDecoder } from '../protocol/decoder.js';
-import { ByeReason, Flag, FrameType, type Frame, type Get } from '../protocol/frames.js';
+import { ByeReason, CHECKSUM_SIZE, Flag, FrameType, type Frame, type Get } from '../protocol/frames.js';
 import type { Listener, Transport } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import type { MemorySource } from './memory-source.js';
-import { checkGet, checkHello, greeting, maxGetPagesFor, runEnd, StatSlot, STAT_SLOTS, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+import { checkGet, checkHello, greeting, maxGetPagesFor, runEnd, StatSlot, STAT_SLOTS, wantsChecksums, writeChecksums, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 
 export type ServerEngine = 'thread' | 'loop';
 
@@ -106,6 +106,7 @@ export class PageServer extends EventEmitter {
     this.#sockets.add(socket);
     const decoder = new FrameDecoder();
     let greeted = false;
+    let checksums = false;
     const log = this.#log.child({ connection: id });
     socket.on('data', (chunk: Buffer) => {
       let frames: Frame[];
@@ -120,13 +121,14 @@ export class PageServer extends EventEmitter {
         if (!greeted) {
           const rejected = checkHello(frame, this.#source.pageSize);
           if (rejected) return this.#fail(socket, 0, rejected.code, rejected.message, log);
+          checksums = wantsChecksums(frame);
           socket.write(greeting(this.#source));
           greeted = true;
           continue;
         }
         switch (frame.type) {
           case FrameType.GET:
-            this.#serve(socket, frame, log);
+            this.#serve(socket, frame, checksums, log);
             break;
           case FrameType.BYE:
             if (frame.reason === ByeReason.DONE) this.emit('done', id);
@@ -178,7 +180,7 @@ export class PageServer extends EventEmitter {
     });
   }
 
-  #serve(socket: Socket, get: Get, log: Logger): void {
+  #serve(socket: Socket, get: Get, checksums: boolean, log: Logger): void {
     this.#loopStats[StatSlot.GETS]++;
     const rejected = checkGet(get, this.#source, this.#maxGetPages);
     if (rejected) return this.#reject(socket, get.id, rejected.code, rejected.message, log);
@@ -194,12 +196,14 @@ export class PageServer extends EventEmitter {
           socket.write(encodeRunHeader(FrameType.ZERO, get.id, flags, get.region, p, q - p, 0));
           this.#loopStats[StatSlot.ZERO] += q - p;
         } else {
-          const data = Buffer.allocUnsafe((q - p) * ps);
-          this.#source.read(region, p, q - p, data, 0);
-          socket.write(encodeRunHeader(dataType, get.id, flags, get.region, p, q - p, data.length));
+          const table = checksums ? (q - p) * CHECKSUM_SIZE : 0;
+          const data = Buffer.allocUnsafe(table + (q - p) * ps);
+          this.#source.read(region, p, q - p, data, table);
+          if (table) writeChecksums(data, 0, ps, q - p);
+          socket.write(encodeRunHeader(dataType, get.id, flags | (table ? Flag.CHECKSUMS : 0), get.region, p, q - p, data.length));
           socket.write(data);
           this.#loopStats[StatSlot.PAGES] += q - p;
-          this.#loopStats[StatSlot.BYTES] += data.length;
+          this.#loopStats[StatSlot.BYTES] += data.length - table;
         }
         p = q;
       }

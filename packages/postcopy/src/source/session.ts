@@ -2,7 +2,8 @@
 // the per-connection threads, so both answer alike.
 import type { ErrorCode } from '../errors.js';
 import { encodeHello, encodeRegions } from '../protocol/codec.js';
-import { BYTE_ORDER_MARK, Feature, FrameType, PROTOCOL_VERSION, Role, type Frame, type Get, type RegionInfo } from '../protocol/frames.js';
+import { native } from '../native/index.js';
+import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, FrameType, PROTOCOL_VERSION, Role, type Frame, type Get, type RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
 import type { SourceSpec } from './spec.js';
 
@@ -22,9 +23,20 @@ export function checkHello(frame: Frame, pageSize: number): Rejection | null {
   return null;
 }
 
+/** Whether an accepted HELLO asks for a checksum with every page. */
+export const wantsChecksums = (hello: Frame) => hello.type === FrameType.HELLO && (hello.features & Feature.CHECKSUM) !== 0;
+
+/**
+ * Fills a data run's checksum table (count × u32 CRC32C at `table`) from its pages, which follow the
+ * table in `buf`.
+ */
+export function writeChecksums(buf: Uint8Array, table: number, pageSize: number, count: number): void {
+  native.crc32cPages(buf, table + count * CHECKSUM_SIZE, pageSize, count, buf, table);
+}
+
 /** HELLO and REGIONS, the source's answer to an accepted HELLO. */
 export function greeting(source: MemorySource): Buffer {
-  const hello = encodeHello({ version: PROTOCOL_VERSION, pageSize: source.pageSize, features: Feature.ZERO | Feature.PUSH, role: Role.SOURCE, auth: new Uint8Array(0) });
+  const hello = encodeHello({ version: PROTOCOL_VERSION, pageSize: source.pageSize, features: Feature.ZERO | Feature.PUSH | Feature.CHECKSUM, role: Role.SOURCE, auth: new Uint8Array(0) });
   return Buffer.concat([hello, encodeRegions(source.regions)]);
 }
 

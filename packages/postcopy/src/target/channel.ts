@@ -3,7 +3,7 @@ import { PostcopyError, ProtocolError, RemoteError } from '../errors.js';
 import { native } from '../native/index.js';
 import { FdReader } from '../transport/fd-reader.js';
 import { decodeBody, encodeBye, encodeHello, readHeader, readRun, writeGet, GET_FRAME_SIZE } from '../protocol/codec.js';
-import { BYTE_ORDER_MARK, Feature, FrameType, HEADER_SIZE, PROTOCOL_VERSION, Role, type Header, type RegionInfo } from '../protocol/frames.js';
+import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, Flag, FrameType, HEADER_SIZE, PROTOCOL_VERSION, Role, type Header, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 
 export interface Run {
@@ -25,6 +25,8 @@ export interface PageChannel {
   handshake(): RegionInfo[];
   sendGet(id: number, region: number, firstPage: number, count: number, flags: number): void;
   readRun(): Run;
+  /** pages (indexes into the last run) whose data failed its checksum; empty when all passed */
+  readonly corrupt: number[];
   bye(reason: number): void;
   close(): void;
 }
@@ -41,6 +43,10 @@ export class BlockingChannel implements PageChannel {
   /** bytes of the last frame returned, consumed on the next read */
   #held = 0;
   #closed = false;
+  #checksums = false;
+  /** the CRC32Cs of the last run's pages, as computed here */
+  #sums = Buffer.alloc(0);
+  readonly corrupt: number[] = [];
 
   constructor(endpoint: Endpoint, pageSize: number) {
     this.pageSize = pageSize;
@@ -55,12 +61,14 @@ export class BlockingChannel implements PageChannel {
 
   /** HELLO exchange; returns the source's regions. */
   handshake(): RegionInfo[] {
-    const hello = encodeHello({ version: PROTOCOL_VERSION, pageSize: this.pageSize, features: Feature.ZERO | Feature.PUSH, role: Role.TARGET, auth: new Uint8Array(0) });
+    const hello = encodeHello({ version: PROTOCOL_VERSION, pageSize: this.pageSize, features: Feature.ZERO | Feature.PUSH | Feature.CHECKSUM, role: Role.TARGET, auth: new Uint8Array(0) });
     this.#write(hello);
     const first = this.#readFrame();
     if (first.type !== FrameType.HELLO) throw new ProtocolError('expected HELLO from the source');
     if (first.byteOrderMark !== BYTE_ORDER_MARK || first.version !== PROTOCOL_VERSION || first.pageSize !== this.pageSize)
       throw new ProtocolError('source HELLO does not match ours');
+    if (!(first.features & Feature.CHECKSUM)) throw new ProtocolError('the source does not checksum its pages');
+    this.#checksums = true;
     const second = this.#readFrame();
     if (second.type !== FrameType.REGIONS) throw new ProtocolError('expected REGIONS from the source');
     this.regions = second.regions;
@@ -84,15 +92,30 @@ export class BlockingChannel implements PageChannel {
       const dataLen = h.length - RUN_DESC;
       r.need(RUN_FRAME + dataLen);
       const run = readRun(r.buf, r.start + HEADER_SIZE);
-      const expected = h.type === FrameType.ZERO ? 0 : run.count * this.pageSize;
+      const zero = h.type === FrameType.ZERO;
+      const table = h.flags & Flag.CHECKSUMS && !zero ? run.count * CHECKSUM_SIZE : 0;
+      if (this.#checksums && !zero && !table) throw new ProtocolError('a page run without its checksums');
+      const expected = zero ? 0 : table + run.count * this.pageSize;
       if (dataLen !== expected) throw new ProtocolError(`page run of ${run.count} pages carries ${dataLen} bytes`);
       this.#held = RUN_FRAME + dataLen;
-      return { type: h.type, flags: h.flags, id: h.id, region: run.region, firstPage: run.firstPage, count: run.count, dataOffset: r.start + RUN_FRAME };
+      const dataOffset = r.start + RUN_FRAME + table;
+      this.corrupt.length = 0;
+      if (table) this.#verify(r.buf, dataOffset - table, dataOffset, run.count);
+      return { type: h.type, flags: h.flags, id: h.id, region: run.region, firstPage: run.firstPage, count: run.count, dataOffset };
     }
     const frame = this.#takeFrame(h);
     if (frame.type === FrameType.ERROR) throw new RemoteError(frame.code, frame.message);
     if (frame.type === FrameType.BYE) throw new PostcopyError('ERR_PEER_CLOSED', 'the source said BYE mid-migration');
     throw new ProtocolError(`unexpected frame type ${h.type} from the source`);
+  }
+
+  /** Lists in this.corrupt the pages whose CRC32C does not match the one sent with them. */
+  #verify(buf: Buffer, table: number, data: number, count: number): void {
+    const size = count * CHECKSUM_SIZE;
+    if (this.#sums.length < size) this.#sums = Buffer.alloc(Math.max(size, 4096));
+    native.crc32cPages(buf, data, this.pageSize, count, this.#sums, 0);
+    if (this.#sums.compare(buf, table, table + size, 0, size) === 0) return;
+    for (let i = 0; i < count; i++) if (this.#sums.readUInt32LE(i * CHECKSUM_SIZE) !== buf.readUInt32LE(table + i * CHECKSUM_SIZE)) this.corrupt.push(i);
   }
 
   bye(reason: number): void {

@@ -52,6 +52,8 @@ export interface Progress {
   pushed: number;
   zero: number;
   raced: number;
+  /** pages that failed their checksum on arrival and were fetched again */
+  corrupt: number;
   faults: number;
 }
 
@@ -120,6 +122,7 @@ export class FaultHandler extends EventEmitter {
       pushed: Atomics.load(c, Counter.PUSHED),
       zero: Atomics.load(c, Counter.ZERO),
       raced: Atomics.load(c, Counter.RACED),
+      corrupt: Atomics.load(c, Counter.CORRUPT),
       faults: Atomics.load(c, Counter.FAULTS),
     };
   }

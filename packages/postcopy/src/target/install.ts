@@ -10,8 +10,8 @@ import { Counter, markPresent, type SharedState } from './shared-state.js';
  * read; a map change it has not read yet (EAGAIN) ends the install, and the caller retries later.
  * `push`: any other thread; it waits for the fault thread to apply map changes, and checks that a
  * change applied meanwhile did not make its address stale.
- * Either way, no VMA at the address (ENOENT) ends the install: the pages may have moved, with the
- * event not read yet. Only the caller can tell, by trying again later.
+ * Either way, no VMA at an address (ENOENT) may mean the page moved and its event is not read yet,
+ * or that it is gone for good: see unmappedForGood.
  */
 export type Installer = 'fault' | 'push';
 
@@ -77,7 +77,11 @@ export function installPages(
       if (retries++ >= MAX_RETRIES) throw stuck(r, data, span.addr);
       if (retries > 10) Atomics.wait(state.counters, Counter.STOP, 0, 1);
     } else if (r === -C.ENOENT) {
-      return end - p;
+      if (unmappedForGood(state, uffd, mapping, p, span.addr, installer)) {
+        markPresent(state, mapping, p, 1, Counter.DROPPED);
+        p++;
+      } else if (installer === 'fault') return end - p;
+      else if (retries++ >= MAX_RETRIES) throw stuck(r, data, span.addr);
     } else {
       if (r === -C.ESRCH) throw gone();
       throw stuck(r, data, span.addr);
@@ -110,6 +114,29 @@ function verifyPlaced(state: SharedState, uffd: number, mapping: number, first: 
 }
 
 const gone = () => new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
+
+const quietFds = new Int32Array(1);
+
+/**
+ * Nothing is mapped at `addr`, where the table puts the page. An mremap takes the old range away
+ * before it queues its event, so wait until the uffd has nothing queued and every event read is
+ * applied: if the table still says `addr`, the page is gone. False: it moved (install it where it
+ * is now), or, for the fault thread, events wait to be read first.
+ */
+function unmappedForGood(state: SharedState, uffd: number, mapping: number, page: number, addr: number, installer: Installer): boolean {
+  quietFds[0] = uffd;
+  for (let tries = 0; tries < 100; tries++) {
+    Atomics.wait(state.counters, Counter.STOP, 0, 1);
+    const seq = installer === 'push' ? mapSeq(state) : 0;
+    const queued = (native.pollIn(quietFds, 0) & 1) !== 0;
+    if (queued && installer === 'fault') return false;
+    if (queued) continue;
+    spanAt(state, mapping, page, page + 1, check);
+    if (installer === 'push' && mapChangedSince(state, seq)) continue;
+    return check.addr === addr;
+  }
+  return false;
+}
 
 function stuck(r: number, data: Uint8Array | null, addr: number): PostcopyError {
   return new PostcopyError('ERR_UFFD', `${data ? 'UFFDIO_COPY' : 'UFFDIO_ZEROPAGE'} at 0x${addr.toString(16)} failed: errno ${-r}`);

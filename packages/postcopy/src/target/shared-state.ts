@@ -34,8 +34,10 @@ export const Counter = {
   MOVED: 16,
   /** odd while the fault thread reads and applies memory events: a seqlock for the push thread */
   MAP_SEQ: 17,
+  /** pages that failed their checksum on arrival: not installed, fetched again */
+  CORRUPT: 18,
 } as const;
-const COUNTERS = 18;
+const COUNTERS = 20;
 /** most extents the table holds; a process that fragments its moved memory further is refused */
 export const MAX_EXTENTS = 1 << 14;
 export const EXTENT_FIELDS = 4;

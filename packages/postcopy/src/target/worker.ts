@@ -9,10 +9,10 @@ import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { CriuPageChannel } from '../criu/page-server.js';
 import type { RegionInfo } from '../protocol/frames.js';
-import { BlockingChannel, type PageChannel } from './channel.js';
+import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
-import { installPages } from './install.js';
-import { allPresent, Counter, markPresent, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
+import { installPages, type Installer } from './install.js';
+import { allPresent, Counter, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
@@ -92,22 +92,35 @@ function faultLoop(channel: PageChannel): LatencySummary {
     for (const addr of deferred) native.uffdWake(uffd, addr, ps);
     deferred.length = 0;
   };
-  /** GET, then install. Returns the first page it had to leave missing (the map changed under it), or -1. */
+  const corrupt: number[] = [];
+  /**
+   * GET, then install. Returns the first page it had to leave missing because the map changed under
+   * it, or -1; pages that failed their checksum are left missing too, and listed in `corrupt`.
+   */
   const fetch = (mi: number, page: number, count: number, flags: number, counter: number): number => {
     // A refetch (see lastWoken) keeps its present bit: the page is counted once, where it first arrived.
     const m = state.mappings[mi];
     const id = nextId++;
     let missingFrom = -1;
+    corrupt.length = 0;
     channel.sendGet(id, m.regionId, page, count, flags);
     for (;;) {
       const run = channel.readRun();
       if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > page + count)
         throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${count})`);
-      if (missingFrom < 0) {
-        const left = installPages(state, uffd, mi, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, counter, 'fault');
-        if (left) missingFrom = run.firstPage + run.count - left;
-      }
+      if (missingFrom < 0) missingFrom = installRun(channel, run, mi, counter, 'fault', corrupt);
       if (run.flags & Flag.END) return missingFrom;
+    }
+  };
+  /** Fetches the faulting page until it arrives intact (or the map changes under it). */
+  const resolve = (mi: number, page: number, count: number): boolean => {
+    for (let attempt = 0; ; attempt++) {
+      const missingFrom = fetch(mi, page, count, 0, Counter.FAULTED);
+      for (const p of corrupt) cursor?.retry(mi, p, 1);
+      if (missingFrom === page) return false;
+      if (!corrupt.includes(page)) return true;
+      if (attempt >= MAX_REFETCH) throw new PostcopyError('ERR_PROTOCOL', `page ${page} of mapping ${mi} failed its checksum ${attempt + 1} times`);
+      count = 1;
     }
   };
   const defer = (pageAddr: number) => {
@@ -126,6 +139,7 @@ function faultLoop(channel: PageChannel): LatencySummary {
       else {
         const missingFrom = fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
         if (missingFrom >= 0) cursor!.retry(next.mapping, missingFrom, next.page + next.count - missingFrom);
+        for (const p of corrupt) cursor!.retry(next.mapping, p, 1);
       }
     } else {
       // Memory events first: they change where pages are, and each fault read with them is
@@ -175,7 +189,7 @@ function faultLoop(channel: PageChannel): LatencySummary {
             const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
             let end = page + 1;
             while (end < limit && !Atomics.load(bits, end)) end++;
-            if (fetch(mi, page, end - page, 0, Counter.FAULTED) === page) defer(pageAddr);
+            if (!resolve(mi, page, end - page)) defer(pageAddr);
           }
         }
         Atomics.add(state.counters, Counter.FAULTS, 1);
@@ -197,6 +211,33 @@ function faultLoop(channel: PageChannel): LatencySummary {
     meanNs: hist.count ? hist.mean : 0,
     stddevNs: hist.count ? hist.stddev : 0,
   };
+}
+
+/** How often a faulting page may fail its checksum before the connection is deemed broken. */
+const MAX_REFETCH = 8;
+
+/**
+ * Installs a run's pages, leaving missing (and listing in `corrupt`, counted) those that failed
+ * their checksum. Returns the first page left missing because the map changed, or -1.
+ */
+function installRun(channel: PageChannel, run: Run, mi: number, counter: number, installer: Installer, corrupt: number[]): number {
+  const data = run.type === FrameType.ZERO ? null : channel.data;
+  const bad = channel.corrupt;
+  const ps = state.pageSize;
+  let from = 0;
+  for (let i = 0; i <= bad.length; i++) {
+    const to = i < bad.length ? bad[i] : run.count;
+    if (to > from) {
+      const left = installPages(state, config.uffd, mi, run.firstPage + from, to - from, data, run.dataOffset + from * ps, counter, installer);
+      if (left) return run.firstPage + to - left;
+    }
+    if (i < bad.length) {
+      corrupt.push(run.firstPage + to);
+      Atomics.add(state.counters, Counter.CORRUPT, 1);
+    }
+    from = to + 1;
+  }
+  return -1;
 }
 
 const u64At = (buf: Buffer, off: number) => buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 0x100000000;
@@ -233,9 +274,6 @@ function memoryEvent(event: number, msgs: Buffer, off: number): void {
   throw new PostcopyError('ERR_UFFD', `the process sent userfaultfd event ${event}, which this handler does not know`);
 }
 
-/** How long a page may have no VMA, with no event read that moves it, before it counts as unmapped. */
-const STRAY_MS = 1000;
-
 /** Picks the next run of missing pages, starting after the latest fault (pre-paging), then wrapping. */
 class PushCursor {
   mapping = 0;
@@ -271,23 +309,9 @@ class PushCursor {
     return null;
   }
 
-  #strays = new Map<number, number>();
-
-  /**
-   * Pages a request could not install: the map was changing, or nothing is mapped there. Asks for
-   * them again. A page that still has no VMA a while later, with no event to move it, is gone.
-   */
+  /** Pages a request could not install (the map was changing, or a checksum failed): ask again. */
   retry(mapping: number, page: number, count: number): void {
     this.#requested[mapping].fill(0, page, page + count);
-    const key = mapping * 2 ** 32 + page;
-    const since = this.#strays.get(key);
-    const now = performance.now();
-    if (since === undefined) this.#strays.set(key, now);
-    else if (now - since > STRAY_MS) {
-      markPresent(state, mapping, page, 1, Counter.DROPPED);
-      this.#strays.delete(key);
-    }
-    Atomics.wait(state.counters, Counter.STOP, 0, 1); // the event that explains it is being read
     if (mapping < this.mapping || (mapping === this.mapping && page < this.page)) {
       this.mapping = mapping;
       this.page = page;
@@ -297,6 +321,7 @@ class PushCursor {
 
 function pushLoop(channel: PageChannel): void {
   const cursor = new PushCursor();
+  const corrupt: number[] = [];
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   const inflight: { id: number; mapping: number }[] = [];
   const idle = new Int32Array(new SharedArrayBuffer(4));
@@ -321,8 +346,10 @@ function pushLoop(channel: PageChannel): void {
     const run = channel.readRun();
     if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
       throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
-    const left = installPages(state, config.uffd, head.mapping, run.firstPage, run.count, run.type === FrameType.ZERO ? null : channel.data, run.dataOffset, Counter.PUSHED, 'push');
-    if (left) cursor.retry(head.mapping, run.firstPage + run.count - left, left);
+    corrupt.length = 0;
+    const missingFrom = installRun(channel, run, head.mapping, Counter.PUSHED, 'push', corrupt);
+    if (missingFrom >= 0) cursor.retry(head.mapping, missingFrom, run.firstPage + run.count - missingFrom);
+    for (const p of corrupt) cursor.retry(head.mapping, p, 1);
     if (run.flags & Flag.END) inflight.shift();
   }
 }
