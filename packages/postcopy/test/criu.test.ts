@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import fc from 'fast-check';
 import { decodeFields, imageRecords, ImageMagic, lazyLayout, lazyRanges, parseMm, parsePagemap, readDump } from '../src/criu/image.js';
 import { serveLazyPages } from '../src/criu/lazy-pages.js';
 import { readIov, writeIov, PS_IOV_GET } from '../src/criu/page-server.js';
@@ -79,29 +78,6 @@ describe('CRIU images', () => {
     const cut = Buffer.from(good.subarray(0, good.length - 3));
     assert.throws(() => parsePagemap(cut), isImageError);
     assert.throws(() => readDump('/nonexistent'), isImageError);
-  });
-
-  it('never crashes on random or mutated images (fuzz, bounded)', () => {
-    const good = readFileSync(join(FIXTURE, 'pagemap-1.img'));
-    const mm = readFileSync(join(FIXTURE, 'mm-1.img'));
-    const tryAll = (bytes: Uint8Array) => {
-      for (const parse of [() => parsePagemap(bytes), () => parseMm(bytes), () => decodeFields(bytes, 'x'), () => imageRecords(bytes, ImageMagic.PAGEMAP, 'x')]) {
-        try {
-          parse();
-        } catch (e) {
-          assert.equal((e as { code?: string }).code, 'ERR_IMAGE', String(e));
-        }
-      }
-    };
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 256 }), tryAll), { numRuns: 2000 });
-    fc.assert(
-      fc.property(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 }), fc.boolean(), (at, byte, useMm) => {
-        const copy = Buffer.from(useMm ? mm : good);
-        copy[at % copy.length] = byte;
-        tryAll(copy);
-      }),
-      { numRuns: 2000 },
-    );
   });
 
   it('encodes the page-server header as CRIU does', () => {

@@ -151,6 +151,30 @@ describe('a live source process', () => {
     }
   });
 
+  it('drops pages the process discards or unmaps while they are missing, and completes', async (t) => {
+    if (!need(t, caps.uffd.ok && caps.processVmReadv.ok, caps.uffd.detail)) return;
+    const s = await setup(16, true, ['--slow', '0', '--drop', '1'], { pushBatch: 1, pushWindow: 1 });
+    try {
+      const got = await s.faulterOut.next((e) => e.event === 'hashes', 60_000);
+      const report = await s.handler.done();
+      assert.equal(report.complete, true, JSON.stringify(report));
+      const region = s.source.regions[0];
+      const pages = region.length / PS;
+      const quarter = Math.floor(pages / 4);
+      const buf = Buffer.alloc(region.length);
+      s.source.read(region, 0, pages, buf, 0);
+      buf.fill(0, quarter * PS, 2 * quarter * PS); // MADV_DONTNEED: reads as zero
+      const expected = new Uint32Array(pages);
+      hashPages(buf, PS, expected);
+      expected.fill(0, 3 * quarter); // unmapped: not read
+      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
+      assert.equal(wrong, 0, `${wrong} pages read wrong`);
+      assert.ok(report.faulted + report.pushed + report.zero + report.raced < pages, 'the dropped pages were never fetched');
+    } finally {
+      await s.cleanup();
+    }
+  });
+
   type Setup = Awaited<ReturnType<typeof setup>>;
   const breakages: { what: string; breakIt: (s: Setup) => Promise<void> | void; check: (e: { code?: string; remoteCode?: string }) => void }[] = [
     {

@@ -13,48 +13,8 @@ import {
   readHeader,
 } from '../src/protocol/codec.js';
 import { FrameDecoder } from '../src/protocol/decoder.js';
-import { BYTE_ORDER_MARK, Flag, FrameType, HEADER_SIZE, MAX_BODY, type Frame } from '../src/protocol/frames.js';
-
-const u32 = fc.integer({ min: 0, max: 0xffffffff });
-const page = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
-
-/** Encoded frames paired with what decoding must give back. */
-const frameArb: fc.Arbitrary<{ bytes: Buffer; check: (f: Frame) => void }> = fc.oneof(
-  fc.record({ version: u32, pageSize: u32, features: u32, role: fc.integer({ min: 0, max: 0xffff }), auth: fc.uint8Array({ maxLength: 64 }) }).map((h) => ({
-    bytes: encodeHello(h),
-    check: (f: Frame) => {
-      assert.equal(f.type, FrameType.HELLO);
-      if (f.type !== FrameType.HELLO) return;
-      assert.deepEqual([f.version, f.pageSize, f.features, f.role, f.byteOrderMark], [h.version, h.pageSize, h.features, h.role, BYTE_ORDER_MARK]);
-      assert.deepEqual(Buffer.from(f.auth), Buffer.from(h.auth));
-    },
-  })),
-  fc.array(fc.tuple(u32, u32, page, page).map(([id, flags, start, length]) => ({ id, flags, start, length })), { maxLength: 8 }).map((regions) => ({
-    bytes: encodeRegions(regions),
-    check: (f: Frame) => assert.deepEqual(f, { type: FrameType.REGIONS, regions }),
-  })),
-  fc.tuple(u32, u32, page, u32, fc.integer({ min: 0, max: 255 })).map(([id, region, first, count, flags]) => ({
-    bytes: encodeGet(id, region, first, count, flags),
-    check: (f: Frame) => assert.deepEqual(f, { type: FrameType.GET, id, flags, region, firstPage: first, count }),
-  })),
-  fc.tuple(u32, u32, page, fc.integer({ min: 1, max: 4 }), fc.constantFrom(FrameType.PAGES, FrameType.PUSH), fc.integer({ min: 0, max: 3 })).map(([id, region, first, count, type, flags]) => {
-    const data = Buffer.alloc(count * 64, id & 0xff);
-    return {
-      bytes: Buffer.concat([encodeRunHeader(type, id, flags, region, first, count, data.length), data]),
-      check: (f: Frame) => {
-        assert.equal(f.type, type);
-        if (f.type !== FrameType.PAGES && f.type !== FrameType.PUSH) return;
-        assert.deepEqual([f.id, f.flags, f.region, f.firstPage, f.count], [id, flags, region, first, count]);
-        assert.deepEqual(Buffer.from(f.data), data);
-      },
-    };
-  }),
-  fc.tuple(u32, fc.constantFrom('ERR_OUT_OF_RANGE', 'ERR_SOURCE_GONE', 'ERR_VERSION'), fc.string({ maxLength: 40 })).map(([id, code, message]) => ({
-    bytes: encodeError(id, code as 'ERR_VERSION', message),
-    check: (f: Frame) => assert.deepEqual(f, { type: FrameType.ERROR, id, code, message }),
-  })),
-  u32.map((reason) => ({ bytes: encodeBye(reason), check: (f: Frame) => assert.deepEqual(f, { type: FrameType.BYE, reason }) })),
-);
+import { Flag, FrameType, HEADER_SIZE, MAX_BODY } from '../src/protocol/frames.js';
+import { frameArb } from './helpers/fuzz.js';
 
 /** Splits a buffer at the given cut points. */
 function split(buf: Buffer, cuts: number[]): Buffer[] {
@@ -86,37 +46,6 @@ describe('protocol codec', () => {
         assert.equal(decoder.buffered, 0);
       }),
       { numRuns: 300 },
-    );
-  });
-
-  it('fails garbage with ERR_PROTOCOL and never anything else', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ minLength: 1, maxLength: 256 }), (bytes) => {
-        const decoder = new FrameDecoder();
-        try {
-          decoder.push(bytes);
-        } catch (err) {
-          assert.ok(err instanceof ProtocolError, String(err));
-          assert.equal(err.code, 'ERR_PROTOCOL');
-          assert.throws(() => decoder.push(Buffer.alloc(1)), ProtocolError); // stays failed
-        }
-      }),
-      { numRuns: 2000 },
-    );
-  });
-
-  it('rejects a corrupted byte in a valid frame cleanly', () => {
-    fc.assert(
-      fc.property(frameArb, fc.nat(), fc.integer({ min: 1, max: 255 }), (f, at, xor) => {
-        const bytes = Buffer.from(f.bytes);
-        bytes[at % bytes.length] ^= xor;
-        try {
-          new FrameDecoder().push(bytes);
-        } catch (err) {
-          assert.ok(err instanceof ProtocolError, String(err));
-        }
-      }),
-      { numRuns: 2000 },
     );
   });
 

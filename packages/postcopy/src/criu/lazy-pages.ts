@@ -6,14 +6,15 @@
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
-import { acceptOne, waitReadable } from '../target/handoff.js';
+import { acceptOne } from '../target/handoff.js';
 import { FaultHandler, type HandlerReport } from '../target/handler.js';
 import type { Endpoint } from '../transport/transport.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump } from './image.js';
+import { readRestoreHandoff } from './restore-handoff.js';
 
 export const LAZY_PAGES_SOCKET = 'lazy-pages.socket';
-export const LAZY_PAGES_RESTORE_FINISHED = 0x52535446;
+export { LAZY_PAGES_RESTORE_FINISHED } from './restore-handoff.js';
 
 export interface LazyPagesOptions {
   imagesDir: string;
@@ -54,14 +55,6 @@ async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
   return out;
 }
 
-async function readInt32(sock: number, timeoutMs: number, what: string): Promise<number> {
-  await waitReadable(sock, timeoutMs, what);
-  const buf = Buffer.alloc(4);
-  const n = native.readFull(sock, buf, 0, 4);
-  if (n !== 4) throw new PostcopyError('ERR_PEER_CLOSED', `criu restore closed the lazy-pages socket before ${what}`);
-  return buf.readInt32LE(0);
-}
-
 export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesReport> {
   const log = o.logger ?? silentLogger;
   const timeoutMs = o.timeoutMs ?? 60_000;
@@ -69,7 +62,6 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
   const listenFd = native.unixListen(join(o.imagesDir, LAZY_PAGES_SOCKET));
   const handlers: { pid: number; handler: FaultHandler }[] = [];
   const prepared = new Map<number, Promise<FaultHandler>>();
-  const zombies: number[] = [];
   let conn = -1;
   try {
     if (dump.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks: one task per migration for now`);
@@ -95,26 +87,18 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     }
     conn = await acceptOne(listenFd, timeoutMs);
     const started = performance.now();
-    for (let i = 0; i < dump.tasks.length; i++) {
-      const pid = await readInt32(conn, timeoutMs, 'the next task pid');
-      if (pid < 0) {
-        zombies.push(-pid);
-        continue;
-      }
-      const uffdMsg = Buffer.alloc(1);
-      const { fd: uffd } = native.recvFd(conn, uffdMsg);
-      if (uffd < 0) throw new PostcopyError('ERR_PROTOCOL', `criu restore sent task ${pid} without its userfaultfd`);
-      const ready = prepared.get(pid);
-      if (!ready) {
-        native.close(uffd);
-        throw new PostcopyError('ERR_IMAGE', `criu restore sent task ${pid}, which the images do not list`);
-      }
-      const handler = await ready;
-      handler.attach(uffd);
-      handlers.push({ pid, handler });
-    }
-    const fin = await readInt32(conn, timeoutMs, 'the end of the restore');
-    if (fin !== LAZY_PAGES_RESTORE_FINISHED) throw new PostcopyError('ERR_PROTOCOL', `criu restore ended with 0x${(fin >>> 0).toString(16)}, not RESTORE_FINISHED`);
+    const { zombies } = await readRestoreHandoff(conn, {
+      pids: dump.tasks.map((t) => t.pid),
+      timeoutMs,
+      onTask: async (pid, uffd) => {
+        const handler = await prepared.get(pid)!.catch((err: Error) => {
+          native.close(uffd);
+          throw err;
+        });
+        handler.attach(uffd);
+        handlers.push({ pid, handler });
+      },
+    });
     const tasks = [];
     for (const h of handlers) {
       const report = await h.handler.done();

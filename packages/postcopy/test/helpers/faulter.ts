@@ -1,5 +1,7 @@
 // A separate process whose memory lives on a source: it maps a range, registers a userfaultfd,
 // hands it to a fault handler (over fd 3 or a Unix socket path), then reads every page and prints hashes.
+// --drop 1: before reading, it drops its second quarter (MADV_DONTNEED: reads as zero) and unmaps
+// its last quarter (not read; its hashes stay 0), while most pages are still missing.
 // --remap 1: a sixteenth of the way through it moves the range (mremap), and at an eighth it moves its
 // first half again, so that missing pages are fetched for places other than where they started.
 import { C, native } from '../../src/native/index.js';
@@ -14,7 +16,9 @@ const sock = args.has('socket') ? native.unixConnect(args.get('socket')!) : 3;
 const addr = native.mmapAnon(length);
 const uffd = native.uffdOpen(true);
 const remap = args.get('remap') === '1';
-native.uffdApi(uffd, remap ? BigInt(C.UFFD_FEATURE_EVENT_REMAP | C.UFFD_FEATURE_EVENT_UNMAP) : 0n);
+const drop = args.get('drop') === '1';
+const features = (remap ? C.UFFD_FEATURE_EVENT_REMAP | C.UFFD_FEATURE_EVENT_UNMAP : 0) | (drop ? C.UFFD_FEATURE_EVENT_REMOVE | C.UFFD_FEATURE_EVENT_UNMAP : 0);
+native.uffdApi(uffd, BigInt(features));
 native.uffdRegister(uffd, addr, length, C.UFFDIO_REGISTER_MODE_MISSING);
 native.sendFd(sock, uffd, encodeHandoff(process.pid, [{ regionId: Number(args.get('region') ?? 0), localStart: addr, length }]));
 native.close(uffd);
@@ -40,6 +44,11 @@ const moveTo = (from: number, len: number) => {
 };
 let lowAddr = addr;
 const hashes = new Uint32Array(pages);
+const quarter = Math.floor(pages / 4) * pageSize;
+if (drop) {
+  native.madvise(addr + quarter, quarter, C.MADV_DONTNEED);
+  native.munmap(addr + 3 * quarter, length - 3 * quarter);
+}
 // Touch in a scattered order so faults (not only the push) bring pages in.
 const stride = 7;
 for (let k = 0; k < pages; k++) {
@@ -51,6 +60,7 @@ for (let k = 0; k < pages; k++) {
   if (remap && k === Math.floor(pages / 8)) low = new Uint8Array(native.viewMemory(moveTo(lowAddr, half), half));
   const p = (k * stride) % pages;
   const off = p * pageSize;
+  if (drop && off >= 3 * quarter) continue;
   const page = off < half ? low.subarray(off, off + pageSize) : high.subarray(off - half, off - half + pageSize);
   hashPages(page, pageSize, hashes, p);
   if (slow && k % 16 === 0) Atomics.wait(pause, 0, 0, 1);
