@@ -641,6 +641,16 @@ static napi_value set_blocking(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setRecvTimeout(fd, ms): a blocking recv on fd fails with EAGAIN after ms without data (0: never)
+static napi_value set_recv_timeout(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  CHECK(get_args(env, info, 2, argv) == 0 ? napi_ok : napi_generic_failure);
+  int64_t ms = arg_i64(env, argv[1], 0);
+  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+  if (setsockopt((int)arg_i64(env, argv[0], -1), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) return throw_errno(env, "setsockopt", errno);
+  return NULL;
+}
+
 static napi_value close_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(get_args(env, info, 1, argv) == 0 ? napi_ok : napi_generic_failure);
@@ -836,6 +846,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("madvise", madvise_js);
   EXPORT("mremap", mremap_js);
   EXPORT("crc32cPages", crc32c_pages);
+  EXPORT("setRecvTimeout", set_recv_timeout);
   EXPORT("viewMemory", view_memory);
   EXPORT("touchPages", touch_pages);
   EXPORT("processVmReadv", process_vm_readv_js);

@@ -32,6 +32,14 @@ export class ProtocolError extends PostcopyError {
   }
 }
 
+/** The connection broke (EOF without BYE, a reset, a write that failed, no reply in time): a target may resume. */
+export class ConnectionLost extends PostcopyError {
+  constructor(message: string) {
+    super('ERR_PEER_CLOSED', message);
+    this.name = 'ConnectionLost';
+  }
+}
+
 /** An ERROR frame received from the peer, with the peer's stable code. */
 export class RemoteError extends PostcopyError {
   readonly remoteCode: ErrorCode;

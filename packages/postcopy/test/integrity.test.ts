@@ -1,7 +1,6 @@
 // Per-page checksums: computed by the source, verified by the target before UFFDIO_COPY.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -14,60 +13,29 @@ import { acknowledgeUffd, receiveUffd } from '../src/target/handoff.js';
 import { FaultHandler } from '../src/target/handler.js';
 import { TcpTransport } from '../src/transport/index.js';
 import { caps, need } from './helpers/caps.js';
+import { startProxy } from './helpers/proxy.js';
 import { FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
 
 const PS = 4096;
 
 /**
- * A TCP proxy to a source that flips a byte in the first page of every `every`-th page run it
- * relays to the target, `limit` times in all, never twice the same page (a transient fault: a
- * refetch gets through). It forwards whole frames only.
+ * A proxy that flips a byte in the first page of every `every`-th page run it relays to the
+ * target, `limit` times in all, never twice the same page (a transient fault: a refetch gets through).
  */
-async function corruptingProxy(upstreamPort: number, every: number, limit: number): Promise<{ server: Server; port: number; corrupted: () => number }> {
+async function corruptingProxy(upstreamPort: number, every: number, limit: number) {
   let corrupted = 0;
   let runs = 0;
   const hit = new Set<number>();
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(upstreamPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.pipe(upstream);
-    let pending = Buffer.alloc(0);
-    upstream.on('data', (chunk: Buffer) => {
-      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      let off = 0;
-      while (pending.length - off >= HEADER_SIZE) {
-        const h = readHeader(pending, off);
-        if (pending.length - off < HEADER_SIZE + h.length) break;
-        const data = (h.type === FrameType.PAGES || h.type === FrameType.PUSH) && (h.flags & Flag.CHECKSUMS) !== 0;
-        const firstPage = data ? pending.readUInt32LE(off + HEADER_SIZE + 8) : -1;
-        if (data && ++runs % every === 0 && corrupted < limit && !hit.has(firstPage)) {
-          const count = pending.readUInt32LE(off + HEADER_SIZE + 4);
-          pending[off + HEADER_SIZE + 16 + count * 4 + 100] ^= 0x5a;
-          hit.add(firstPage);
-          corrupted++;
-        }
-        off += HEADER_SIZE + h.length;
-      }
-      if (off > 0) {
-        client.write(Buffer.from(pending.subarray(0, off)));
-        pending = pending.subarray(off);
-      }
-    });
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
+  const proxy = await startProxy(upstreamPort, (buf, off, h) => {
+    if ((h.type !== FrameType.PAGES && h.type !== FrameType.PUSH) || !(h.flags & Flag.CHECKSUMS)) return;
+    const firstPage = buf.readUInt32LE(off + HEADER_SIZE + 8);
+    if (++runs % every !== 0 || corrupted >= limit || hit.has(firstPage)) return;
+    const count = buf.readUInt32LE(off + HEADER_SIZE + 4);
+    buf[off + HEADER_SIZE + 16 + count * 4 + 100] ^= 0x5a;
+    hit.add(firstPage);
+    corrupted++;
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const close = server.close.bind(server);
-  server.close = (cb?: (err?: Error) => void) => {
-    for (const s of sockets) s.destroy();
-    return close(cb);
-  };
-  return { server, port: (server.address() as { port: number }).port, corrupted: () => corrupted };
+  return { proxy, corrupted: () => corrupted };
 }
 
 describe('page checksums', () => {
@@ -102,7 +70,7 @@ describe('page checksums', () => {
     const server = new PageServer(new ImageFileSource(join(dir, 'img')));
     const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
     const upstreamPort = (listener.endpoint as { port: number }).port;
-    const proxy = await corruptingProxy(upstreamPort, 3, 40);
+    const { proxy, corrupted } = await corruptingProxy(upstreamPort, 3, 40);
     const [ours, theirs] = native.socketpair();
     const faulter = spawnTs(FAULTER, ['--length', String(pages * PS)], { fd3: theirs });
     native.close(theirs);
@@ -119,15 +87,16 @@ describe('page checksums', () => {
       });
       const report = await handler.done();
       assert.equal(report.complete, true);
-      assert.equal(proxy.corrupted(), 40, 'the proxy corrupted pages');
+      assert.equal(corrupted(), 40, 'the proxy corrupted pages');
       assert.equal(report.corrupt, 40, `every corrupted page was caught: ${JSON.stringify(report)}`);
       const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
       assert.equal(wrong, 0, `${wrong} pages arrived wrong`);
+      t.diagnostic(`corrupted ${corrupted()}, caught ${report.corrupt}, pages ${report.pages}, wrong 0`);
     } finally {
       await handler?.stop();
       native.close(ours);
       faulter.kill('SIGKILL');
-      proxy.server.close();
+      await proxy.close();
       await server.close();
       rmSync(dir, { recursive: true, force: true });
     }

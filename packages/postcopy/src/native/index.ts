@@ -69,6 +69,8 @@ export interface NativeBinding {
   tcpConnect(host: string, port: number): number;
   unixConnect(path: string): number;
   setBlocking(fd: number, blocking: boolean): void;
+  /** a blocking recv fails with EAGAIN after ms without data (0: never) */
+  setRecvTimeout(fd: number, ms: number): void;
   close(fd: number): number;
   /** 0 or -errno; how: 0 SHUT_RD, 1 SHUT_WR, 2 SHUT_RDWR (default) */
   shutdown(fd: number, how?: number): number;

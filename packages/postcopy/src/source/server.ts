@@ -227,12 +227,21 @@ export class PageServer extends EventEmitter {
     socket.end();
   }
 
+  /**
+   * Stops accepting, then ends every connection with BYE ABORT: a target that has not finished
+   * fails at once rather than trying to resume against a source that is going away.
+   */
   async close(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
-    for (const t of this.#threads) native.shutdown(t.fd); // wakes a thread blocked reading
-    await Promise.all([...this.#threads].map((t) => t.exited));
-    await this.#listener?.close();
+    const listening = this.#listener?.close(); // no new connections from here on
     this.#listener = null;
+    this.sayBye(ByeReason.ABORT);
+    // Event-loop connections: give BYE a moment to leave, then drop whatever is still open.
+    const sockets = [...this.#sockets];
+    const closed = Promise.all(sockets.map((s) => (s.closed ? null : new Promise((r) => s.once('close', r)))));
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 500).unref())]);
+    for (const s of sockets) s.destroy();
+    await Promise.all([...this.#threads].map((t) => t.exited));
+    await listening;
   }
 
   /** Tells every connected target the source is going away. */

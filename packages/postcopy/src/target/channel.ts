@@ -1,5 +1,5 @@
 // A blocking connection to a page server, for a thread that may block (never the event loop).
-import { PostcopyError, ProtocolError, RemoteError } from '../errors.js';
+import { ConnectionLost, PostcopyError, ProtocolError, RemoteError } from '../errors.js';
 import { native } from '../native/index.js';
 import { FdReader } from '../transport/fd-reader.js';
 import { decodeBody, encodeBye, encodeHello, readHeader, readRun, writeGet, GET_FRAME_SIZE } from '../protocol/codec.js';
@@ -48,9 +48,11 @@ export class BlockingChannel implements PageChannel {
   #sums = Buffer.alloc(0);
   readonly corrupt: number[] = [];
 
-  constructor(endpoint: Endpoint, pageSize: number) {
+  /** replyTimeoutMs: a reply that brings no byte for this long counts as a lost connection (0: wait forever) */
+  constructor(endpoint: Endpoint, pageSize: number, replyTimeoutMs = 0) {
     this.pageSize = pageSize;
     this.fd = endpoint.kind === 'tcp' ? native.tcpConnect(endpoint.host, endpoint.port) : native.unixConnect(endpoint.path);
+    if (replyTimeoutMs > 0) native.setRecvTimeout(this.fd, replyTimeoutMs);
     this.#reader = new FdReader(this.fd, Math.max(pageSize * 64, 1 << 20) + RUN_FRAME, 'source');
   }
 
@@ -151,6 +153,6 @@ export class BlockingChannel implements PageChannel {
 
   #write(buf: Buffer): void {
     const n = native.writeAll(this.fd, buf, 0, buf.length);
-    if (n !== buf.length) throw new PostcopyError('ERR_PEER_CLOSED', `write to the source failed: errno ${-n}`);
+    if (n !== buf.length) throw new ConnectionLost(`write to the source failed: errno ${-n}`);
   }
 }

@@ -39,6 +39,14 @@ export interface FaultHandlerOptions {
   initialPresent?: Uint8Array[];
   /** where the pages are (a forked child starts from its parent's map at the fork) */
   initialMap?: MapSnapshot;
+  /**
+   * After a lost connection (a reset, EOF without BYE, no reply within replyTimeoutMs), keep
+   * reconnecting this long, with faulting threads blocked, before failing (default 30 s; CRIU's
+   * page server cannot be reconnected, so 0 there). A source that says BYE or ERROR is not retried.
+   */
+  resumeTimeoutMs?: number;
+  /** a reply that brings no byte for this long counts as a lost connection (default 10 s) */
+  replyTimeoutMs?: number;
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -54,6 +62,8 @@ export interface Progress {
   raced: number;
   /** pages that failed their checksum on arrival and were fetched again */
   corrupt: number;
+  /** reconnections after a lost connection */
+  resumes: number;
   faults: number;
 }
 
@@ -123,6 +133,7 @@ export class FaultHandler extends EventEmitter {
       zero: Atomics.load(c, Counter.ZERO),
       raced: Atomics.load(c, Counter.RACED),
       corrupt: Atomics.load(c, Counter.CORRUPT),
+      resumes: Atomics.load(c, Counter.RESUMES),
       faults: Atomics.load(c, Counter.FAULTS),
     };
   }
@@ -172,6 +183,8 @@ export class FaultHandler extends EventEmitter {
       maxGetPages,
       pushBatch: o.pushBatch ?? Math.max(1, Math.floor((256 << 10) / this.pageSize)),
       pushWindow: o.pushWindow ?? 4,
+      resumeMs: o.criu ? 0 : (o.resumeTimeoutMs ?? 30_000),
+      replyTimeoutMs: o.replyTimeoutMs ?? 10_000,
     };
     const push = o.push ?? true;
     const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: !!o.criu && push }];
@@ -296,6 +309,7 @@ export class FaultHandler extends EventEmitter {
   stop(): Promise<HandlerReport> {
     this.#stopped ??= (async () => {
       Atomics.store(this.#state.counters, Counter.STOP, 1);
+      Atomics.notify(this.#state.counters, Counter.STOP);
       this.#go();
       native.eventfdSignal(this.#stopFd);
       await Promise.all(this.#exited);

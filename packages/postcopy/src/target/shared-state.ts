@@ -36,6 +36,8 @@ export const Counter = {
   MAP_SEQ: 17,
   /** pages that failed their checksum on arrival: not installed, fetched again */
   CORRUPT: 18,
+  /** times a thread reconnected after losing its connection */
+  RESUMES: 19,
 } as const;
 const COUNTERS = 20;
 /** most extents the table holds; a process that fragments its moved memory further is refused */

@@ -2,7 +2,7 @@
 // on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
 import { createHistogram } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
-import { PostcopyError, RemoteError } from '../errors.js';
+import { ConnectionLost, PostcopyError, RemoteError } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
 import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
@@ -37,6 +37,10 @@ export interface WorkerConfig {
   criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
   /** fault thread: also push, between faults, on its own connection (for single-connection sources) */
   inlinePush?: boolean;
+  /** after a lost connection, keep reconnecting for this long before giving up (0: give up at once) */
+  resumeMs: number;
+  /** a reply that brings no byte for this long counts as a lost connection (0: wait forever) */
+  replyTimeoutMs: number;
 }
 
 export type WorkerMessage =
@@ -62,15 +66,15 @@ const state: SharedState = { pageSize: config.pageSize, mappings: config.mapping
 const post = (m: WorkerMessage) => parentPort!.postMessage(m);
 const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
 
-function validate(channel: PageChannel): void {
+function validate(c: PageChannel): void {
   for (const m of state.mappings) {
-    const r = channel.regions[m.regionId];
+    const r = c.regions[m.regionId];
     if (!r || r.length !== m.length)
       throw new PostcopyError('ERR_OUT_OF_RANGE', `mapping 0x${m.localStart.toString(16)}+${m.length} does not match source region ${m.regionId}`);
   }
 }
 
-function faultLoop(channel: PageChannel): LatencySummary {
+function faultLoop(): LatencySummary {
   const hist = createHistogram();
   const ps = state.pageSize;
   const uffd = config.uffd;
@@ -97,19 +101,30 @@ function faultLoop(channel: PageChannel): LatencySummary {
    * GET, then install. Returns the first page it had to leave missing because the map changed under
    * it, or -1; pages that failed their checksum are left missing too, and listed in `corrupt`.
    */
-  const fetch = (mi: number, page: number, count: number, flags: number, counter: number): number => {
+  const fetchOnce = (mi: number, page: number, count: number, flags: number, counter: number): number => {
     // A refetch (see lastWoken) keeps its present bit: the page is counted once, where it first arrived.
     const m = state.mappings[mi];
     const id = nextId++;
+    const c = channel!;
     let missingFrom = -1;
     corrupt.length = 0;
-    channel.sendGet(id, m.regionId, page, count, flags);
+    c.sendGet(id, m.regionId, page, count, flags);
     for (;;) {
-      const run = channel.readRun();
+      const run = c.readRun();
       if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > page + count)
         throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${count})`);
-      if (missingFrom < 0) missingFrom = installRun(channel, run, mi, counter, 'fault', corrupt);
+      if (missingFrom < 0) missingFrom = installRun(c, run, mi, counter, 'fault', corrupt);
       if (run.flags & Flag.END) return missingFrom;
+    }
+  };
+  const fetch = (mi: number, page: number, count: number, flags: number, counter: number): number => {
+    for (;;) {
+      try {
+        return fetchOnce(mi, page, count, flags, counter);
+      } catch (err) {
+        if (!(err instanceof ConnectionLost)) throw err;
+        resume(err); // then the whole request again: pages already installed are skipped
+      }
     }
   };
   /** Fetches the faulting page until it arrives intact (or the map changes under it). */
@@ -319,55 +334,105 @@ class PushCursor {
   }
 }
 
-function pushLoop(channel: PageChannel): void {
+function pushLoop(): void {
   const cursor = new PushCursor();
   const corrupt: number[] = [];
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
-  const inflight: { id: number; mapping: number }[] = [];
+  const inflight: { id: number; mapping: number; page: number; count: number }[] = [];
   const idle = new Int32Array(new SharedArrayBuffer(4));
   let nextId = 1;
+  const ask = (r: (typeof inflight)[number]) => channel!.sendGet(r.id, state.mappings[r.mapping].regionId, r.page, r.count, Flag.BACKGROUND);
+  let resend = false;
   while (!stopping()) {
-    while (inflight.length < config.pushWindow) {
-      const next = cursor.next(batch);
-      if (!next) break;
-      const id = nextId++;
-      channel.sendGet(id, state.mappings[next.mapping].regionId, next.page, next.count, Flag.BACKGROUND);
-      inflight.push({ id, mapping: next.mapping });
-    }
-    if (inflight.length === 0) {
-      if (allPresent(state)) {
-        post({ type: 'complete' });
-        return;
+    try {
+      if (resend) {
+        resend = false;
+        for (const r of inflight) ask(r); // whole requests again: installed pages are skipped
       }
-      Atomics.wait(idle, 0, 0, 1); // the fault thread is installing the last pages
-      continue;
+      while (inflight.length < config.pushWindow) {
+        const next = cursor.next(batch);
+        if (!next) break;
+        const request = { id: nextId++, ...next };
+        inflight.push(request);
+        ask(request);
+      }
+      if (inflight.length === 0) {
+        if (allPresent(state)) {
+          post({ type: 'complete' });
+          return;
+        }
+        Atomics.wait(idle, 0, 0, 1); // the fault thread is installing the last pages
+        continue;
+      }
+      const head = inflight[0];
+      const run = channel!.readRun();
+      if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
+        throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
+      corrupt.length = 0;
+      const missingFrom = installRun(channel!, run, head.mapping, Counter.PUSHED, 'push', corrupt);
+      if (missingFrom >= 0) cursor.retry(head.mapping, missingFrom, run.firstPage + run.count - missingFrom);
+      for (const p of corrupt) cursor.retry(head.mapping, p, 1);
+      if (run.flags & Flag.END) inflight.shift();
+    } catch (err) {
+      if (!(err instanceof ConnectionLost)) throw err;
+      resume(err);
+      resend = true;
     }
-    const head = inflight[0];
-    const run = channel.readRun();
-    if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
-      throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
-    corrupt.length = 0;
-    const missingFrom = installRun(channel, run, head.mapping, Counter.PUSHED, 'push', corrupt);
-    if (missingFrom >= 0) cursor.retry(head.mapping, missingFrom, run.firstPage + run.count - missingFrom);
-    for (const p of corrupt) cursor.retry(head.mapping, p, 1);
-    if (run.flags & Flag.END) inflight.shift();
+  }
+}
+
+/** The current connection to the source; replaced when the thread resumes after losing it. */
+let channel: PageChannel | null = null;
+
+function connect(): PageChannel {
+  const c = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize, config.replyTimeoutMs);
+  try {
+    c.handshake();
+    validate(c);
+    return c;
+  } catch (err) {
+    c.close();
+    throw err;
+  }
+}
+
+/** A failed connect or handshake worth another try: the source may be back in a moment. */
+const retryable = (err: unknown) => err instanceof ConnectionLost || typeof (err as { errno?: unknown }).errno === 'number';
+
+/**
+ * The connection broke. Reconnects with back-off (10 ms, doubling, at most 1 s) until resumeMs has
+ * passed; the caller then asks again for what it had asked. Faulting threads stay blocked meanwhile.
+ */
+function resume(lost: ConnectionLost): PageChannel {
+  channel?.close();
+  channel = null;
+  if (!config.resumeMs || stopping()) throw lost;
+  const giveUpAt = performance.now() + config.resumeMs;
+  for (let delay = 10; ; delay = Math.min(1000, delay * 2)) {
+    try {
+      channel = connect();
+      Atomics.add(state.counters, Counter.RESUMES, 1);
+      return channel;
+    } catch (err) {
+      if (!retryable(err)) throw err;
+      if (stopping() || performance.now() + delay > giveUpAt)
+        throw new ConnectionLost(`the source stayed unreachable for ${config.resumeMs} ms (${lost.message}; last try: ${(err as Error).message})`);
+    }
+    Atomics.wait(state.counters, Counter.STOP, 0, delay);
   }
 }
 
 function main(): void {
   if (config.cpuMask) native.setAffinity(config.cpuMask);
-  let channel: PageChannel | null = null;
   let latency: LatencySummary | undefined;
   try {
-    channel = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize);
-    channel.handshake();
-    validate(channel);
+    channel = connect();
     post({ type: 'ready' });
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);
-    if (config.role === 'fault') latency = faultLoop(channel);
-    else pushLoop(channel);
-    channel.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);
+    if (config.role === 'fault') latency = faultLoop();
+    else pushLoop();
+    channel?.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);
   } catch (err) {
     const e = err as PostcopyError;
     const remote = err instanceof RemoteError ? { remoteCode: err.remoteCode, remoteMessage: err.remoteMessage } : {};

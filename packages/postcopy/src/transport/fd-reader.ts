@@ -1,6 +1,6 @@
 // Buffered reads from a blocking stream fd, for threads that may block. One recv usually brings
 // a whole reply (header and pages together), where exact-length reads would take three.
-import { PostcopyError } from '../errors.js';
+import { ConnectionLost, type PostcopyError } from '../errors.js';
 import { C, native } from '../native/index.js';
 
 export class FdReader {
@@ -29,8 +29,9 @@ export class FdReader {
       const got = native.readInto(this.#fd, this.buf, this.end, this.buf.length - this.end);
       if (got > 0) this.end += got;
       else if (got === -C.EINTR) continue;
-      else if (got === 0 || got === -C.ECONNRESET) throw new PostcopyError('ERR_PEER_CLOSED', `the ${this.#peer} closed the connection`);
-      else throw new PostcopyError('ERR_PEER_CLOSED', `read from the ${this.#peer} failed: errno ${-got}`);
+      else if (got === 0 || got === -C.ECONNRESET) throw new ConnectionLost(`the ${this.#peer} closed the connection`);
+      else if (got === -C.EAGAIN) throw new ConnectionLost(`no data from the ${this.#peer} within the receive timeout`);
+      else throw new ConnectionLost(`read from the ${this.#peer} failed: errno ${-got}`);
     }
   }
 
