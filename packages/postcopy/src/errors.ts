@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'ERR_CHILD' // a helper process (benchmark side, reference program) failed
   | 'ERR_IMAGE' // a CRIU image is missing or malformed
   | 'ERR_CRIU' // CRIU failed or is not usable here
+  | 'ERR_AUTH' // the peer could not prove it holds the migration's key
+  | 'ERR_NOT_GRANTED' // a GET for a region or pages outside what this target was granted
   | 'ERR_REMOTE'; // the peer sent an ERROR frame
 
 export class PostcopyError extends Error {

@@ -1,6 +1,7 @@
 // End to end with real processes, real userfaultfd faults and real sockets.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -51,12 +52,16 @@ describe('migration between two network namespaces over veth', () => {
     assert.ok(ready);
     const pages = 2048;
     const expected = makeImage(join(dir, 'img'), pages * PS, 128);
-    const serve = spawnTs(CLI, ['serve', '--image', join(dir, 'img'), '--listen', 'tcp://10.231.0.1:7411', '--json'], { prefix: ['ip', 'netns', 'exec', nsA] });
+    // Both ends hold the migration's key (hex in a file), as `postcopy migrate --netns` runs them.
+    const keyFile = join(dir, 'key');
+    writeFileSync(keyFile, randomBytes(32).toString('hex'));
+    const keyArgs = ['--key-file', keyFile, '--key-id', 'veth-test'];
+    const serve = spawnTs(CLI, ['serve', '--image', join(dir, 'img'), '--listen', 'tcp://10.231.0.1:7411', ...keyArgs, '--json'], { prefix: ['ip', 'netns', 'exec', nsA] });
     const serveOut = jsonLines(serve);
     try {
       await serveOut.next((e) => e.event === 'listening');
       const sock = join(dir, 'uffd.sock');
-      const attach = spawnTs(CLI, ['attach', '--connect', 'tcp://10.231.0.1:7411', '--uffd-socket', sock, '--json', '--timeout', '60'], { prefix: ['ip', 'netns', 'exec', nsB] });
+      const attach = spawnTs(CLI, ['attach', '--connect', 'tcp://10.231.0.1:7411', '--uffd-socket', sock, ...keyArgs, '--json', '--timeout', '60'], { prefix: ['ip', 'netns', 'exec', nsB] });
       const attachOut = jsonLines(attach);
       const deadline = Date.now() + 20_000;
       while (!(await import('node:fs')).existsSync(sock) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

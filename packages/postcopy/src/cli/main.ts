@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { PostcopyError } from '../errors.js';
+import { checkKey, parseKeyFile, type PresharedKey } from '../protocol/auth.js';
 import { native } from '../native/index.js';
 import { runDemo, type DemoResult } from '../demo/demo.js';
 import { ImageFileSource } from '../source/image-file.js';
@@ -79,6 +80,16 @@ program
     if (result.mismatches !== 0 || result.self_check_failures !== 0) process.exitCode = 1;
   });
 
+const DEFAULT_KEY_ID = 'postcopy';
+
+/** The pre-shared key named by --key-file / --key-id, if any. */
+function readKey(o: { keyFile?: string; keyId: string }): PresharedKey | undefined {
+  if (!o.keyFile) return undefined;
+  const key = { keyId: o.keyId, key: parseKeyFile(readFileSync(o.keyFile)) };
+  checkKey(key);
+  return key;
+}
+
 program
   .command('serve')
   .description('serve pages of a frozen process or an image file')
@@ -92,15 +103,18 @@ program
   .option('--release', 'kill the process once a target has every page')
   .option('--images <dir>', 'also serve this CRIU images directory (see lazy-pages --images-from)')
   .option('--images-listen <endpoint>', 'where to serve --images')
+  .option('--key-file <file>', 'serve only targets that prove they hold this pre-shared key (hex text or raw bytes, at least 16)')
+  .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; json?: boolean }) => {
+  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; keyFile?: string; keyId: string; json?: boolean }) => {
     if ((o.pid === undefined) === (o.image === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --pid and --image');
     const log = createLogger('serve');
     const source: MemorySource =
       o.pid !== undefined
         ? await LiveProcessSource.attach(o.pid, { pageSize: o.pageSize, freeze: o.freeze, ranges: o.range })
         : new ImageFileSource(o.image!, { pageSize: o.pageSize, base: o.base });
-    const server = new PageServer(source, { logger: log });
+    const key = readKey(o);
+    const server = new PageServer(source, { logger: log, grants: key ? [key] : undefined });
     const listener = await server.listen(transportFor(parseEndpoint(o.listen)));
     print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
     if (!!o.images !== !!o.imagesListen) throw new PostcopyError('ERR_INVALID_ARG', 'give --images and --images-listen together');
@@ -126,8 +140,11 @@ program
   .option('--readahead <pages>', 'extra pages fetched with each fault', int, 0)
   .option('--no-push', 'fetch on fault only, no background push')
   .option('--timeout <seconds>', 'how long to wait for the process', int, 300)
+  .option('--key-file <file>', "the migration's pre-shared key, when the source asks for one")
+  .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
+  .option('--resume-timeout <seconds>', 'after a lost connection, keep reconnecting this long before failing', int, 30)
   .option('--json', 'print the result as JSON')
-  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; json?: boolean }) => {
+  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; json?: boolean }) => {
     const log = createLogger('attach');
     const listenFd = native.unixListen(o.uffdSocket);
     let handler: FaultHandler | null = null;
@@ -142,6 +159,8 @@ program
         readahead: o.readahead,
         push: o.push,
         targetPid: handoff.pid || undefined,
+        key: readKey(o),
+        resumeTimeoutMs: o.resumeTimeout * 1000,
         logger: log,
       });
       acknowledgeUffd(conn);
@@ -230,8 +249,10 @@ program
   .option('--push-batch <pages>', 'pages per background request', int)
   .option('--push-window <n>', 'background requests in flight', int)
   .option('--timeout <seconds>', 'how long to wait for criu restore', int, 300)
+  .option('--key-file <file>', "the migration's pre-shared key (--source postcopy), when the source asks for one")
+  .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { images: string; pageServer: string; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; timeout: number; json?: boolean }) => {
+  .action(async (o: { images: string; pageServer: string; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; timeout: number; keyFile?: string; keyId: string; json?: boolean }) => {
     const log = createLogger('lazy-pages');
     if (o.imagesFrom) {
       const names = await fetchImages(parseEndpoint(o.imagesFrom), o.images, o.timeout * 1000);
@@ -252,6 +273,7 @@ program
       pushWindow: o.pushWindow,
       targetPid,
       timeoutMs: o.timeout * 1000,
+      key: readKey(o),
       logger: log,
       onListening: () => print(!!o.json, { event: 'listening', socket: `${o.images}/lazy-pages.socket` }, `waiting for criu restore on ${o.images}/lazy-pages.socket`),
     });

@@ -9,6 +9,7 @@ import { native } from '../native/index.js';
 import { acceptOne } from '../target/handoff.js';
 import { FaultHandler, type HandlerReport } from '../target/handler.js';
 import type { Endpoint } from '../transport/transport.js';
+import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump } from './image.js';
 import { readRestoreHandoff } from './restore-handoff.js';
@@ -34,6 +35,8 @@ export interface LazyPagesOptions {
   logger?: Logger;
   /** called once the socket listens: start `criu restore --lazy-pages` now */
   onListening?: () => void;
+  /** the migration's pre-shared key, for a postcopy source that asks for one */
+  key?: PresharedKey;
 }
 
 export interface LazyPagesReport {
@@ -79,6 +82,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         pushWindow: o.pushWindow,
         criu: o.source.kind === 'criu' ? { pid: t.pid, regions, lazy } : undefined,
         targetPid: o.targetPid,
+        key: o.key,
         logger: log,
       });
       handler.catch(() => {}); // observed below

@@ -8,9 +8,11 @@
 //  4. once every page is in, the source sends PS_IOV_CLOSE to CRIU's page server and the dump ends
 //     (CRIU kills the frozen task).
 // mode 'stock' runs CRIU's own `criu lazy-pages` instead of 2-3, as the baseline.
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
+import type { PresharedKey } from '../protocol/auth.js';
 import { native } from '../native/index.js';
 import { LiveProcessSource } from '../source/live-process.js';
 import { PageServer } from '../source/server.js';
@@ -154,13 +156,16 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     const vpid = images.tasks[0].pid;
     const { regions } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
     const source = await LiveProcessSource.attach(o.pid, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })) });
-    server = new PageServer(source, { logger: log });
+    // A key for this migration alone: only our daemon can read the frozen task's memory.
+    const key = migrationKey();
+    server = new PageServer(source, { logger: log, grants: [key] });
     const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
     phase('serving', t0);
     let lazyResult: LazyPagesReport;
     const lazyDone = serveLazyPages({
       imagesDir: join(host, 'img'),
       source: { kind: 'postcopy', endpoint: listener.endpoint },
+      key,
       push: o.push,
       pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
       pushWindow: o.pushWindow ?? DEFAULT_PUSH_WINDOW,
@@ -192,6 +197,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+
+const migrationKey = (): PresharedKey => ({ keyId: `migration-${randomBytes(4).toString('hex')}`, key: randomBytes(32) });
 
 /** Waits for `criu dump` to end, which it does once released; it must end well. */
 async function dumpEnded(dump: LineChild, host: string, timeoutMs: number): Promise<void> {
@@ -233,10 +240,14 @@ async function migrateAcrossNamespaces(
   const veth = VethPair.create(`pcm${process.pid % 100000}`, '10.233.0');
   try {
     const cli = nodeModuleArgv(import.meta.url, '../cli/main');
+    const key = migrationKey();
+    const keyFile = join(host, 'migration.key'); // beside the images, not among them: they travel
+    writeFileSync(keyFile, Buffer.from(key.key).toString('hex'), { mode: 0o600 });
+    const keyArgs = ['--key-file', keyFile, '--key-id', key.keyId];
     const serve = start('postcopy serve', [
       ...veth.exec('a'), ...cli, 'serve', '--pid', String(o.pid), '--freeze', 'none',
       ...regions.flatMap((r) => ['--range', `${r.start}:${r.length}`]),
-      '--listen', `tcp://${veth.a.addr}:0`, '--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`, '--json',
+      '--listen', `tcp://${veth.a.addr}:0`, '--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`, ...keyArgs, '--json',
     ]);
     const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;
     const imagesAt = (JSON.parse(await serve.next((l) => l.includes('"images-listening"'), timeoutMs)) as { endpoint: string }).endpoint;
@@ -245,7 +256,7 @@ async function migrateAcrossNamespaces(
     const lazy = start('postcopy lazy-pages', [
       ...veth.exec('b'), ...cli, 'lazy-pages', '--images', join(host, 'target', 'img'), '--images-from', imagesAt,
       '--source', 'postcopy', '--page-server', pages, '--pidfile', join(host, 'target', 'restored.pid'),
-      '--push-batch', String(o.pushBatch ?? DEFAULT_PUSH_BATCH), '--push-window', String(o.pushWindow ?? DEFAULT_PUSH_WINDOW), '--json',
+      '--push-batch', String(o.pushBatch ?? DEFAULT_PUSH_BATCH), '--push-window', String(o.pushWindow ?? DEFAULT_PUSH_WINDOW), ...keyArgs, '--json',
     ]);
     await lazy.next((l) => l.includes('"event":"images"'), timeoutMs);
     phase('images on the target', t0);
@@ -268,6 +279,7 @@ async function migrateAcrossNamespaces(
     return postcopyResult(restoredPid, downtime, allPresent, stats.stats.bytesSent, done);
   } finally {
     veth.destroy();
+    rmSync(join(host, 'migration.key'), { force: true });
   }
 }
 

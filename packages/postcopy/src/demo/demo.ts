@@ -1,4 +1,5 @@
 // `postcopy demo`: a local post-copy migration of a live workload, verified page by page.
+import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -110,7 +111,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     src.kill('SIGUSR2');
     await srcEvents('frozen', 10_000);
     const source = await LiveProcessSource.attach(src.pid!, { ranges: [{ start: ready.addr as number, length: ready.length as number }] });
-    server = new PageServer(source);
+    // As a real migration would: a key for this migration alone, proven by both ends.
+    const key = { keyId: 'demo', key: randomBytes(32) };
+    server = new PageServer(source, { grants: [key] });
     const transport = options.transport === 'unix' ? new UnixTransport(join(dir, 'source.sock')) : new TcpTransport('127.0.0.1', 0);
     const listener = await server.listen(transport);
 
@@ -131,6 +134,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       pushBatch: options.pushBatch,
       pushWindow: options.pushWindow,
       targetPid: dst.pid,
+      key,
     });
     acknowledgeUffd(ours);
 

@@ -9,6 +9,7 @@ import {
   HEADER_SIZE,
   MAGIC,
   MAX_BODY,
+  type Auth,
   type Bye,
   type ErrorFrame,
   type Frame,
@@ -43,7 +44,7 @@ export function readHeader(buf: Uint8Array, offset = 0): Header {
   const magic = v.getUint16(offset, true);
   if (magic !== MAGIC) throw new ProtocolError(`bad magic 0x${magic.toString(16)}`);
   const type = v.getUint8(offset + 2);
-  if (type < FrameType.HELLO || type > FrameType.BYE) throw new ProtocolError(`unknown frame type ${type}`);
+  if (type < FrameType.HELLO || type > FrameType.AUTH) throw new ProtocolError(`unknown frame type ${type}`);
   const length = v.getUint32(offset + 8, true);
   if (length > MAX_BODY) throw new ProtocolError(`frame body of ${length} bytes exceeds ${MAX_BODY}`);
   return { type, flags: v.getUint8(offset + 3), id: v.getUint32(offset + 4, true), length };
@@ -177,6 +178,15 @@ export function encodeError(id: number, code: ErrorCode, message: string): Buffe
   return buf;
 }
 
+export const AUTH_MAC_SIZE = 32;
+
+export function encodeAuth(mac: Uint8Array): Buffer {
+  if (mac.length !== AUTH_MAC_SIZE) throw new ProtocolError(`an AUTH proof is ${AUTH_MAC_SIZE} bytes, not ${mac.length}`);
+  const { buf } = frame(FrameType.AUTH, 0, 0, AUTH_MAC_SIZE);
+  buf.set(mac, HEADER_SIZE);
+  return buf;
+}
+
 export function encodeBye(reason: number): Buffer {
   const { buf, v } = frame(FrameType.BYE, 0, 0, 4);
   v.setUint32(HEADER_SIZE, reason, true);
@@ -258,6 +268,10 @@ export function decodeBody(h: Header, body: Uint8Array): Frame {
     case FrameType.BYE: {
       if (body.length !== 4) throw new ProtocolError('BYE body must be 4 bytes');
       return { type: FrameType.BYE, reason: v.getUint32(0, true) } satisfies Bye;
+    }
+    case FrameType.AUTH: {
+      if (body.length !== AUTH_MAC_SIZE) throw new ProtocolError(`AUTH body must be ${AUTH_MAC_SIZE} bytes`);
+      return { type: FrameType.AUTH, mac: body.subarray(0) } satisfies Auth;
     }
     default:
       throw new ProtocolError(`unknown frame type ${h.type}`);

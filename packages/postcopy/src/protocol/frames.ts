@@ -19,6 +19,7 @@ export const FrameType = {
   PUSH: 6,
   ERROR: 7,
   BYE: 8,
+  AUTH: 9,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -37,6 +38,7 @@ export const Feature = {
   ZERO: 1, // ZERO frames for never-touched pages
   PUSH: 2, // background requests
   CHECKSUM: 4, // a CRC32C per page in PAGES/PUSH (Flag.CHECKSUMS), verified before install
+  AUTH: 8, // a pre-shared key: HELLO carries nonces and the source's proof, AUTH the target's
 } as const;
 export const CHECKSUM_SIZE = 4;
 
@@ -114,4 +116,10 @@ export interface Bye {
   reason: number;
 }
 
-export type Frame = Hello | Regions | Get | PageRun | ErrorFrame | Bye;
+/** The target's proof that it holds the key (see protocol/auth.ts). */
+export interface Auth {
+  type: typeof FrameType.AUTH;
+  mac: Uint8Array;
+}
+
+export type Frame = Hello | Regions | Get | PageRun | ErrorFrame | Bye | Auth;

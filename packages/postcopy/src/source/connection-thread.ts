@@ -8,7 +8,7 @@ import { decodeBody, encodeBye, encodeError, readGet, readHeader, writeRunHeader
 import { ByeReason, CHECKSUM_SIZE, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { MemorySource } from './memory-source.js';
-import { checkGet, checkHello, greeting, runEnd, StatSlot, wantsChecksums, writeChecksums, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+import { checkGet, runEnd, SourceHandshake, StatSlot, writeChecksums, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 import { openSource } from './spec.js';
 
 const config = threadData<ConnectionThreadConfig>();
@@ -19,14 +19,14 @@ class Connection {
   #out = Buffer.alloc(RUN_HEADER_SIZE + (1 << 16));
   #source: MemorySource;
   #stats = config.stats;
-  #checksums = false;
+  #handshake: SourceHandshake;
 
   constructor(source: MemorySource) {
     this.#source = source;
+    this.#handshake = new SourceHandshake(source, config.grants);
   }
 
   run(): void {
-    let greeted = false;
     for (;;) {
       const r = this.#reader;
       if (!r.needOrEof(HEADER_SIZE)) return this.#sayByeIfAsked();
@@ -34,12 +34,10 @@ class Connection {
       r.need(HEADER_SIZE + h.length);
       const frame = h.type === FrameType.GET ? readGet(h, r.buf, r.start) : decodeBody(h, r.buf.subarray(r.start + HEADER_SIZE, r.start + HEADER_SIZE + h.length));
       r.consume(HEADER_SIZE + h.length);
-      if (!greeted) {
-        const rejected = checkHello(frame, this.#source.pageSize);
-        if (rejected) return this.#reject(0, rejected.code, rejected.message);
-        this.#checksums = wantsChecksums(frame);
-        this.#write(greeting(this.#source));
-        greeted = true;
+      if (!this.#handshake.done) {
+        const answer = this.#handshake.step(frame);
+        if ('code' in answer) return this.#reject(0, answer.code, answer.message);
+        this.#write(answer.send);
         continue;
       }
       if (frame.type === FrameType.GET) this.#serve(frame);
@@ -52,7 +50,7 @@ class Connection {
 
   #serve(get: Get): void {
     this.#stats[StatSlot.GETS]++;
-    const rejected = checkGet(get, this.#source, config.maxGetPages);
+    const rejected = checkGet(get, this.#source, config.maxGetPages) ?? this.#handshake.checkGrant(get);
     if (rejected) return this.#reject(get.id, rejected.code, rejected.message, false);
     const region = this.#source.regions[get.region];
     const ps = this.#source.pageSize;
@@ -66,7 +64,7 @@ class Connection {
         const q = runEnd(this.#source, region, p, end);
         const zero = this.#source.untouched(region, p);
         const dataLength = zero ? 0 : (q - p) * ps;
-        const table = this.#checksums && !zero ? (q - p) * CHECKSUM_SIZE : 0;
+        const table = this.#handshake.checksums && !zero ? (q - p) * CHECKSUM_SIZE : 0;
         const flags = (q === end ? Flag.END : 0) | (table ? Flag.CHECKSUMS : 0);
         writeRunHeader(out, len, zero ? FrameType.ZERO : dataType, get.id, flags, get.region, p, q - p, table + dataLength);
         len += RUN_HEADER_SIZE;

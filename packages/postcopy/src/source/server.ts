@@ -10,12 +10,13 @@ import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { native } from '../native/index.js';
 import { encodeBye, encodeError, encodeRunHeader } from '../protocol/codec.js';
 import { FrameDecoder } from '../protocol/decoder.js';
+import { checkKey } from '../protocol/auth.js';
 import { ByeReason, CHECKSUM_SIZE, Flag, FrameType, type Frame, type Get } from '../protocol/frames.js';
 import type { Listener, Transport } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import type { MemorySource } from './memory-source.js';
-import { checkGet, checkHello, greeting, maxGetPagesFor, runEnd, StatSlot, STAT_SLOTS, wantsChecksums, writeChecksums, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+import { checkGet, maxGetPagesFor, runEnd, SourceHandshake, StatSlot, STAT_SLOTS, writeChecksums, type Grant, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 
 export type ServerEngine = 'thread' | 'loop';
 
@@ -25,6 +26,12 @@ export interface PageServerOptions {
   /** default: 'thread' when the source has describe(), else 'loop' */
   engine?: ServerEngine;
   logger?: Logger;
+  /**
+   * Keys a target must prove it holds (protocol/auth.ts), each with what it may read. A failed
+   * proof or a GET outside the grant gets an ERROR (ERR_AUTH, ERR_NOT_GRANTED) and is logged.
+   * None: any target that connects may read every region.
+   */
+  grants?: Grant[];
 }
 
 export interface ServerStats {
@@ -52,6 +59,7 @@ const threadUrl = siblingModule(import.meta.url, 'connection-thread');
 export class PageServer extends EventEmitter {
   readonly engine: ServerEngine;
   #source: MemorySource;
+  #grants: Grant[] | undefined;
   #maxGetPages: number;
   #log: Logger;
   #listener: Listener | null = null;
@@ -68,6 +76,8 @@ export class PageServer extends EventEmitter {
     this.#source = source;
     this.#maxGetPages = maxGetPagesFor(source.pageSize, options.maxGetBytes);
     this.#log = options.logger ?? silentLogger;
+    for (const g of options.grants ?? []) checkKey(g);
+    this.#grants = options.grants?.length ? options.grants : undefined;
     this.engine = options.engine ?? (source.describe ? 'thread' : 'loop');
     if (this.engine === 'thread' && !source.describe) throw new PostcopyError('ERR_INVALID_ARG', 'the thread engine needs a source with describe()');
   }
@@ -105,8 +115,7 @@ export class PageServer extends EventEmitter {
     this.#connections++;
     this.#sockets.add(socket);
     const decoder = new FrameDecoder();
-    let greeted = false;
-    let checksums = false;
+    const handshake = new SourceHandshake(this.#source, this.#grants);
     const log = this.#log.child({ connection: id });
     socket.on('data', (chunk: Buffer) => {
       let frames: Frame[];
@@ -118,17 +127,15 @@ export class PageServer extends EventEmitter {
       }
       for (const frame of frames) {
         if (socket.destroyed) return;
-        if (!greeted) {
-          const rejected = checkHello(frame, this.#source.pageSize);
-          if (rejected) return this.#fail(socket, 0, rejected.code, rejected.message, log);
-          checksums = wantsChecksums(frame);
-          socket.write(greeting(this.#source));
-          greeted = true;
+        if (!handshake.done) {
+          const answer = handshake.step(frame);
+          if ('code' in answer) return this.#fail(socket, 0, answer.code, answer.message, log);
+          socket.write(answer.send);
           continue;
         }
         switch (frame.type) {
           case FrameType.GET:
-            this.#serve(socket, frame, checksums, log);
+            this.#serve(socket, frame, handshake, log);
             break;
           case FrameType.BYE:
             if (frame.reason === ByeReason.DONE) this.emit('done', id);
@@ -161,7 +168,7 @@ export class PageServer extends EventEmitter {
     const stats = new Float64Array(new SharedArrayBuffer(STAT_SLOTS * 8));
     const control = new Int32Array(new SharedArrayBuffer(4));
     this.#threadStats.push(stats);
-    const config: ConnectionThreadConfig = { fd, source: this.#source.describe!(), maxGetPages: this.#maxGetPages, stats, control };
+    const config: ConnectionThreadConfig = { fd, source: this.#source.describe!(), maxGetPages: this.#maxGetPages, stats, control, grants: this.#grants };
     const worker = startThread(threadUrl, config);
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     const conn: ThreadConnection = { fd, worker, control, exited };
@@ -180,9 +187,10 @@ export class PageServer extends EventEmitter {
     });
   }
 
-  #serve(socket: Socket, get: Get, checksums: boolean, log: Logger): void {
+  #serve(socket: Socket, get: Get, handshake: SourceHandshake, log: Logger): void {
     this.#loopStats[StatSlot.GETS]++;
-    const rejected = checkGet(get, this.#source, this.#maxGetPages);
+    const checksums = handshake.checksums;
+    const rejected = checkGet(get, this.#source, this.#maxGetPages) ?? handshake.checkGrant(get);
     if (rejected) return this.#reject(socket, get.id, rejected.code, rejected.message, log);
     const region = this.#source.regions[get.region];
     const dataType = get.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;

@@ -3,6 +3,7 @@
 import type { ErrorCode } from '../errors.js';
 import { encodeHello, encodeRegions } from '../protocol/codec.js';
 import { native } from '../native/index.js';
+import { newNonce, parseTargetHelloAuth, proof, proofMatches, type PresharedKey } from '../protocol/auth.js';
 import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, FrameType, PROTOCOL_VERSION, Role, type Frame, type Get, type RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
 import type { SourceSpec } from './spec.js';
@@ -34,10 +35,87 @@ export function writeChecksums(buf: Uint8Array, table: number, pageSize: number,
   native.crc32cPages(buf, table + count * CHECKSUM_SIZE, pageSize, count, buf, table);
 }
 
-/** HELLO and REGIONS, the source's answer to an accepted HELLO. */
-export function greeting(source: MemorySource): Buffer {
-  const hello = encodeHello({ version: PROTOCOL_VERSION, pageSize: source.pageSize, features: Feature.ZERO | Feature.PUSH | Feature.CHECKSUM, role: Role.SOURCE, auth: new Uint8Array(0) });
-  return Buffer.concat([hello, encodeRegions(source.regions)]);
+const sourceHello = (source: MemorySource, auth: Uint8Array) =>
+  encodeHello({ version: PROTOCOL_VERSION, pageSize: source.pageSize, features: Feature.ZERO | Feature.PUSH | Feature.CHECKSUM | (auth.length ? Feature.AUTH : 0), role: Role.SOURCE, auth });
+
+/** What one key may read: every region, or the listed regions (and page ranges within them). */
+export interface Grant extends PresharedKey {
+  regions?: { region: number; firstPage?: number; count?: number }[];
+}
+
+/**
+ * The source's side of the handshake, for both engines. Without grants: HELLO, then HELLO and
+ * REGIONS back. With grants: the target names its key and sends a nonce; the source answers with
+ * its nonce and proof, and sends REGIONS (the granted ones) only once the target's AUTH checks out.
+ */
+export class SourceHandshake {
+  #source: MemorySource;
+  #grants: readonly Grant[] | undefined;
+  #grant: Grant | null = null;
+  #nonceTarget: Uint8Array = new Uint8Array(0);
+  #nonceSource: Uint8Array = new Uint8Array(0);
+  #state: 'hello' | 'auth' | 'done' = 'hello';
+  /** the target asked for page checksums */
+  checksums = false;
+
+  constructor(source: MemorySource, grants?: readonly Grant[]) {
+    this.#source = source;
+    this.#grants = grants?.length ? grants : undefined;
+  }
+
+  get done(): boolean {
+    return this.#state === 'done';
+  }
+
+  /** the key this connection proved it holds (null when the source asks for none) */
+  get keyId(): string | null {
+    return this.#grant?.keyId ?? null;
+  }
+
+  /** Takes a frame that arrived before the handshake was done: what to answer, or a (fatal) rejection. */
+  step(frame: Frame): { send: Buffer } | Rejection {
+    if (this.#state === 'hello') {
+      const rejected = checkHello(frame, this.#source.pageSize);
+      if (rejected || frame.type !== FrameType.HELLO) return rejected!;
+      this.checksums = wantsChecksums(frame);
+      if (!this.#grants) {
+        this.#state = 'done';
+        return { send: Buffer.concat([sourceHello(this.#source, new Uint8Array(0)), encodeRegions(this.#source.regions)]) };
+      }
+      const asked = parseTargetHelloAuth(frame.auth);
+      if (!asked) return { code: 'ERR_AUTH', message: 'this source serves only targets that hold a key' };
+      const grant = this.#grants.find((g) => g.keyId === asked.keyId);
+      if (!grant) return { code: 'ERR_AUTH', message: `no key ${JSON.stringify(asked.keyId)} here` };
+      this.#grant = grant;
+      this.#nonceTarget = Uint8Array.from(asked.nonce);
+      this.#nonceSource = newNonce();
+      this.#state = 'auth';
+      return { send: sourceHello(this.#source, Buffer.concat([this.#nonceSource, proof('source', grant, this.#nonceTarget, this.#nonceSource)])) };
+    }
+    if (this.#state === 'auth') {
+      if (frame.type !== FrameType.AUTH) return { code: 'ERR_AUTH', message: `expected AUTH, got frame type ${frame.type}` };
+      if (!proofMatches(proof('target', this.#grant!, this.#nonceTarget, this.#nonceSource), frame.mac))
+        return { code: 'ERR_AUTH', message: `wrong key for key id ${JSON.stringify(this.#grant!.keyId)}` };
+      this.#state = 'done';
+      return { send: encodeRegions(this.#grantedRegions()) };
+    }
+    return { code: 'ERR_PROTOCOL', message: 'the handshake is over' };
+  }
+
+  /** null when this connection may read the GET's pages. */
+  checkGrant(get: Get): Rejection | null {
+    const allowed = this.#grant?.regions;
+    if (!allowed) return null;
+    const ok = allowed.some(
+      (g) => g.region === get.region && get.firstPage >= (g.firstPage ?? 0) && (g.count === undefined || get.firstPage + get.count <= (g.firstPage ?? 0) + g.count),
+    );
+    return ok ? null : { code: 'ERR_NOT_GRANTED', message: `key ${JSON.stringify(this.#grant!.keyId)} may not read pages ${get.firstPage}+${get.count} of region ${get.region}` };
+  }
+
+  #grantedRegions(): readonly RegionInfo[] {
+    const allowed = this.#grant?.regions;
+    return allowed ? this.#source.regions.filter((r) => allowed.some((g) => g.region === r.id)) : this.#source.regions;
+  }
 }
 
 /** null when the GET names pages the source has and may send at once. */
@@ -72,6 +150,8 @@ export interface ConnectionThreadConfig {
   stats: Float64Array;
   /** [0]: 0, or 1 + a BYE reason to send when the read side is shut down */
   control: Int32Array;
+  /** keys a target must prove it holds, and what each may read (none: no authentication) */
+  grants?: Grant[];
 }
 
 export const StatSlot = { GETS: 0, PAGES: 1, ZERO: 2, BYTES: 3, ERRORS: 4 } as const;

@@ -2,7 +2,8 @@
 import { ConnectionLost, PostcopyError, ProtocolError, RemoteError } from '../errors.js';
 import { native } from '../native/index.js';
 import { FdReader } from '../transport/fd-reader.js';
-import { decodeBody, encodeBye, encodeHello, readHeader, readRun, writeGet, GET_FRAME_SIZE } from '../protocol/codec.js';
+import { newNonce, NONCE_SIZE, proof, proofMatches, targetHelloAuth, type PresharedKey } from '../protocol/auth.js';
+import { decodeBody, encodeAuth, encodeBye, encodeHello, readHeader, readRun, writeGet, GET_FRAME_SIZE } from '../protocol/codec.js';
 import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, Flag, FrameType, HEADER_SIZE, PROTOCOL_VERSION, Role, type Header, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 
@@ -44,13 +45,18 @@ export class BlockingChannel implements PageChannel {
   #held = 0;
   #closed = false;
   #checksums = false;
+  #key: PresharedKey | null;
   /** the CRC32Cs of the last run's pages, as computed here */
   #sums = Buffer.alloc(0);
   readonly corrupt: number[] = [];
 
-  /** replyTimeoutMs: a reply that brings no byte for this long counts as a lost connection (0: wait forever) */
-  constructor(endpoint: Endpoint, pageSize: number, replyTimeoutMs = 0) {
+  /**
+   * replyTimeoutMs: a reply that brings no byte for this long counts as a lost connection (0: wait
+   * forever). key: the migration's pre-shared key, when the source asks for one.
+   */
+  constructor(endpoint: Endpoint, pageSize: number, replyTimeoutMs = 0, key?: PresharedKey) {
     this.pageSize = pageSize;
+    this.#key = key ?? null;
     this.fd = endpoint.kind === 'tcp' ? native.tcpConnect(endpoint.host, endpoint.port) : native.unixConnect(endpoint.path);
     if (replyTimeoutMs > 0) native.setRecvTimeout(this.fd, replyTimeoutMs);
     this.#reader = new FdReader(this.fd, Math.max(pageSize * 64, 1 << 20) + RUN_FRAME, 'source');
@@ -61,16 +67,29 @@ export class BlockingChannel implements PageChannel {
     return this.#reader.buf;
   }
 
-  /** HELLO exchange; returns the source's regions. */
+  /**
+   * HELLO exchange; returns the source's regions. With a key, both ends prove they hold it first
+   * (protocol/auth.ts): a source that cannot, or asks for none, is refused with ERR_AUTH.
+   */
   handshake(): RegionInfo[] {
-    const hello = encodeHello({ version: PROTOCOL_VERSION, pageSize: this.pageSize, features: Feature.ZERO | Feature.PUSH | Feature.CHECKSUM, role: Role.TARGET, auth: new Uint8Array(0) });
-    this.#write(hello);
+    const key = this.#key;
+    const nonceTarget = key ? newNonce() : null;
+    const features = Feature.ZERO | Feature.PUSH | Feature.CHECKSUM | (key ? Feature.AUTH : 0);
+    this.#write(encodeHello({ version: PROTOCOL_VERSION, pageSize: this.pageSize, features, role: Role.TARGET, auth: key ? targetHelloAuth(key, nonceTarget!) : new Uint8Array(0) }));
     const first = this.#readFrame();
     if (first.type !== FrameType.HELLO) throw new ProtocolError('expected HELLO from the source');
     if (first.byteOrderMark !== BYTE_ORDER_MARK || first.version !== PROTOCOL_VERSION || first.pageSize !== this.pageSize)
       throw new ProtocolError('source HELLO does not match ours');
     if (!(first.features & Feature.CHECKSUM)) throw new ProtocolError('the source does not checksum its pages');
     this.#checksums = true;
+    if (key) {
+      if (first.auth.length !== NONCE_SIZE + 32) throw new PostcopyError('ERR_AUTH', 'the source asks for no key, so it cannot prove it holds ours');
+      const nonceSource = first.auth.subarray(0, NONCE_SIZE);
+      const sourceHoldsKey = proofMatches(proof('source', key, nonceTarget!, nonceSource), first.auth.subarray(NONCE_SIZE));
+      // Our proof goes out either way, so that the source too can tell (and log) the keys differ.
+      this.#write(encodeAuth(proof('target', key, nonceTarget!, nonceSource)));
+      if (!sourceHoldsKey) throw new PostcopyError('ERR_AUTH', `the source does not hold key ${JSON.stringify(key.keyId)}`);
+    }
     const second = this.#readFrame();
     if (second.type !== FrameType.REGIONS) throw new ProtocolError('expected REGIONS from the source');
     this.regions = second.regions;

@@ -5,6 +5,7 @@ import { PostcopyError, RemoteError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { DEFAULT_PAGE_SIZE, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
+import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
@@ -47,6 +48,8 @@ export interface FaultHandlerOptions {
   resumeTimeoutMs?: number;
   /** a reply that brings no byte for this long counts as a lost connection (default 10 s) */
   replyTimeoutMs?: number;
+  /** the migration's pre-shared key (protocol/auth.ts), for a source that asks for one */
+  key?: PresharedKey;
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -185,6 +188,7 @@ export class FaultHandler extends EventEmitter {
       pushWindow: o.pushWindow ?? 4,
       resumeMs: o.criu ? 0 : (o.resumeTimeoutMs ?? 30_000),
       replyTimeoutMs: o.replyTimeoutMs ?? 10_000,
+      key: o.key,
     };
     const push = o.push ?? true;
     const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: !!o.criu && push }];

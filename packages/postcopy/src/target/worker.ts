@@ -9,6 +9,7 @@ import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
 import { CriuPageChannel } from '../criu/page-server.js';
 import type { RegionInfo } from '../protocol/frames.js';
+import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
@@ -41,6 +42,8 @@ export interface WorkerConfig {
   resumeMs: number;
   /** a reply that brings no byte for this long counts as a lost connection (0: wait forever) */
   replyTimeoutMs: number;
+  /** the migration's pre-shared key, when the source asks for one */
+  key?: PresharedKey;
 }
 
 export type WorkerMessage =
@@ -68,7 +71,7 @@ const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
 
 function validate(c: PageChannel): void {
   for (const m of state.mappings) {
-    const r = c.regions[m.regionId];
+    const r = c.regions.find((x) => x.id === m.regionId);
     if (!r || r.length !== m.length)
       throw new PostcopyError('ERR_OUT_OF_RANGE', `mapping 0x${m.localStart.toString(16)}+${m.length} does not match source region ${m.regionId}`);
   }
@@ -385,7 +388,7 @@ function pushLoop(): void {
 let channel: PageChannel | null = null;
 
 function connect(): PageChannel {
-  const c = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize, config.replyTimeoutMs);
+  const c = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize, config.replyTimeoutMs, config.key);
   try {
     c.handshake();
     validate(c);

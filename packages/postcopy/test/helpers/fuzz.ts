@@ -10,7 +10,7 @@ import { decodeFields, imageRecords, ImageMagic, parseMm, parsePagemap } from '.
 import { readRestoreHandoff, LAZY_PAGES_RESTORE_FINISHED } from '../../src/criu/restore-handoff.js';
 import { ProtocolError } from '../../src/errors.js';
 import { native } from '../../src/native/index.js';
-import { encodeBye, encodeError, encodeGet, encodeHello, encodeRegions, encodeRunHeader } from '../../src/protocol/codec.js';
+import { encodeAuth, encodeBye, encodeError, encodeGet, encodeHello, encodeRegions, encodeRunHeader } from '../../src/protocol/codec.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { BYTE_ORDER_MARK, Flag, FrameType, type Frame } from '../../src/protocol/frames.js';
 
@@ -57,6 +57,13 @@ export const frameArb: fc.Arbitrary<{ bytes: Buffer; check: (f: Frame) => void }
     check: (f: Frame) => assert.deepEqual(f, { type: FrameType.ERROR, id, code, message }),
   })),
   u32.map((reason) => ({ bytes: encodeBye(reason), check: (f: Frame) => assert.deepEqual(f, { type: FrameType.BYE, reason }) })),
+  fc.uint8Array({ minLength: 32, maxLength: 32 }).map((mac) => ({
+    bytes: encodeAuth(mac),
+    check: (f: Frame) => {
+      assert.equal(f.type, FrameType.AUTH);
+      if (f.type === FrameType.AUTH) assert.deepEqual(Buffer.from(f.mac), Buffer.from(mac));
+    },
+  })),
 );
 
 function expectProtocolError(err: unknown): void {
