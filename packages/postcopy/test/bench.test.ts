@@ -22,6 +22,24 @@ describe('postcopy bench', () => {
     assert.equal(summarize([]).n, 0);
   });
 
+  it('--load: one source serves several targets at once through namespaces, each with its own key, nothing lost', (t) => {
+    if (!need(t, caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    const loadNamespaces = () => spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => /^pcl\d+-[ab]\b/.test(l));
+    const before = loadNamespaces();
+    const r = spawnSync(process.execPath, [BUILT_CLI, 'bench', '--load', '4', '--load-mib', '8', '--json'], { encoding: 'utf8', timeout: 180_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.perTarget.length, 4);
+    assert.equal(out.lost, 0);
+    for (const target of out.perTarget) {
+      assert.equal(target.pages, 2048);
+      assert.equal(target.faulted + target.pushed + target.zero <= 2048, true);
+      assert.ok(target.faultP99Us > 0 && target.lost === 0, JSON.stringify(target));
+    }
+    assert.ok(out.pagesPerSecond > 0);
+    assert.deepEqual(loadNamespaces(), before, 'its namespaces are gone');
+  });
+
   it('runs unix on loopback only', () => {
     const cases = benchCases({ transports: ['tcp', 'unix'], links: ['loopback', 'veth'], mtus: [1500, 9000], pageSizes: [4096] });
     assert.deepEqual(cases.map((c) => `${c.transport}/${c.link}/${c.mtu}`), ['tcp/loopback/null', 'tcp/veth/1500', 'tcp/veth/9000', 'unix/loopback/null']);

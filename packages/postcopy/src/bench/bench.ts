@@ -6,7 +6,7 @@ import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PostcopyError } from '../errors.js';
-import { LineChild, nodeModuleArgv } from '../util/child.js';
+import { cleanupOnSignal, LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { poolTrials, summarize, type Summary } from './stats.js';
 import type { BenchTargetArgs } from './target.js';
@@ -134,12 +134,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     veth?.destroy();
     rmSync(dir, { recursive: true, force: true });
   };
-  const onSignal = (sig: NodeJS.Signals) => {
-    cleanup();
-    process.exit(sig === 'SIGINT' ? 130 : 143);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const stopWatching = cleanupOnSignal(cleanup);
 
   const total = o.pageSizes.length + cases.length * Math.ceil(o.trials / BATCH);
   let done = 0;
@@ -235,8 +230,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       seconds: Math.round((Date.now() - started) / 100) / 10,
     };
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stopWatching();
     cleanup();
   }
 }

@@ -8,6 +8,7 @@ import { ImageFileSource } from '../source/image-file.js';
 import { LiveProcessSource, type FreezeMethod } from '../source/live-process.js';
 import type { MemorySource } from '../source/memory-source.js';
 import { PageServer } from '../source/server.js';
+import type { Grant } from '../source/session.js';
 import { acceptOne, acknowledgeUffd, receiveUffd } from '../target/handoff.js';
 import { FaultHandler, type Progress } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor } from '../transport/index.js';
@@ -23,6 +24,7 @@ import { runBench, type BenchResult, type BenchTransport, type Link, type Placem
 import { writePlot } from '../bench/plot.js';
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
+import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
 
 function int(value: string): number {
   const n = Number(value);
@@ -90,6 +92,21 @@ function readKey(o: { keyFile?: string; keyId: string }): PresharedKey | undefin
   return key;
 }
 
+/** A grants file: JSON [{keyId, key (hex), regions?}]. */
+function readGrants(path: string): Grant[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new PostcopyError('ERR_INVALID_ARG', `cannot read the grants in ${path}: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(parsed)) throw new PostcopyError('ERR_INVALID_ARG', `${path}: a JSON array of grants expected`);
+  return parsed.map((g: { keyId?: unknown; key?: unknown; regions?: Grant['regions'] }, i) => {
+    if (typeof g.keyId !== 'string' || typeof g.key !== 'string' || !/^[0-9a-fA-F]+$/.test(g.key)) throw new PostcopyError('ERR_INVALID_ARG', `${path}: grant ${i} needs a keyId and a hex key`);
+    return { keyId: g.keyId, key: Buffer.from(g.key, 'hex'), regions: g.regions };
+  });
+}
+
 program
   .command('serve')
   .description('serve pages of a frozen process or an image file')
@@ -105,8 +122,9 @@ program
   .option('--images-listen <endpoint>', 'where to serve --images')
   .option('--key-file <file>', 'serve only targets that prove they hold this pre-shared key (hex text or raw bytes, at least 16)')
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
+  .option('--grants <file>', 'several keys, each with what it may read: JSON [{"keyId", "key" (hex), "regions"?: [{"region", "firstPage"?, "count"?}]}]')
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; keyFile?: string; keyId: string; json?: boolean }) => {
+  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; keyFile?: string; keyId: string; grants?: string; json?: boolean }) => {
     if ((o.pid === undefined) === (o.image === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --pid and --image');
     const log = createLogger('serve');
     const source: MemorySource =
@@ -114,14 +132,20 @@ program
         ? await LiveProcessSource.attach(o.pid, { pageSize: o.pageSize, freeze: o.freeze, ranges: o.range })
         : new ImageFileSource(o.image!, { pageSize: o.pageSize, base: o.base });
     const key = readKey(o);
-    const server = new PageServer(source, { logger: log, grants: key ? [key] : undefined });
+    const grants = [...(key ? [key] : []), ...(o.grants ? readGrants(o.grants) : [])];
+    const server = new PageServer(source, { logger: log, grants });
     const listener = await server.listen(transportFor(parseEndpoint(o.listen)));
     print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
     if (!!o.images !== !!o.imagesListen) throw new PostcopyError('ERR_INVALID_ARG', 'give --images and --images-listen together');
     const images = o.images ? await serveImages(o.images, parseEndpoint(o.imagesListen!)) : null;
     if (images) print(!!o.json, { event: 'images-listening', endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
     await new Promise<void>((resolve) => {
-      server.once('done', () => resolve());
+      // One target, or with several keys, one per key: done once each has every page.
+      const waiting = new Set(grants.length > 1 ? grants.map((g) => g.keyId) : []);
+      server.on('done', (_id: number, keyId: string | null) => {
+        waiting.delete(keyId ?? '');
+        if (waiting.size === 0) resolve();
+      });
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
     });
@@ -202,10 +226,23 @@ program
   .option('--redis-keys <n>', '--criu: redis keys', int, 1_000_000)
   .option('--runs <n>', '--criu: runs per workload and mode', int, 3)
   .option('--workload <list>', '--criu: memproc, redis (comma list)', list(String, ['memproc', 'redis']), ['memproc', 'redis'])
+  .option('--load <targets>', 'instead: one source serving this many targets at once, each migrating --load-mib through network namespaces', int)
+  .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[] }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; load?: number; loadMib: number }) => {
     const bar = stepBar();
+    if (o.load !== undefined) {
+      let r: LoadResult;
+      try {
+        r = await runLoad({ targets: o.load, mib: o.loadMib, onProgress: (done, total) => bar?.update(done, total, 'targets done') });
+      } finally {
+        bar?.stop();
+      }
+      print(!!o.json, r, formatLoadReport(r));
+      if (r.lost > 0) process.exitCode = 1;
+      return;
+    }
     if (o.criu) {
       let r: CriuBenchResult;
       try {

@@ -42,7 +42,7 @@ class Connection {
       }
       if (frame.type === FrameType.GET) this.#serve(frame);
       else if (frame.type === FrameType.BYE) {
-        if (frame.reason === ByeReason.DONE) post({ type: 'done' });
+        if (frame.reason === ByeReason.DONE) post({ type: 'done', keyId: this.#handshake.keyId });
         return;
       } else return this.#reject(0, 'ERR_PROTOCOL', `unexpected frame type ${frame.type} from a target`);
     }

@@ -53,7 +53,7 @@ interface ThreadConnection {
 const threadUrl = siblingModule(import.meta.url, 'connection-thread');
 
 /**
- * Events: 'done' (connection id) when a target reports every page present;
+ * Events: 'done' (connection id, key id or null) when a target reports every page present;
  * 'error-frame' ({ code, message }) for each ERROR sent.
  */
 export class PageServer extends EventEmitter {
@@ -138,7 +138,7 @@ export class PageServer extends EventEmitter {
             this.#serve(socket, frame, handshake, log);
             break;
           case FrameType.BYE:
-            if (frame.reason === ByeReason.DONE) this.emit('done', id);
+            if (frame.reason === ByeReason.DONE) this.emit('done', id, handshake.keyId);
             socket.end();
             return;
           default:
@@ -174,7 +174,7 @@ export class PageServer extends EventEmitter {
     const conn: ThreadConnection = { fd, worker, control, exited };
     this.#threads.add(conn);
     worker.on('message', (m: ConnectionMessage) => {
-      if (m.type === 'done') this.emit('done', id);
+      if (m.type === 'done') this.emit('done', id, m.keyId);
       else if (m.type === 'error-frame') {
         log.warn({ code: m.code }, m.message);
         this.emit('error-frame', { code: m.code, message: m.message });

@@ -91,7 +91,7 @@ export class BlockingChannel implements PageChannel {
       if (!sourceHoldsKey) throw new PostcopyError('ERR_AUTH', `the source does not hold key ${JSON.stringify(key.keyId)}`);
     }
     const second = this.#readFrame();
-    if (second.type !== FrameType.REGIONS) throw new ProtocolError('expected REGIONS from the source');
+    if (second.type !== FrameType.REGIONS) throw new ProtocolError(`expected REGIONS from the source, got frame type ${second.type}`);
     this.regions = second.regions;
     return this.regions;
   }

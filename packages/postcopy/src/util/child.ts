@@ -106,3 +106,17 @@ export class LineChild {
     return new PostcopyError(code === 'ERR_PRIVILEGE' ? 'ERR_PRIVILEGE' : 'ERR_CHILD', this.stderr ? `${message}: ${this.stderr}` : message);
   }
 }
+
+/** Runs `cleanup` and exits (130 or 143) on SIGINT or SIGTERM, until the function it returns is called. */
+export function cleanupOnSignal(cleanup: () => void): () => void {
+  const onSignal = (sig: NodeJS.Signals) => {
+    cleanup();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}
