@@ -11,6 +11,12 @@
       "sources": ["bench/reference/pcref.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11", "-pthread"],
       "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "pckeeper",
+      "type": "executable",
+      "sources": ["native/pckeeper.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]
 }

@@ -769,10 +769,13 @@ static napi_value accept_js(napi_env env, napi_callback_info info) {
   return make_i64(env, fd < 0 ? -errno : fd);
 }
 
-// socketpair() -> [fd, fd], AF_UNIX stream; neither end is close-on-exec so one can go to a child.
+// socketpair(cloexec) -> [fd, fd], AF_UNIX stream. Without cloexec one end can go to a child as is;
+// with it, only where the child's stdio names it (dup2 clears the flag), never to other children.
 static napi_value socketpair_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  CHECK(get_args(env, info, 1, argv) == 0 ? napi_ok : napi_generic_failure);
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return throw_errno(env, "socketpair", errno);
+  if (socketpair(AF_UNIX, SOCK_STREAM | (arg_i64(env, argv[0], 0) ? SOCK_CLOEXEC : 0), 0, sv) < 0) return throw_errno(env, "socketpair", errno);
   napi_value out;
   napi_create_array_with_length(env, 2, &out);
   napi_set_element(env, out, 0, make_i64(env, sv[0]));

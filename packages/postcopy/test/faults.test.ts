@@ -1,7 +1,7 @@
 // Fault injection: real sockets, real faults, a real process on the target. The connection is cut
 // mid-migration and the target resumes; a source gone for good fails within the deadline.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -13,7 +13,7 @@ import { FaultHandler, type FaultHandlerOptions } from '../src/target/handler.js
 import { TcpTransport } from '../src/transport/index.js';
 import { caps, need } from './helpers/caps.js';
 import { startProxy, type Proxy } from './helpers/proxy.js';
-import { FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
+import { CLI, FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
 
 const PS = 4096;
 
@@ -76,6 +76,33 @@ describe('faults injected mid-migration', () => {
       t.diagnostic(`cuts ${cuts}, resumes ${report.resumes}, pages ${report.pages}, wrong 0`);
     } finally {
       await s.cleanup();
+    }
+  });
+
+  it('kills the target when the fault handler itself is killed, before a missing page can read as zero', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const dir = mkdtempSync(join(tmpdir(), 'pc-daemon-'));
+    const pages = 8192;
+    makeImage(join(dir, 'img'), pages * PS);
+    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
+    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+    const sock = join(dir, 'uffd.sock');
+    const daemon = spawnTs(CLI, ['attach', '--connect', `tcp://127.0.0.1:${(listener.endpoint as { port: number }).port}`, '--uffd-socket', sock, '--no-push', '--json']); // faults only: most pages still missing at the kill
+    let faulter: ReturnType<typeof spawnTs> | null = null;
+    try {
+      for (let i = 0; i < 400 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+      faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock, '--slow', '1']);
+      const out = jsonLines(faulter);
+      await out.next((e) => e.event === 'attached', 30_000);
+      await new Promise((r) => setTimeout(r, 100)); // mid-migration
+      daemon.kill('SIGKILL');
+      // Its keeper kills the process; without it the process would read zeros and print its hashes.
+      assert.equal(await out.exit, 'SIGKILL');
+    } finally {
+      daemon.kill('SIGKILL');
+      faulter?.kill('SIGKILL');
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

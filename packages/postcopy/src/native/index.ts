@@ -79,7 +79,8 @@ export interface NativeBinding {
   unixListen(path: string, backlog?: number): number;
   /** connected fd or -errno */
   accept(fd: number): number;
-  socketpair(): [number, number];
+  /** cloexec: neither end leaks into a child unless its stdio names it */
+  socketpair(cloexec?: boolean): [number, number];
   sendFd(sock: number, fd: number, payload: Bytes): number;
   recvFd(sock: number, buf: Bytes): { bytes: number; fd: number };
   eventfd(): number;

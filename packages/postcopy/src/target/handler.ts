@@ -1,5 +1,7 @@
 // The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { PostcopyError, RemoteError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
@@ -48,6 +50,12 @@ export interface FaultHandlerOptions {
   resumeTimeoutMs?: number;
   /** a reply that brings no byte for this long counts as a lost connection (default 10 s) */
   replyTimeoutMs?: number;
+  /**
+   * With a targetPid: a small keeper process (native/pckeeper.c) holds a copy of the uffd, and
+   * SIGKILLs the target if this process dies without releasing it, before its missing pages could
+   * read as zero (default true).
+   */
+  keeper?: boolean;
   /** the migration's pre-shared key (protocol/auth.ts), for a source that asks for one */
   key?: PresharedKey;
   /** CPU masks for the threads (0 = unpinned) */
@@ -79,12 +87,18 @@ export interface HandlerReport extends Progress {
 
 const workerUrl = siblingModule(import.meta.url, 'worker');
 
+/** native/pckeeper.c, built by node-gyp with the addon. */
+function keeperBinary(): string {
+  return fileURLToPath(new URL('../../build/Release/pckeeper', import.meta.url));
+}
+
 export class FaultHandler extends EventEmitter {
   readonly pageSize: number;
   #state: SharedState;
   #options: FaultHandlerOptions;
   #stopFd: number;
   #uffd: number;
+  #keeper: { sock: number; timer: NodeJS.Timeout | null } | null = null;
   #children: Promise<FaultHandler>[] = [];
   #exitedEarly = false;
   #workers: Worker[] = [];
@@ -104,7 +118,10 @@ export class FaultHandler extends EventEmitter {
     this.#state = createSharedState(this.pageSize, options.mappings, options.initialPresent, options.initialMap);
     this.#uffd = options.uffd ?? -1;
     // poll(2) on a blocking userfaultfd always reports POLLERR, so the fault thread needs it non-blocking.
-    if (this.#uffd >= 0) native.setBlocking(this.#uffd, false);
+    if (this.#uffd >= 0) {
+      native.setBlocking(this.#uffd, false);
+      this.#startKeeper();
+    }
     this.#stopFd = native.eventfd();
     this.#log = options.logger ?? silentLogger;
     this.#done = new Promise((resolve, reject) => {
@@ -235,8 +252,42 @@ export class FaultHandler extends EventEmitter {
     if (this.#uffd >= 0) throw new PostcopyError('ERR_INVALID_ARG', 'this handler has its userfaultfd already');
     this.#uffd = uffd;
     native.setBlocking(uffd, false);
+    this.#startKeeper();
     Atomics.store(this.#state.counters, Counter.UFFD, uffd);
     this.#begin();
+  }
+
+  /** Hands a copy of the uffd to a keeper process, and names the target to it once known. */
+  #startKeeper(): void {
+    if (this.#options.keeper === false || this.#options.targetPid === undefined) return;
+    const [ours, theirs] = native.socketpair(true);
+    const child = spawn(keeperBinary(), [], { stdio: ['ignore', 'ignore', 'inherit', theirs] });
+    native.close(theirs);
+    child.on('error', (err) => this.#log.warn({ err }, 'the uffd keeper did not start: a crash of this process would let the target read zeros'));
+    child.unref();
+    native.sendFd(ours, this.#uffd, Buffer.from('U'));
+    const announce = () => {
+      const pid = this.#targetPid();
+      if (!pid) return false;
+      const msg = Buffer.alloc(5);
+      msg.write('P');
+      msg.writeUInt32LE(pid, 1);
+      native.writeAll(ours, msg, 0, msg.length);
+      return true;
+    };
+    const timer = announce() ? null : setInterval(() => announce() && clearInterval(timer!), 20);
+    timer?.unref();
+    this.#keeper = { sock: ours, timer };
+  }
+
+  /** The uffd needs no keeper any more: every page is in, the target is gone, or stop() was asked for. */
+  #releaseKeeper(): void {
+    const k = this.#keeper;
+    if (!k) return;
+    this.#keeper = null;
+    if (k.timer) clearInterval(k.timer);
+    native.writeAll(k.sock, Buffer.from('D'), 0, 1);
+    native.close(k.sock);
   }
 
   #begin(): void {
@@ -321,6 +372,7 @@ export class FaultHandler extends EventEmitter {
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
       if (this.#uffd >= 0 && (complete || this.#targetPid())) native.close(this.#uffd);
+      this.#releaseKeeper();
       return { ...this.progress, complete, exited: this.#exitedEarly, latency: this.#latency };
     })();
     return this.#stopped;
