@@ -15,8 +15,10 @@ import { ImageFileSource } from '../src/source/image-file.js';
 import { PageServer, type PageServerOptions } from '../src/source/server.js';
 import type { Grant } from '../src/source/session.js';
 import { acknowledgeUffd, receiveUffd } from '../src/target/handoff.js';
-import { FaultHandler } from '../src/target/handler.js';
-import { TcpTransport } from '../src/transport/index.js';
+import { FaultHandler, type FaultHandlerOptions } from '../src/target/handler.js';
+import type { Endpoint } from '../src/transport/transport.js';
+import { TcpTransport, TlsTransport } from '../src/transport/index.js';
+import { makeCerts, type TestCerts } from './helpers/certs.js';
 import { caps, need } from './helpers/caps.js';
 import { FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
 
@@ -86,15 +88,14 @@ describe('authentication and grants', () => {
     return { server, errors, port: (listener.endpoint as { port: number }).port };
   }
 
-  it('migrates a process when the target holds the key', async (t) => {
-    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const { server, port } = await serve({ grants: [key] });
+  /** A faulter process migrated from `endpoint` through a handler with these options; every page checked. */
+  async function migrateFrom(endpoint: Endpoint, options: Partial<FaultHandlerOptions>): Promise<void> {
     const [ours, theirs] = native.socketpair();
     const faulter = spawnTs(FAULTER, ['--length', String(PAGES * PS)], { fd3: theirs });
     native.close(theirs);
     try {
       const handoff = await receiveUffd(ours, 30_000);
-      const handler = await FaultHandler.start({ endpoint: { kind: 'tcp', host: '127.0.0.1', port }, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, key });
+      const handler = await FaultHandler.start({ endpoint, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, ...options });
       acknowledgeUffd(ours);
       const got = await jsonLines(faulter).next((e) => e.event === 'hashes', 60_000);
       assert.equal((await handler.done()).complete, true);
@@ -102,6 +103,15 @@ describe('authentication and grants', () => {
     } finally {
       native.close(ours);
       faulter.kill('SIGKILL');
+    }
+  }
+
+  it('migrates a process when the target holds the key', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const { server, port } = await serve({ grants: [key] });
+    try {
+      await migrateFrom({ kind: 'tcp', host: '127.0.0.1', port }, { key });
+    } finally {
       await server.close();
     }
   });
@@ -140,6 +150,51 @@ describe('authentication and grants', () => {
       }
     });
   }
+
+  describe('TLS with mutual certificates', () => {
+    let certs: TestCerts;
+    before(() => {
+      certs = makeCerts();
+    });
+    after(() => rmSync(certs.dir, { recursive: true, force: true }));
+
+    async function tlsServe() {
+      const server = new PageServer(new ImageFileSource(join(dir, 'img')), { grants: [key] });
+      const listener = await server.listen(new TlsTransport('127.0.0.1', 0, certs.source));
+      return { server, endpoint: listener.endpoint };
+    }
+
+    it('migrates a process over TLS, both ends presenting certificates the CA signed (and the key on top)', async (t) => {
+      if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+      const { server, endpoint } = await tlsServe();
+      assert.equal(endpoint.kind, 'tls');
+      try {
+        await migrateFrom(endpoint, { key, tls: certs.target });
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('refuses a target whose certificate another CA signed (ERR_AUTH), and a target without TLS', async () => {
+      const { server, endpoint } = await tlsServe();
+      try {
+        const mappings = [{ regionId: 0, localStart: 0x10000000, length: PAGES * PS }];
+        const err = await FaultHandler.start({ endpoint, mappings, key, tls: certs.stranger, resumeTimeoutMs: 0 }).then(
+          () => null,
+          (e: { code?: string; message: string }) => e,
+        );
+        assert.equal(err?.code, 'ERR_AUTH', err?.message);
+        assert.match(err!.message, /TLS/);
+        const plain = await FaultHandler.start({ endpoint: { kind: 'tcp', host: '127.0.0.1', port: (endpoint as { port: number }).port }, mappings, key, resumeTimeoutMs: 0, replyTimeoutMs: 2000 }).then(
+          () => null,
+          (e: { code?: string }) => e,
+        );
+        assert.ok(plain, 'a plain connection to a TLS source gets nowhere');
+      } finally {
+        await server.close();
+      }
+    });
+  });
 
   it('answers a GET outside the grant with ERR_NOT_GRANTED, logs it, and serves what is granted', async () => {
     const grant: Grant = { ...key, regions: [{ region: 0, firstPage: 0, count: 16 }] };

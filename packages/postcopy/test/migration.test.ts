@@ -14,6 +14,7 @@ import { FaultHandler, type FaultHandlerOptions } from '../src/target/handler.js
 import { UnixTransport } from '../src/transport/index.js';
 import { hashPages } from '../src/util/pagehash.js';
 import { caps, need } from './helpers/caps.js';
+import { makeCerts } from './helpers/certs.js';
 import { CLI, FAULTER, jsonLines, makeImage, sh, shQuiet, spawnTs } from './helpers/util.js';
 
 const PS = 4096;
@@ -47,7 +48,7 @@ describe('migration between two network namespaces over veth', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('serves an image from one namespace to a process faulting in the other, every page intact', async (t) => {
+  it('serves an image from one namespace to a process faulting in the other over TLS, every page intact', async (t) => {
     if (!need(t, caps.netns.ok && caps.uffd.ok, `${caps.netns.detail}; ${caps.uffd.detail}`)) return;
     assert.ok(ready);
     const pages = 2048;
@@ -56,12 +57,15 @@ describe('migration between two network namespaces over veth', () => {
     const keyFile = join(dir, 'key');
     writeFileSync(keyFile, randomBytes(32).toString('hex'));
     const keyArgs = ['--key-file', keyFile, '--key-id', 'veth-test'];
-    const serve = spawnTs(CLI, ['serve', '--image', join(dir, 'img'), '--listen', 'tcp://10.231.0.1:7411', ...keyArgs, '--json'], { prefix: ['ip', 'netns', 'exec', nsA] });
+    // and TLS with mutual certificates
+    const certs = makeCerts();
+    const tlsArgs = (who: 'source' | 'target') => ['--tls-cert', certs.files(who).cert, '--tls-key', certs.files(who).key, '--tls-ca', certs.files(who).ca];
+    const serve = spawnTs(CLI, ['serve', '--image', join(dir, 'img'), '--listen', 'tls://10.231.0.1:7411', ...keyArgs, ...tlsArgs('source'), '--json'], { prefix: ['ip', 'netns', 'exec', nsA] });
     const serveOut = jsonLines(serve);
     try {
       await serveOut.next((e) => e.event === 'listening');
       const sock = join(dir, 'uffd.sock');
-      const attach = spawnTs(CLI, ['attach', '--connect', 'tcp://10.231.0.1:7411', '--uffd-socket', sock, ...keyArgs, '--json', '--timeout', '60'], { prefix: ['ip', 'netns', 'exec', nsB] });
+      const attach = spawnTs(CLI, ['attach', '--connect', 'tls://10.231.0.1:7411', '--uffd-socket', sock, ...keyArgs, ...tlsArgs('target'), '--json', '--timeout', '60'], { prefix: ['ip', 'netns', 'exec', nsB] });
       const attachOut = jsonLines(attach);
       const deadline = Date.now() + 20_000;
       while (!(await import('node:fs')).existsSync(sock) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -81,6 +85,7 @@ describe('migration between two network namespaces over veth', () => {
       assert.equal(await attachOut.exit, 0);
     } finally {
       serve.kill('SIGKILL');
+      rmSync(certs.dir, { recursive: true, force: true });
     }
   });
 });

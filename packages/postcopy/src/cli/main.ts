@@ -11,7 +11,7 @@ import { PageServer } from '../source/server.js';
 import type { Grant } from '../source/session.js';
 import { acceptOne, acknowledgeUffd, receiveUffd } from '../target/handoff.js';
 import { FaultHandler, type Progress } from '../target/handler.js';
-import { formatEndpoint, parseEndpoint, transportFor } from '../transport/index.js';
+import { formatEndpoint, parseEndpoint, transportFor, type TlsMaterial } from '../transport/index.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
@@ -92,6 +92,14 @@ function readKey(o: { keyFile?: string; keyId: string }): PresharedKey | undefin
   return key;
 }
 
+/** --tls-cert, --tls-key and --tls-ca, all three or none. */
+function readTls(o: { tlsCert?: string; tlsKey?: string; tlsCa?: string }): TlsMaterial | undefined {
+  const given = [o.tlsCert, o.tlsKey, o.tlsCa].filter(Boolean).length;
+  if (given === 0) return undefined;
+  if (given !== 3) throw new PostcopyError('ERR_INVALID_ARG', 'give --tls-cert, --tls-key and --tls-ca together');
+  return { cert: readFileSync(o.tlsCert!), key: readFileSync(o.tlsKey!), ca: readFileSync(o.tlsCa!) };
+}
+
 /** A grants file: JSON [{keyId, key (hex), regions?}]. */
 function readGrants(path: string): Grant[] {
   let parsed: unknown;
@@ -123,8 +131,11 @@ program
   .option('--key-file <file>', 'serve only targets that prove they hold this pre-shared key (hex text or raw bytes, at least 16)')
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--grants <file>', 'several keys, each with what it may read: JSON [{"keyId", "key" (hex), "regions"?: [{"region", "firstPage"?, "count"?}]}]')
+  .option('--tls-cert <file>', 'with a tls:// endpoint: this end\'s certificate (PEM)')
+  .option('--tls-key <file>', 'its private key (PEM)')
+  .option('--tls-ca <file>', 'the CA that signs the other end\'s certificate (PEM); both ends must present one')
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; keyFile?: string; keyId: string; grants?: string; json?: boolean }) => {
+  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; keyFile?: string; keyId: string; grants?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
     if ((o.pid === undefined) === (o.image === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --pid and --image');
     const log = createLogger('serve');
     const source: MemorySource =
@@ -134,7 +145,7 @@ program
     const key = readKey(o);
     const grants = [...(key ? [key] : []), ...(o.grants ? readGrants(o.grants) : [])];
     const server = new PageServer(source, { logger: log, grants });
-    const listener = await server.listen(transportFor(parseEndpoint(o.listen)));
+    const listener = await server.listen(transportFor(parseEndpoint(o.listen), readTls(o)));
     print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
     if (!!o.images !== !!o.imagesListen) throw new PostcopyError('ERR_INVALID_ARG', 'give --images and --images-listen together');
     const images = o.images ? await serveImages(o.images, parseEndpoint(o.imagesListen!)) : null;
@@ -167,8 +178,11 @@ program
   .option('--key-file <file>', "the migration's pre-shared key, when the source asks for one")
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--resume-timeout <seconds>', 'after a lost connection, keep reconnecting this long before failing', int, 30)
+  .option('--tls-cert <file>', 'with a tls:// source: this end\'s certificate (PEM)')
+  .option('--tls-key <file>', 'its private key (PEM)')
+  .option('--tls-ca <file>', 'the CA that signs the source\'s certificate (PEM)')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; json?: boolean }) => {
+  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
     const log = createLogger('attach');
     const listenFd = native.unixListen(o.uffdSocket);
     let handler: FaultHandler | null = null;
@@ -184,6 +198,7 @@ program
         push: o.push,
         targetPid: handoff.pid || undefined,
         key: readKey(o),
+        tls: readTls(o),
         resumeTimeoutMs: o.resumeTimeout * 1000,
         logger: log,
       });

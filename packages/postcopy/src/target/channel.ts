@@ -57,6 +57,7 @@ export class BlockingChannel implements PageChannel {
   constructor(endpoint: Endpoint, pageSize: number, replyTimeoutMs = 0, key?: PresharedKey) {
     this.pageSize = pageSize;
     this.#key = key ?? null;
+    if (endpoint.kind === 'tls') throw new PostcopyError('ERR_INVALID_ARG', 'a thread cannot speak TLS: connect through the handler\'s TlsBridge');
     this.fd = endpoint.kind === 'tcp' ? native.tcpConnect(endpoint.host, endpoint.port) : native.unixConnect(endpoint.path);
     if (replyTimeoutMs > 0) native.setRecvTimeout(this.fd, replyTimeoutMs);
     this.#reader = new FdReader(this.fd, Math.max(pageSize * 64, 1 << 20) + RUN_FRAME, 'source');

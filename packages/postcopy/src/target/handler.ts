@@ -2,11 +2,14 @@
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { PostcopyError, RemoteError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { DEFAULT_PAGE_SIZE, type RegionInfo } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
+import { TlsBridge, type TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
@@ -56,6 +59,8 @@ export interface FaultHandlerOptions {
    * read as zero (default true).
    */
   keeper?: boolean;
+  /** for a tls:// endpoint: this target's certificate and key, and the CA that signed the source's */
+  tls?: TlsMaterial;
   /** the migration's pre-shared key (protocol/auth.ts), for a source that asks for one */
   key?: PresharedKey;
   /** CPU masks for the threads (0 = unpinned) */
@@ -87,6 +92,8 @@ export interface HandlerReport extends Progress {
 
 const workerUrl = siblingModule(import.meta.url, 'worker');
 
+let bridges = 0;
+
 /** native/pckeeper.c, built by node-gyp with the addon. */
 function keeperBinary(): string {
   return fileURLToPath(new URL('../../build/Release/pckeeper', import.meta.url));
@@ -99,6 +106,7 @@ export class FaultHandler extends EventEmitter {
   #stopFd: number;
   #uffd: number;
   #keeper: { sock: number; timer: NodeJS.Timeout | null } | null = null;
+  #bridge: TlsBridge | null = null;
   #children: Promise<FaultHandler>[] = [];
   #exitedEarly = false;
   #workers: Worker[] = [];
@@ -189,9 +197,16 @@ export class FaultHandler extends EventEmitter {
 
   async #spawn(): Promise<void> {
     const o = this.#options;
+    let endpoint = o.endpoint;
+    if (endpoint.kind === 'tls') {
+      // Threads speak plain sockets: a local bridge carries each of their connections over TLS.
+      if (!o.tls) throw new PostcopyError('ERR_INVALID_ARG', 'a tls:// source needs this target\'s certificate, key and CA');
+      this.#bridge = await TlsBridge.start(join(tmpdir(), `postcopy-tls-${process.pid}-${++bridges}.sock`), endpoint, o.tls);
+      endpoint = { kind: 'unix', path: this.#bridge.path };
+    }
     const maxGetPages = o.maxGetPages ?? Math.max(1, Math.floor((4 << 20) / this.pageSize));
     const base: Omit<WorkerConfig, 'role' | 'cpuMask'> = {
-      endpoint: o.endpoint,
+      endpoint,
       uffd: this.#uffd,
       stopFd: this.#stopFd,
       pageSize: this.pageSize,
@@ -224,11 +239,21 @@ export class FaultHandler extends EventEmitter {
             } else if (m.type === 'complete') this.#onComplete();
             else if (m.type === 'fork') this.#onFork(m.uffd, m.map);
             else if (m.type === 'fatal') {
-              const err = m.remoteCode
-                ? new RemoteError(m.remoteCode as ErrorCode, m.remoteMessage ?? m.message)
-                : new PostcopyError(m.code as ErrorCode, `${config.role} thread: ${m.message}`);
-              if (!isReady) reject(err);
-              this.#onFatal(err);
+              const fail = () => {
+                // Before the threads are up, a TLS failure is why: say so (after that, it is a lost connection).
+                const tlsFailure = !isReady && m.code === 'ERR_PEER_CLOSED' ? this.#bridge?.lastError : null;
+                const err = m.remoteCode
+                  ? new RemoteError(m.remoteCode as ErrorCode, m.remoteMessage ?? m.message)
+                  : tlsFailure
+                    ? new PostcopyError('ERR_AUTH', `TLS with the source failed: ${tlsFailure.message}`)
+                    : new PostcopyError(m.code as ErrorCode, `${config.role} thread: ${m.message}`);
+                if (!isReady) reject(err);
+                this.#onFatal(err);
+              };
+              // TLS 1.3 refuses a client certificate after the client's handshake is done: the
+              // thread may see its connection end before the bridge hears why. Give it a moment.
+              if (!isReady && m.code === 'ERR_PEER_CLOSED' && this.#bridge && !this.#bridge.lastError) setTimeout(fail, 200);
+              else fail();
             } else if (m.type === 'stopped' && m.latency) this.#latency = m.latency;
           });
           worker.on('error', (err) => {
@@ -373,6 +398,7 @@ export class FaultHandler extends EventEmitter {
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
       if (this.#uffd >= 0 && (complete || this.#targetPid())) native.close(this.#uffd);
       this.#releaseKeeper();
+      await this.#bridge?.close();
       return { ...this.progress, complete, exited: this.#exitedEarly, latency: this.#latency };
     })();
     return this.#stopped;

@@ -1,6 +1,6 @@
 import { createConnection, createServer, type Socket } from 'node:net';
 import { native } from '../native/index.js';
-import { closeServer, type Listener, type ListenOptions, type Transport } from './transport.js';
+import { closeServer, listenTcp, type Listener, type ListenOptions, type Transport } from './transport.js';
 
 export class TcpTransport implements Transport {
   readonly kind = 'tcp' as const;
@@ -14,15 +14,7 @@ export class TcpTransport implements Transport {
       socket.setNoDelay(true);
       onConnection(socket);
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, this.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = server.address();
-    const port = typeof address === 'object' && address ? address.port : this.port;
+    const port = await listenTcp(server, this.host, this.port);
     return { endpoint: { kind: 'tcp', host: this.host, port }, close: () => closeServer(server) };
   }
 

@@ -2,7 +2,7 @@
 // a dedicated fault thread gets a blocking fd for the same endpoint.
 import type { Server, Socket } from 'node:net';
 
-export type Endpoint = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+export type Endpoint = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string } | { kind: 'tls'; host: string; port: number };
 
 export interface Listener {
   readonly endpoint: Endpoint;
@@ -26,4 +26,17 @@ export interface Transport {
 
 export function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** Listens on host:port (0: any free port) and returns the port it got. */
+export async function listenTcp(server: Server, host: string, port: number): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  return typeof address === 'object' && address ? address.port : port;
 }
