@@ -269,6 +269,35 @@ describe('postcopy migrate', () => {
     }
   });
 
+  it('fails clearly when the disk for the images on the target is full, and the task runs on at the source', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    const w = testDir('full');
+    const { dir, host } = w;
+    const targetImages = join(host, 'target', 'img');
+    let mounted = false;
+    try {
+      const pid = await startInRoot(dir, `/usr/local/bin/memproc 64 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
+      mkdirSync(targetImages, { recursive: true });
+      const full = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8k', 'tmpfs', targetImages], { encoding: 'utf8' });
+      assert.equal(full.status, 0, full.stderr);
+      mounted = true;
+      const failure = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27950 + (process.pid % 9), netns: true, timeoutMs: 60_000 })).then(
+        () => null,
+        (e: { code?: string; message: string }) => e,
+      );
+      assert.ok(failure, 'the migration must fail');
+      assert.match(failure.message, /cannot write image .*no space left on device/i);
+      const before = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length;
+      const lines = await waitForLines(join(host, 'out.txt'), (l) => l.length >= before + 3, 20_000);
+      assert.ok(lines.length >= before + 3 && !['gone', 'Z', 'X'].includes(taskState(pid)), `the task runs on at the source (state ${taskState(pid)})`);
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
+    } finally {
+      if (mounted) spawnSync('umount', ['-l', targetImages]);
+      w.cleanup('memproc');
+    }
+  });
+
   it('says clearly when the images directory is bad', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pc-badimg-'));
     try {

@@ -43,7 +43,12 @@ export function unpackImages(stream: Buffer, dir: string): string[] {
     o += 8;
     if (!SAFE_NAME.test(name) || name === '.' || name === '..') throw new PostcopyError('ERR_IMAGE', `refusing image file name "${name}"`);
     if (size > MAX_FILE || stream.length - o < size) throw new PostcopyError('ERR_IMAGE', `image ${name}: ${size} bytes announced, the transfer is shorter`);
-    writeFileSync(join(dir, name), stream.subarray(o, o + size));
+    try {
+      writeFileSync(join(dir, name), stream.subarray(o, o + size));
+    } catch (err) {
+      // A full disk, say: nothing is lost, the task is still whole on the source.
+      throw new PostcopyError('ERR_IMAGE', `cannot write image ${name} into ${dir}: ${(err as Error).message}`);
+    }
     o += size;
     names.push(name);
   }
