@@ -1,7 +1,7 @@
 // End to end with real processes, real userfaultfd faults and real sockets.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -86,6 +86,58 @@ describe('migration between two network namespaces over veth', () => {
     } finally {
       serve.kill('SIGKILL');
       rmSync(certs.dir, { recursive: true, force: true });
+    }
+  });
+  it('survives the veth going down 20 times and the source being killed and restarted, every page intact', async (t) => {
+    if (!need(t, caps.netns.ok && caps.uffd.ok, `${caps.netns.detail}; ${caps.uffd.detail}`)) return;
+    assert.ok(ready);
+    const pages = 8192;
+    const expected = makeImage(join(dir, 'img-cuts'), pages * PS);
+    const keyFile = join(dir, 'key-cuts');
+    writeFileSync(keyFile, randomBytes(32).toString('hex'));
+    const serveArgs = ['serve', '--image', join(dir, 'img-cuts'), '--listen', 'tcp://10.231.0.1:7412', '--key-file', keyFile, '--json'];
+    const startServe = async () => {
+      const child = spawnTs(CLI, serveArgs, { prefix: ['ip', 'netns', 'exec', nsA] });
+      await jsonLines(child).next((e) => e.event === 'listening');
+      return child;
+    };
+    let serve = await startServe();
+    const sock = join(dir, 'uffd-cuts.sock');
+    // Faults only, and a slow reader: the migration lasts through every cut. A stalled reply counts
+    // as a lost connection after 1 s.
+    const attach = spawnTs(CLI, ['attach', '--connect', 'tcp://10.231.0.1:7412', '--uffd-socket', sock, '--key-file', keyFile, '--no-push', '--reply-timeout', '1000', '--resume-timeout', '30', '--json', '--timeout', '60'], { prefix: ['ip', 'netns', 'exec', nsB] });
+    const attachOut = jsonLines(attach);
+    try {
+      for (let i = 0; i < 400 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+      const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock, '--slow', '1']);
+      const faulterOut = jsonLines(faulter);
+      await faulterOut.next((e) => e.event === 'attached', 30_000);
+      const link = (state: 'up' | 'down') => sh('ip', ['-n', nsA, 'link', 'set', `pcva${tag}`, state]);
+      let cuts = 0;
+      for (; cuts < 20; cuts++) {
+        if (cuts === 10) {
+          serve.kill('SIGKILL'); // the source's daemon dies; the frozen memory is still there
+          await new Promise((r) => setTimeout(r, 200));
+          serve = await startServe();
+        }
+        link('down');
+        await new Promise((r) => setTimeout(r, 150));
+        link('up');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const got = await faulterOut.next((e) => e.event === 'hashes', 120_000).catch((err: Error) => {
+        throw new Error(`${err.message}; attach said: ${attachOut.stderr()}`);
+      });
+      const report = await attachOut.next((e) => 'complete' in e, 60_000);
+      assert.equal(report.complete, true);
+      assert.ok((report.resumes as number) >= 1, `the target resumed after the source restarted (${report.resumes} resumes)`);
+      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
+      assert.equal(wrong, 0, `${wrong} pages arrived wrong`);
+      t.diagnostic(`veth down ${cuts} times, source restarted once, resumes ${report.resumes}, pages ${report.pages}, wrong 0`);
+    } finally {
+      sh('ip', ['-n', nsA, 'link', 'set', `pcva${tag}`, 'up']);
+      serve.kill('SIGKILL');
+      attach.kill('SIGKILL');
     }
   });
 });

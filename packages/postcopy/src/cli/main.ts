@@ -178,11 +178,12 @@ program
   .option('--key-file <file>', "the migration's pre-shared key, when the source asks for one")
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--resume-timeout <seconds>', 'after a lost connection, keep reconnecting this long before failing', int, 30)
+  .option('--reply-timeout <ms>', 'a reply that brings no byte for this long counts as a lost connection', int, 10_000)
   .option('--tls-cert <file>', 'with a tls:// source: this end\'s certificate (PEM)')
   .option('--tls-key <file>', 'its private key (PEM)')
   .option('--tls-ca <file>', 'the CA that signs the source\'s certificate (PEM)')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
+  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; replyTimeout: number; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
     const log = createLogger('attach');
     const listenFd = native.unixListen(o.uffdSocket);
     let handler: FaultHandler | null = null;
@@ -200,6 +201,7 @@ program
         key: readKey(o),
         tls: readTls(o),
         resumeTimeoutMs: o.resumeTimeout * 1000,
+        replyTimeoutMs: o.replyTimeout,
         logger: log,
       });
       acknowledgeUffd(conn);

@@ -429,7 +429,13 @@ function main(): void {
   if (config.cpuMask) native.setAffinity(config.cpuMask);
   let latency: LatencySummary | undefined;
   try {
-    channel = connect();
+    try {
+      channel = connect();
+    } catch (err) {
+      // A source that is slow to answer, or not up yet: the same patience as after a lost connection.
+      if (!retryable(err)) throw err;
+      resume(err instanceof ConnectionLost ? err : new ConnectionLost((err as Error).message));
+    }
     post({ type: 'ready' });
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);
