@@ -106,6 +106,47 @@ describe('faults injected mid-migration', () => {
     }
   });
 
+  it('lets a restarted fault handler take the migration over from the keeper, every page intact', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const dir = mkdtempSync(join(tmpdir(), 'pc-recover-'));
+    const pages = 8192;
+    const expected = makeImage(join(dir, 'img'), pages * PS);
+    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
+    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+    const connect = `tcp://127.0.0.1:${(listener.endpoint as { port: number }).port}`;
+    const sock = join(dir, 'uffd.sock');
+    const recoverAt = join(dir, 'recover.sock');
+    const first = spawnTs(CLI, ['attach', '--connect', connect, '--uffd-socket', sock, '--no-push', '--recover-at', recoverAt, '--recover-grace', '20', '--json']);
+    let second: ReturnType<typeof spawnTs> | null = null;
+    let faulter: ReturnType<typeof spawnTs> | null = null;
+    try {
+      for (let i = 0; i < 400 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+      faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock, '--slow', '1']);
+      const out = jsonLines(faulter);
+      await out.next((e) => e.event === 'attached', 30_000);
+      await new Promise((r) => setTimeout(r, 150)); // mid-migration: most pages missing
+      first.kill('SIGKILL');
+      for (let i = 0; i < 400 && !existsSync(recoverAt); i++) await new Promise((r) => setTimeout(r, 10)); // the keeper waits there
+      // Faults only here too: the thread that was waiting on the dead handler must be served again.
+      second = spawnTs(CLI, ['attach', '--connect', connect, '--recover', recoverAt, '--no-push', '--json']);
+      const secondOut = jsonLines(second);
+      const got = await out.next((e) => e.event === 'hashes', 60_000).catch((err: Error) => {
+        throw new Error(`${err.message}; second handler said: ${secondOut.stderr()}`);
+      });
+      const report = await secondOut.next((e) => 'complete' in e, 60_000);
+      assert.equal(report.complete, true);
+      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
+      assert.equal(wrong, 0, `${wrong} pages arrived wrong`);
+      t.diagnostic(`handler killed mid-migration, its successor took over: faulted ${report.faulted}, pushed ${report.pushed}, already there ${report.raced}, wrong 0`);
+    } finally {
+      first.kill('SIGKILL');
+      second?.kill('SIGKILL');
+      faulter?.kill('SIGKILL');
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('fails within its deadline, and kills the target, when the source is gone for good', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
     const s = await setup(8192, ['--slow', '1'], { pushBatch: 1, pushWindow: 1, resumeTimeoutMs: 500 });

@@ -170,7 +170,10 @@ program
   .command('attach')
   .description('resolve faults of a process that hands its userfaultfd over a Unix socket')
   .requiredOption('--connect <endpoint>', 'the source: tcp://HOST:PORT or unix:PATH')
-  .requiredOption('--uffd-socket <path>', 'Unix socket where the process sends its userfaultfd')
+  .option('--uffd-socket <path>', 'Unix socket where the process sends its userfaultfd')
+  .option('--recover-at <path>', 'if this daemon dies, its keeper waits on this Unix socket for `attach --recover` to take over')
+  .option('--recover-grace <seconds>', 'how long the keeper waits there before it kills the process', int, 30)
+  .option('--recover <path>', 'instead of --uffd-socket: take over the migration of a daemon that died (its --recover-at)')
   .addOption(new Option('--page-size <bytes>', 'page size').argParser(pageSize).default(4096))
   .option('--readahead <pages>', 'extra pages fetched with each fault', int, 0)
   .option('--no-push', 'fetch on fault only, no background push')
@@ -183,29 +186,32 @@ program
   .option('--tls-key <file>', 'its private key (PEM)')
   .option('--tls-ca <file>', 'the CA that signs the source\'s certificate (PEM)')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { connect: string; uffdSocket: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; replyTimeout: number; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
+  .action(async (o: { connect: string; uffdSocket?: string; recoverAt?: string; recoverGrace: number; recover?: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; replyTimeout: number; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
     const log = createLogger('attach');
-    const listenFd = native.unixListen(o.uffdSocket);
+    if (!o.uffdSocket === !o.recover) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --uffd-socket and --recover');
+    const options = {
+      endpoint: parseEndpoint(o.connect),
+      readahead: o.readahead,
+      push: o.push,
+      key: readKey(o),
+      tls: readTls(o),
+      resumeTimeoutMs: o.resumeTimeout * 1000,
+      replyTimeoutMs: o.replyTimeout,
+      recoverAt: o.recoverAt ? { path: o.recoverAt, graceMs: o.recoverGrace * 1000 } : undefined,
+      logger: log,
+    };
+    const listenFd = o.uffdSocket ? native.unixListen(o.uffdSocket) : -1;
     let handler: FaultHandler | null = null;
     try {
-      const conn = await acceptOne(listenFd, o.timeout * 1000);
-      const handoff = await receiveUffd(conn, o.timeout * 1000);
-      handler = await FaultHandler.start({
-        endpoint: parseEndpoint(o.connect),
-        uffd: handoff.uffd,
-        mappings: handoff.mappings,
-        pageSize: o.pageSize,
-        readahead: o.readahead,
-        push: o.push,
-        targetPid: handoff.pid || undefined,
-        key: readKey(o),
-        tls: readTls(o),
-        resumeTimeoutMs: o.resumeTimeout * 1000,
-        replyTimeoutMs: o.replyTimeout,
-        logger: log,
-      });
-      acknowledgeUffd(conn);
-      native.close(conn);
+      if (o.recover) {
+        handler = await FaultHandler.recover(o.recover, options, o.timeout * 1000);
+      } else {
+        const conn = await acceptOne(listenFd, o.timeout * 1000);
+        const handoff = await receiveUffd(conn, o.timeout * 1000);
+        handler = await FaultHandler.start({ ...options, uffd: handoff.uffd, mappings: handoff.mappings, pageSize: o.pageSize, targetPid: handoff.pid || undefined });
+        acknowledgeUffd(conn);
+        native.close(conn);
+      }
       const bar = o.json ? null : progressBar();
       const tick = bar ? setInterval(() => bar.update(handler!.progress), 100) : null;
       const report = await handler.done().finally(() => {
@@ -215,7 +221,7 @@ program
       print(!!o.json, report, `every page present: ${report.faulted} faulted, ${report.pushed} pushed, ${report.zero} zero`);
     } finally {
       await handler?.stop();
-      native.close(listenFd);
+      if (listenFd >= 0) native.close(listenFd);
     }
   });
 

@@ -1,6 +1,7 @@
 // The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import type { Endpoint } from '../transport/transport.js';
 import { TlsBridge, type TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { waitReadable } from './handoff.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
@@ -59,6 +61,13 @@ export interface FaultHandlerOptions {
    * read as zero (default true).
    */
   keeper?: boolean;
+  /**
+   * If this process dies, its keeper waits this long on this Unix socket path for another handler
+   * to take the migration over (FaultHandler.recover, `attach --recover`) before it kills the target.
+   */
+  recoverAt?: { path: string; graceMs: number };
+  /** a keeper already holding this uffd (recover() passes the connection it took over) */
+  keeperSocket?: number;
   /** for a tls:// endpoint: this target's certificate and key, and the CA that signed the source's */
   tls?: TlsMaterial;
   /** the migration's pre-shared key (protocol/auth.ts), for a source that asks for one */
@@ -93,6 +102,35 @@ export interface HandlerReport extends Progress {
 const workerUrl = siblingModule(import.meta.url, 'worker');
 
 let bridges = 0;
+
+/**
+ * Which pages of each mapping the process has in memory (present or swapped), from
+ * /proc/PID/pagemap: what a handler taking over a migration need not fetch again.
+ */
+function presentPages(pid: number, mappings: Mapping[], pageSize: number): Uint8Array[] {
+  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    return mappings.map((m) => {
+      const pages = m.length / pageSize;
+      const entries = Buffer.alloc(pages * 8);
+      const sub = pageSize / 4096; // pagemap has one entry per kernel page
+      const raw = Buffer.alloc(pages * sub * 8);
+      readSync(fd, raw, 0, raw.length, (m.localStart / 4096) * 8);
+      for (let p = 0; p < pages; p++) raw.copy(entries, p * 8, p * sub * 8, p * sub * 8 + 8);
+      const bits = new Uint8Array(pages);
+      for (let p = 0; p < pages; p++) bits[p] = entries[p * 8 + 7] & 0xc0 ? 1 : 0; // bit 63 present, 62 swapped
+      return bits;
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What a keeper holds for a successor. */
+interface KeptMigration {
+  pageSize: number;
+  mappings: Mapping[];
+}
 
 /** native/pckeeper.c, built by node-gyp with the addon. */
 function keeperBinary(): string {
@@ -285,24 +323,75 @@ export class FaultHandler extends EventEmitter {
   /** Hands a copy of the uffd to a keeper process, and names the target to it once known. */
   #startKeeper(): void {
     if (this.#options.keeper === false || this.#options.targetPid === undefined) return;
+    if (this.#options.keeperSocket !== undefined) return this.#useKeeper(this.#options.keeperSocket, false);
     const [ours, theirs] = native.socketpair(true);
     const child = spawn(keeperBinary(), [], { stdio: ['ignore', 'ignore', 'inherit', theirs] });
     native.close(theirs);
     child.on('error', (err) => this.#log.warn({ err }, 'the uffd keeper did not start: a crash of this process would let the target read zeros'));
     child.unref();
-    native.sendFd(ours, this.#uffd, Buffer.from('U'));
+    this.#useKeeper(ours, true);
+  }
+
+  /** Tells the keeper what it keeps: the uffd (unless it has it), the mappings, where to wait for a successor, the pid. */
+  #useKeeper(sock: number, sendUffd: boolean): void {
+    if (sendUffd) native.sendFd(sock, this.#uffd, Buffer.from('U'));
+    const describe = Buffer.from(JSON.stringify({ pageSize: this.pageSize, mappings: this.#state.mappings } satisfies KeptMigration));
+    const m = Buffer.alloc(5);
+    m.write('M');
+    m.writeUInt32LE(describe.length, 1);
+    native.writeAll(sock, Buffer.concat([m, describe]), 0, m.length + describe.length);
+    const recover = this.#options.recoverAt;
+    if (recover) {
+      const path = Buffer.from(recover.path);
+      const r = Buffer.alloc(7 + path.length);
+      r.write('R');
+      r.writeUInt16LE(path.length, 1);
+      path.copy(r, 3);
+      r.writeUInt32LE(recover.graceMs, 3 + path.length);
+      native.writeAll(sock, r, 0, r.length);
+    }
     const announce = () => {
       const pid = this.#targetPid();
       if (!pid) return false;
       const msg = Buffer.alloc(5);
       msg.write('P');
       msg.writeUInt32LE(pid, 1);
-      native.writeAll(ours, msg, 0, msg.length);
+      native.writeAll(sock, msg, 0, msg.length);
       return true;
     };
     const timer = announce() ? null : setInterval(() => announce() && clearInterval(timer!), 20);
     timer?.unref();
-    this.#keeper = { sock: ours, timer };
+    this.#keeper = { sock, timer };
+  }
+
+  /**
+   * Takes over a migration whose handler died: its keeper waits on `path` (see recoverAt) and hands
+   * over the uffd, the target's pid and the mappings. Pages already in are found in the target's
+   * /proc/PID/pagemap. Faults that waited meanwhile are served in order.
+   */
+  static async recover(path: string, options: Omit<FaultHandlerOptions, 'uffd' | 'mappings' | 'pageSize' | 'targetPid' | 'keeperSocket'>, timeoutMs = 10_000): Promise<FaultHandler> {
+    const sock = native.unixConnect(path);
+    try {
+      await waitReadable(sock, timeoutMs, 'the keeper\'s userfaultfd');
+      const tag = Buffer.alloc(1);
+      const { fd: uffd } = native.recvFd(sock, tag);
+      if (uffd < 0 || tag[0] !== 0x55) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} sent no userfaultfd`);
+      const head = Buffer.alloc(10);
+      if (native.readFull(sock, head, 0, 10) !== 10 || head[0] !== 0x50 || head[5] !== 0x4d) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} did not say which process, and what`);
+      const describe = Buffer.alloc(head.readUInt32LE(6));
+      if (native.readFull(sock, describe, 0, describe.length) !== describe.length) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} ended early`);
+      const kept = JSON.parse(describe.toString('utf8')) as KeptMigration;
+      const pid = head.readUInt32LE(1);
+      const initialPresent = presentPages(pid, kept.mappings, kept.pageSize);
+      const handler = await FaultHandler.start({ ...options, uffd, mappings: kept.mappings, pageSize: kept.pageSize, targetPid: pid, keeperSocket: sock, initialPresent });
+      // Faults the dead handler had read but not resolved would wait forever: wake every thread,
+      // so that each faults again, into this handler.
+      for (const m of kept.mappings) native.uffdWake(uffd, m.localStart, m.length);
+      return handler;
+    } catch (err) {
+      native.close(sock); // the keeper sees it end: it kills the target rather than let it read zeros
+      throw err;
+    }
   }
 
   /** The uffd needs no keeper any more: every page is in, the target is gone, or stop() was asked for. */
