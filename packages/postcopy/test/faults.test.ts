@@ -79,71 +79,73 @@ describe('faults injected mid-migration', () => {
     }
   });
 
-  it('kills the target when the fault handler itself is killed, before a missing page can read as zero', async (t) => {
-    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-daemon-'));
-    const pages = 8192;
-    makeImage(join(dir, 'img'), pages * PS);
-    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
-    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-    const sock = join(dir, 'uffd.sock');
-    const daemon = spawnTs(CLI, ['attach', '--connect', `tcp://127.0.0.1:${(listener.endpoint as { port: number }).port}`, '--uffd-socket', sock, '--no-push', '--json']); // faults only: most pages still missing at the kill
-    let faulter: ReturnType<typeof spawnTs> | null = null;
-    try {
-      for (let i = 0; i < 400 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
-      faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock, '--slow', '1']);
-      const out = jsonLines(faulter);
-      await out.next((e) => e.event === 'attached', 30_000);
-      await new Promise((r) => setTimeout(r, 100)); // mid-migration
-      daemon.kill('SIGKILL');
-      // Its keeper kills the process; without it the process would read zeros and print its hashes.
-      assert.equal(await out.exit, 'SIGKILL');
-    } finally {
-      daemon.kill('SIGKILL');
-      faulter?.kill('SIGKILL');
-      await server.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('lets a restarted fault handler take the migration over from the keeper, every page intact', async (t) => {
-    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-recover-'));
+  /**
+   * An image served in this process, a `postcopy attach` daemon (faults only: most pages stay
+   * missing for a while) with these extra arguments, and a slow faulter process attached to it.
+   */
+  async function daemonMigration(tag: string, attachArgs: string[]) {
+    const dir = mkdtempSync(join(tmpdir(), `pc-${tag}-`));
     const pages = 8192;
     const expected = makeImage(join(dir, 'img'), pages * PS);
     const server = new PageServer(new ImageFileSource(join(dir, 'img')));
     const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
     const connect = `tcp://127.0.0.1:${(listener.endpoint as { port: number }).port}`;
     const sock = join(dir, 'uffd.sock');
-    const recoverAt = join(dir, 'recover.sock');
-    const first = spawnTs(CLI, ['attach', '--connect', connect, '--uffd-socket', sock, '--no-push', '--recover-at', recoverAt, '--recover-grace', '20', '--json']);
-    let second: ReturnType<typeof spawnTs> | null = null;
-    let faulter: ReturnType<typeof spawnTs> | null = null;
+    const daemon = spawnTs(CLI, ['attach', '--connect', connect, '--uffd-socket', sock, '--no-push', ...attachArgs, '--json']);
+    const children = [daemon];
+    const cleanup = async () => {
+      for (const c of children) c.kill('SIGKILL');
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    };
     try {
       for (let i = 0; i < 400 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
-      faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock, '--slow', '1']);
+      const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--socket', sock, '--slow', '1']);
+      children.push(faulter);
       const out = jsonLines(faulter);
       await out.next((e) => e.event === 'attached', 30_000);
+      return { dir, expected, connect, daemon, out, children, cleanup };
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  }
+
+  it('kills the target when the fault handler itself is killed, before a missing page can read as zero', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const m = await daemonMigration('daemon', []);
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // mid-migration
+      m.daemon.kill('SIGKILL');
+      // Its keeper kills the process; without it the process would read zeros and print its hashes.
+      assert.equal(await m.out.exit, 'SIGKILL');
+    } finally {
+      await m.cleanup();
+    }
+  });
+
+  it('lets a restarted fault handler take the migration over from the keeper, every page intact', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const recoverAt = join(tmpdir(), `pc-recover-${process.pid}.sock`);
+    const m = await daemonMigration('recover', ['--recover-at', recoverAt, '--recover-grace', '20']);
+    try {
       await new Promise((r) => setTimeout(r, 150)); // mid-migration: most pages missing
-      first.kill('SIGKILL');
+      m.daemon.kill('SIGKILL');
       for (let i = 0; i < 400 && !existsSync(recoverAt); i++) await new Promise((r) => setTimeout(r, 10)); // the keeper waits there
       // Faults only here too: the thread that was waiting on the dead handler must be served again.
-      second = spawnTs(CLI, ['attach', '--connect', connect, '--recover', recoverAt, '--no-push', '--json']);
+      const second = spawnTs(CLI, ['attach', '--connect', m.connect, '--recover', recoverAt, '--no-push', '--json']);
+      m.children.push(second);
       const secondOut = jsonLines(second);
-      const got = await out.next((e) => e.event === 'hashes', 60_000).catch((err: Error) => {
+      const got = await m.out.next((e) => e.event === 'hashes', 60_000).catch((err: Error) => {
         throw new Error(`${err.message}; second handler said: ${secondOut.stderr()}`);
       });
       const report = await secondOut.next((e) => 'complete' in e, 60_000);
       assert.equal(report.complete, true);
-      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
+      const wrong = (got.hashes as number[]).filter((h, i) => h !== m.expected[i]).length;
       assert.equal(wrong, 0, `${wrong} pages arrived wrong`);
       t.diagnostic(`handler killed mid-migration, its successor took over: faulted ${report.faulted}, pushed ${report.pushed}, already there ${report.raced}, wrong 0`);
     } finally {
-      first.kill('SIGKILL');
-      second?.kill('SIGKILL');
-      faulter?.kill('SIGKILL');
-      await server.close();
-      rmSync(dir, { recursive: true, force: true });
+      await m.cleanup();
     }
   });
 
