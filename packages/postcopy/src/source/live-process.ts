@@ -1,12 +1,13 @@
 // A frozen live process as a memory source: private anonymous ranges from /proc/PID/maps,
 // read in place with process_vm_readv (no pipes, no copies through another process).
-import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PostcopyError } from '../errors.js';
 import { C, native } from '../native/index.js';
 import type { RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
 import type { SourceSpec } from './spec.js';
+import { residentPages } from '../util/pagemap.js';
 
 export interface MapsEntry {
   start: number;
@@ -121,7 +122,7 @@ export class LiveProcessSource implements MemorySource {
         throw new PostcopyError('ERR_OUT_OF_RANGE', `range 0x${r.start.toString(16)}+${r.length} is not inside one private anonymous mapping of ${pid}`);
       return { id, flags: 0, start: r.start, length: r.length };
     });
-    const touched = regions.map((r) => readTouched(pid, r, pageSize));
+    const touched = regions.map((r) => residentPages(pid, r.start, r.length, pageSize, 'ERR_SOURCE_GONE'));
     return new LiveProcessSource(pid, pageSize, freeze, regions, touched);
   }
 
@@ -168,28 +169,4 @@ export class LiveProcessSource implements MemorySource {
   }
 
   close(): void {}
-}
-
-/** One byte per page: 1 if any kernel page in it is present or swapped (from /proc/PID/pagemap). */
-function readTouched(pid: number, region: RegionInfo, pageSize: number): Uint8Array {
-  const kernelPages = region.length / KERNEL_PAGE;
-  const perPage = pageSize / KERNEL_PAGE;
-  const touched = new Uint8Array(new SharedArrayBuffer(region.length / pageSize));
-  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
-  try {
-    const chunkPages = 65536;
-    const buf = Buffer.allocUnsafe(chunkPages * 8);
-    for (let k = 0; k < kernelPages; k += chunkPages) {
-      const n = Math.min(chunkPages, kernelPages - k);
-      const got = readSync(fd, buf, 0, n * 8, ((region.start / KERNEL_PAGE) + k) * 8);
-      if (got !== n * 8) throw new PostcopyError('ERR_SOURCE_GONE', `short pagemap read for process ${pid}`);
-      for (let i = 0; i < n; i++) {
-        // bit 63 present, bit 62 swapped: the high byte is at offset 7
-        if (buf[i * 8 + 7] & 0xc0) touched[Math.floor((k + i) / perPage)] = 1;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return touched;
 }

@@ -1,7 +1,6 @@
 // The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { closeSync, openSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +12,7 @@ import type { Endpoint } from '../transport/transport.js';
 import { TlsBridge, type TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { residentPages } from '../util/pagemap.js';
 import { waitReadable } from './handoff.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
@@ -102,29 +102,6 @@ export interface HandlerReport extends Progress {
 const workerUrl = siblingModule(import.meta.url, 'worker');
 
 let bridges = 0;
-
-/**
- * Which pages of each mapping the process has in memory (present or swapped), from
- * /proc/PID/pagemap: what a handler taking over a migration need not fetch again.
- */
-function presentPages(pid: number, mappings: Mapping[], pageSize: number): Uint8Array[] {
-  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
-  try {
-    return mappings.map((m) => {
-      const pages = m.length / pageSize;
-      const entries = Buffer.alloc(pages * 8);
-      const sub = pageSize / 4096; // pagemap has one entry per kernel page
-      const raw = Buffer.alloc(pages * sub * 8);
-      readSync(fd, raw, 0, raw.length, (m.localStart / 4096) * 8);
-      for (let p = 0; p < pages; p++) raw.copy(entries, p * 8, p * sub * 8, p * sub * 8 + 8);
-      const bits = new Uint8Array(pages);
-      for (let p = 0; p < pages; p++) bits[p] = entries[p * 8 + 7] & 0xc0 ? 1 : 0; // bit 63 present, 62 swapped
-      return bits;
-    });
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** What a keeper holds for a successor. */
 interface KeptMigration {
@@ -382,7 +359,7 @@ export class FaultHandler extends EventEmitter {
       if (native.readFull(sock, describe, 0, describe.length) !== describe.length) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} ended early`);
       const kept = JSON.parse(describe.toString('utf8')) as KeptMigration;
       const pid = head.readUInt32LE(1);
-      const initialPresent = presentPages(pid, kept.mappings, kept.pageSize);
+      const initialPresent = kept.mappings.map((m) => residentPages(pid, m.localStart, m.length, kept.pageSize, 'ERR_TARGET_GONE'));
       const handler = await FaultHandler.start({ ...options, uffd, mappings: kept.mappings, pageSize: kept.pageSize, targetPid: pid, keeperSocket: sock, initialPresent });
       // Faults the dead handler had read but not resolved would wait forever: wake every thread,
       // so that each faults again, into this handler.
