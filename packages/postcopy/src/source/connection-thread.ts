@@ -4,11 +4,11 @@ import { parentPort } from 'node:worker_threads';
 import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
-import { decodeBody, encodeBye, encodeError, readGet, readHeader, writeRunHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
-import { ByeReason, CHECKSUM_SIZE, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
+import { decodeBody, encodeBye, encodeError, readGet, readHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
+import { ByeReason, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { MemorySource } from './memory-source.js';
-import { checkGet, runEnd, SourceHandshake, StatSlot, writeChecksums, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+import { checkGet, maxRunSize, runEnd, SourceHandshake, StatSlot, writeRun, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 import { openSource } from './spec.js';
 
 const config = threadData<ConnectionThreadConfig>();
@@ -53,9 +53,7 @@ class Connection {
     const rejected = checkGet(get, this.#source, config.maxGetPages) ?? this.#handshake.checkGrant(get);
     if (rejected) return this.#reject(get.id, rejected.code, rejected.message, false);
     const region = this.#source.regions[get.region];
-    const ps = this.#source.pageSize;
-    const dataType = get.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;
-    const worst = get.count * (ps + CHECKSUM_SIZE + RUN_HEADER_SIZE);
+    const worst = get.count * maxRunSize(this.#source.pageSize, 1); // every page a run of its own
     if (this.#out.length < worst) this.#out = Buffer.alloc(worst);
     const out = this.#out;
     let len = 0;
@@ -63,16 +61,9 @@ class Connection {
       for (let p = get.firstPage, end = get.firstPage + get.count; p < end; ) {
         const q = runEnd(this.#source, region, p, end);
         const zero = this.#source.untouched(region, p);
-        const dataLength = zero ? 0 : (q - p) * ps;
-        const table = this.#handshake.checksums && !zero ? (q - p) * CHECKSUM_SIZE : 0;
-        const flags = (q === end ? Flag.END : 0) | (table ? Flag.CHECKSUMS : 0);
-        writeRunHeader(out, len, zero ? FrameType.ZERO : dataType, get.id, flags, get.region, p, q - p, table + dataLength);
-        len += RUN_HEADER_SIZE;
-        if (!zero) this.#source.read(region, p, q - p, out, len + table);
-        if (table) writeChecksums(out, len, ps, q - p);
-        len += table + dataLength;
+        len += writeRun(out, len, this.#source, get, p, q, this.#handshake.checksums);
         this.#stats[zero ? StatSlot.ZERO : StatSlot.PAGES] += q - p;
-        this.#stats[StatSlot.BYTES] += dataLength;
+        this.#stats[StatSlot.BYTES] += zero ? 0 : (q - p) * this.#source.pageSize;
         p = q;
       }
     } catch (err) {

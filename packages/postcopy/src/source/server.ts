@@ -8,15 +8,15 @@ import type { Socket } from 'node:net';
 import type { Worker } from 'node:worker_threads';
 import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { native } from '../native/index.js';
-import { encodeBye, encodeError, encodeRunHeader } from '../protocol/codec.js';
+import { encodeBye, encodeError } from '../protocol/codec.js';
 import { FrameDecoder } from '../protocol/decoder.js';
 import { checkKey } from '../protocol/auth.js';
-import { ByeReason, CHECKSUM_SIZE, Flag, FrameType, type Frame, type Get } from '../protocol/frames.js';
+import { ByeReason, FrameType, type Frame, type Get } from '../protocol/frames.js';
 import type { Listener, Transport } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import type { MemorySource } from './memory-source.js';
-import { checkGet, maxGetPagesFor, runEnd, SourceHandshake, StatSlot, STAT_SLOTS, writeChecksums, type Grant, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
+import { checkGet, maxGetPagesFor, maxRunSize, runEnd, SourceHandshake, StatSlot, STAT_SLOTS, writeRun, type Grant, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 
 export type ServerEngine = 'thread' | 'loop';
 
@@ -189,30 +189,18 @@ export class PageServer extends EventEmitter {
 
   #serve(socket: Socket, get: Get, handshake: SourceHandshake, log: Logger): void {
     this.#loopStats[StatSlot.GETS]++;
-    const checksums = handshake.checksums;
     const rejected = checkGet(get, this.#source, this.#maxGetPages) ?? handshake.checkGrant(get);
     if (rejected) return this.#reject(socket, get.id, rejected.code, rejected.message, log);
     const region = this.#source.regions[get.region];
-    const dataType = get.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;
-    const ps = this.#source.pageSize;
     socket.cork();
     try {
       for (let p = get.firstPage, end = get.firstPage + get.count; p < end; ) {
         const q = runEnd(this.#source, region, p, end);
-        const flags = q === end ? Flag.END : 0;
-        if (this.#source.untouched(region, p)) {
-          socket.write(encodeRunHeader(FrameType.ZERO, get.id, flags, get.region, p, q - p, 0));
-          this.#loopStats[StatSlot.ZERO] += q - p;
-        } else {
-          const table = checksums ? (q - p) * CHECKSUM_SIZE : 0;
-          const data = Buffer.allocUnsafe(table + (q - p) * ps);
-          this.#source.read(region, p, q - p, data, table);
-          if (table) writeChecksums(data, 0, ps, q - p);
-          socket.write(encodeRunHeader(dataType, get.id, flags | (table ? Flag.CHECKSUMS : 0), get.region, p, q - p, data.length));
-          socket.write(data);
-          this.#loopStats[StatSlot.PAGES] += q - p;
-          this.#loopStats[StatSlot.BYTES] += data.length - table;
-        }
+        const zero = this.#source.untouched(region, p);
+        const run = Buffer.allocUnsafe(maxRunSize(this.#source.pageSize, q - p));
+        socket.write(run.subarray(0, writeRun(run, 0, this.#source, get, p, q, handshake.checksums)));
+        this.#loopStats[zero ? StatSlot.ZERO : StatSlot.PAGES] += q - p;
+        if (!zero) this.#loopStats[StatSlot.BYTES] += (q - p) * this.#source.pageSize;
         p = q;
       }
     } catch (err) {

@@ -1,10 +1,10 @@
 // What a page server decides, apart from how it does I/O: shared by the event-loop engine and
 // the per-connection threads, so both answer alike.
 import type { ErrorCode } from '../errors.js';
-import { encodeHello, encodeRegions } from '../protocol/codec.js';
+import { encodeHello, encodeRegions, RUN_HEADER_SIZE, writeRunHeader } from '../protocol/codec.js';
 import { native } from '../native/index.js';
 import { newNonce, parseTargetHelloAuth, proof, proofMatches, type PresharedKey } from '../protocol/auth.js';
-import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, FrameType, PROTOCOL_VERSION, Role, type Frame, type Get, type RegionInfo } from '../protocol/frames.js';
+import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, Flag, FrameType, PROTOCOL_VERSION, Role, type Frame, type Get, type RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
 import type { SourceSpec } from './spec.js';
 
@@ -25,13 +25,13 @@ export function checkHello(frame: Frame, pageSize: number): Rejection | null {
 }
 
 /** Whether an accepted HELLO asks for a checksum with every page. */
-export const wantsChecksums = (hello: Frame) => hello.type === FrameType.HELLO && (hello.features & Feature.CHECKSUM) !== 0;
+const wantsChecksums = (hello: Frame) => hello.type === FrameType.HELLO && (hello.features & Feature.CHECKSUM) !== 0;
 
 /**
  * Fills a data run's checksum table (count × u32 CRC32C at `table`) from its pages, which follow the
  * table in `buf`.
  */
-export function writeChecksums(buf: Uint8Array, table: number, pageSize: number, count: number): void {
+function writeChecksums(buf: Uint8Array, table: number, pageSize: number, count: number): void {
   native.crc32cPages(buf, table + count * CHECKSUM_SIZE, pageSize, count, buf, table);
 }
 
@@ -126,6 +126,29 @@ export function checkGet(get: Get, source: MemorySource, maxGetPages: number): R
   const pages = region.length / source.pageSize;
   if (get.firstPage + get.count > pages) return { code: 'ERR_OUT_OF_RANGE', message: `pages ${get.firstPage}+${get.count} outside region ${get.region} of ${pages} pages` };
   return null;
+}
+
+/** The most bytes writeRun() may write for `count` pages. */
+export const maxRunSize = (pageSize: number, count: number) => RUN_HEADER_SIZE + count * (pageSize + CHECKSUM_SIZE);
+
+/**
+ * Writes one run of a GET's reply at buf[offset]: pages [p, q), all alike (see runEnd), as ZERO or
+ * as PAGES/PUSH read straight from the source, with their checksums when the target asked.
+ * Returns the bytes written.
+ */
+export function writeRun(buf: Buffer, offset: number, source: MemorySource, get: Get, p: number, q: number, checksums: boolean): number {
+  const region = source.regions[get.region];
+  const count = q - p;
+  const zero = source.untouched(region, p);
+  const dataLength = zero ? 0 : count * source.pageSize;
+  const table = checksums && !zero ? count * CHECKSUM_SIZE : 0;
+  const type = zero ? FrameType.ZERO : get.flags & Flag.BACKGROUND ? FrameType.PUSH : FrameType.PAGES;
+  const flags = (q === get.firstPage + get.count ? Flag.END : 0) | (table ? Flag.CHECKSUMS : 0);
+  writeRunHeader(buf, offset, type, get.id, flags, get.region, p, count, table + dataLength);
+  const data = offset + RUN_HEADER_SIZE + table;
+  if (!zero) source.read(region, p, count, buf, data);
+  if (table) writeChecksums(buf, offset + RUN_HEADER_SIZE, source.pageSize, count);
+  return RUN_HEADER_SIZE + table + dataLength;
 }
 
 /** The end of the run starting at page p: pages alike in being untouched (ZERO) or not (data). */
