@@ -1,0 +1,374 @@
+// The WebAssembly kernel (wasm/kernel.c) behind a typed facade.
+// - prepare(): on the calling thread, projects both sets on the basis, clusters the base and lays
+//   it out for the kernel (an index);
+// - KernelSearch: one per search thread, holds a copy of the index and answers chunks of queries
+//   with their exact 2 nearest neighbours.
+import { readFileSync } from 'node:fs';
+import { TiematchError } from '../errors.js';
+import { DESCRIPTOR_SIZE } from '../format/dat.js';
+import type { Basis } from './pca.js';
+
+const D = DESCRIPTOR_SIZE;
+export const SUPPORTED_K = [8, 16, 24, 32] as const;
+/** Extra principal components in the second screen (EXT in kernel.c). */
+export const EXT = 16;
+/** Bound on |y| for the quantized projections, so that |y_b|^2 - 2 y_q.y_b fits in i32. */
+const PROJECTED_RADIUS = 24000;
+const PADDING_NORM = 2_000_000_000;
+const JOB_SIZE = 128;
+
+let cached: WebAssembly.Module | undefined;
+
+export function kernelModule(): WebAssembly.Module {
+  if (cached) return cached;
+  const url = new URL('../../build/kernel.wasm', import.meta.url);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(url);
+  } catch (e) {
+    throw new TiematchError('ERR_KERNEL', `the WebAssembly kernel ${url.pathname} is missing: run npm run build`, { cause: e });
+  }
+  cached = new WebAssembly.Module(new Uint8Array(bytes));
+  return cached;
+}
+
+/** The screen's parameters, shared by every search thread. */
+export interface ScreenParams {
+  k: number;
+  scale: number;
+  /** sqrt(dims) x (rounding of both ends), in quantized units, for K and K + EXT dims. */
+  slack: number;
+  slack2: number;
+  /** 1 for the exact search; below 1 the screens also drop points that are probably too far. */
+  alpha: number;
+}
+
+export function screenParams(basis: Basis, alpha: number): ScreenParams {
+  if (!SUPPORTED_K.includes(basis.k - EXT as (typeof SUPPORTED_K)[number])) {
+    throw new TiematchError('ERR_INVALID_ARG', `K = ${basis.k - EXT}: the kernel supports ${SUPPORTED_K.join(', ')}`);
+  }
+  const scale = PROJECTED_RADIUS / Math.max(basis.radius, 1);
+  const k = basis.k - EXT;
+  return { k, scale, slack: Math.sqrt(k) * (1 + 1e-6), slack2: Math.sqrt(k + EXT) * (1 + 1e-6), alpha };
+}
+
+interface Exports {
+  column_sums(src: number, n: number, sums: number): void;
+  moments(src: number, n: number, step: number, mean: number, cov: number): number;
+  widen(src: number, dst: number, norms: number, n: number): void;
+  project(src: number, n: number, P: number, mean: number, K: number, E: number, scale: number, out: number, norms: number, extNorms: number): void;
+  interleave(proj: number, n: number, K: number, E: number, nPadded: number, out: number, ext: number): void;
+  [name: `search_k${number}`]: (job: number) => number;
+  __heap_base: WebAssembly.Global;
+}
+
+/** A kernel instance with a bump allocator over its own memory. */
+class Arena {
+  readonly exports: Exports;
+  private readonly memory: WebAssembly.Memory;
+  private at: number;
+  constructor(bytes: number) {
+    const heapBase = 1 << 20; // above the kernel's data and 64 KiB stack
+    this.memory = new WebAssembly.Memory({ initial: Math.ceil((heapBase + bytes) / 65536) + 1 });
+    const instance = new WebAssembly.Instance(kernelModule(), { env: { memory: this.memory } });
+    this.exports = instance.exports as unknown as Exports;
+    if ((this.exports.__heap_base.value as number) > heapBase) throw new TiematchError('ERR_KERNEL', 'kernel data overlaps the heap');
+    this.at = heapBase;
+  }
+  alloc(bytes: number): number {
+    const p = this.at;
+    this.at += Math.ceil(bytes / 16) * 16;
+    if (this.at > this.memory.buffer.byteLength) throw new TiematchError('ERR_KERNEL', 'kernel arena exhausted');
+    return p;
+  }
+  get buffer(): ArrayBuffer {
+    return this.memory.buffer;
+  }
+  i16(p: number, n: number): Int16Array {
+    return new Int16Array(this.memory.buffer, p, n);
+  }
+  i32(p: number, n: number): Int32Array {
+    return new Int32Array(this.memory.buffer, p, n);
+  }
+  u8(p: number, n: number): Uint8Array {
+    return new Uint8Array(this.memory.buffer, p, n);
+  }
+}
+
+/** Whole-set helpers for the calling thread (moments of the descriptors). */
+export class KernelTools {
+  private readonly arena: Arena;
+  private readonly src: number;
+  private readonly vec: number;
+  private readonly mat: number;
+  constructor(bytes: number) {
+    this.arena = new Arena(bytes + (D * D + D) * 8 + 64);
+    this.src = this.arena.alloc(bytes - (D * D + 2 * D) * 8);
+    this.vec = this.arena.alloc(D * 8);
+    this.mat = this.arena.alloc(D * D * 8);
+  }
+  columnSums(data: Uint8Array, sums: Float64Array): void {
+    this.arena.u8(this.src, data.length).set(data);
+    const v = new Float64Array(this.arena.buffer, this.vec, D);
+    v.set(sums);
+    this.arena.exports.column_sums(this.src, data.length / D, this.vec);
+    sums.set(v);
+  }
+  /** Adds every step-th centred row's outer product to cov; returns max |a - mean|^2. */
+  moments(data: Uint8Array, step: number, mean: Float64Array, cov: Float64Array): number {
+    this.arena.u8(this.src, data.length).set(data);
+    new Float64Array(this.arena.buffer, this.vec, D).set(mean);
+    const m = new Float64Array(this.arena.buffer, this.mat, D * D);
+    m.set(cov);
+    const r = this.arena.exports.moments(this.src, data.length / D, step, this.vec, this.mat);
+    cov.set(m);
+    return r;
+  }
+}
+
+/** The base laid out for the kernel, in slots: clusters one after another, each padded to 8. */
+export interface PreparedIndex {
+  params: ScreenParams;
+  n: number;
+  slots: number;
+  baseIl: Int16Array;
+  baseProjN: Int32Array;
+  baseU8: Uint8Array;
+  baseFullN: Int32Array;
+  baseExt: Int16Array;
+  baseExtN: Int32Array;
+  baseIndex: Int32Array;
+}
+
+/** Queries, sorted by their nearest cluster so that a tile of 4 shares a good place to start. */
+export interface PreparedQueries {
+  n: number;
+  /** order[i]: the original index of the i-th query in search order. */
+  order: Int32Array;
+  u8: Uint8Array;
+  proj: Int16Array;
+  projN: Int32Array;
+  extN: Int32Array;
+  home: Int32Array;
+}
+
+function projectAll(arena: Arena, data: Uint8Array, basis: Basis, params: ScreenParams): { proj: Int16Array; norms: Int32Array; extNorms: Int32Array } {
+  const n = data.length / D;
+  const ke = params.k + EXT;
+  const src = arena.alloc(data.length);
+  const rows = arena.alloc(basis.rows.length * 8);
+  const mean = arena.alloc(D * 8);
+  const out = arena.alloc(n * ke * 2);
+  const norms = arena.alloc(n * 4);
+  const ext = arena.alloc(n * 4);
+  arena.u8(src, data.length).set(data);
+  new Float64Array(arena.buffer, rows, basis.rows.length).set(basis.rows);
+  new Float64Array(arena.buffer, mean, D).set(basis.mean);
+  // Short calls: V8 tiers a wasm function up between calls, not inside a long one.
+  for (let s = 0; s < n; s += 1024) {
+    const m = Math.min(1024, n - s);
+    arena.exports.project(src + s * D, m, rows, mean, params.k, EXT, params.scale, out + s * ke * 2, norms + s * 4, ext + s * 4);
+  }
+  return { proj: arena.i16(out, n * ke).slice(), norms: arena.i32(norms, n).slice(), extNorms: arena.i32(ext, n).slice() };
+}
+
+function nearestCentre(proj: Int16Array, row: number, ke: number, k: number, centres: Int16Array, c: number): number {
+  let best = 0;
+  let bestD = Infinity;
+  for (let j = 0; j < c; j++) {
+    let s = 0;
+    for (let d = 0; d < k; d++) {
+      const diff = proj[row * ke + d] - centres[j * k + d];
+      s += diff * diff;
+    }
+    if (s < bestD) {
+      bestD = s;
+      best = j;
+    }
+  }
+  return best;
+}
+
+export function prepare(base: Uint8Array, queries: Uint8Array, basis: Basis, params: ScreenParams): { index: PreparedIndex; queries: PreparedQueries } {
+  const n = base.length / D;
+  const nq = queries.length / D;
+  const k = params.k;
+  const ke = k + EXT;
+  const arena = new Arena(2 * (base.length + queries.length) + (n + nq) * (ke * 2 + 8) + (n + 8 * 64) * (ke + k + EXT) * 2 + 2 * ke * D * 8 + (1 << 20));
+  const b = projectAll(arena, base, basis, params);
+  const q = projectAll(arena, queries, basis, params);
+
+  // Clusters: centres are evenly spaced base points, each point joins the nearest (on K dims).
+  const c = Math.max(1, Math.min(64, Math.floor(n / 512)));
+  const centres = new Int16Array(c * k);
+  for (let j = 0; j < c; j++) centres.set(b.proj.subarray(Math.floor((j * n) / c) * ke, Math.floor((j * n) / c) * ke + k), j * k);
+  const cluster = new Int32Array(n);
+  const sizes = new Int32Array(c);
+  for (let i = 0; i < n; i++) sizes[(cluster[i] = nearestCentre(b.proj, i, ke, k, centres, c))]++;
+  const start = new Int32Array(c + 1);
+  for (let j = 0; j < c; j++) start[j + 1] = start[j] + Math.ceil(sizes[j] / 8) * 8;
+  const slots = start[c];
+  const fill = start.slice(0, c);
+
+  const baseIndex = new Int32Array(slots).fill(-1);
+  const permProj = new Int16Array(slots * ke);
+  const baseProjN = new Int32Array(slots).fill(PADDING_NORM);
+  const baseExtN = new Int32Array(slots);
+  const baseU8 = new Uint8Array(slots * D);
+  const baseFullN = new Int32Array(slots);
+  for (let i = 0; i < n; i++) {
+    const s = fill[cluster[i]]++;
+    baseIndex[s] = i;
+    permProj.set(b.proj.subarray(i * ke, (i + 1) * ke), s * ke);
+    baseProjN[s] = b.norms[i];
+    baseExtN[s] = b.extNorms[i];
+    baseU8.set(base.subarray(i * D, (i + 1) * D), s * D);
+    let norm = 0;
+    for (let d = 0; d < D; d++) norm += base[i * D + d] * base[i * D + d];
+    baseFullN[s] = norm;
+  }
+  const projPtr = arena.alloc(permProj.length * 2);
+  const ilPtr = arena.alloc(slots * k * 2);
+  const extPtr = arena.alloc(slots * EXT * 2);
+  arena.i16(projPtr, permProj.length).set(permProj);
+  arena.exports.interleave(projPtr, slots, k, EXT, slots, ilPtr, extPtr);
+  const index: PreparedIndex = {
+    params,
+    n,
+    slots,
+    baseIl: arena.i16(ilPtr, slots * k).slice(),
+    baseProjN,
+    baseU8,
+    baseFullN,
+    baseExt: arena.i16(extPtr, slots * EXT).slice(),
+    baseExtN,
+    baseIndex,
+  };
+
+  const home = new Int32Array(nq);
+  for (let i = 0; i < nq; i++) home[i] = nearestCentre(q.proj, i, ke, k, centres, c);
+  const order = Int32Array.from(Array.from({ length: nq }, (_, i) => i).sort((x, y) => home[x] - home[y] || x - y));
+  const prepared: PreparedQueries = {
+    n: nq,
+    order,
+    u8: new Uint8Array(nq * D),
+    proj: new Int16Array(nq * ke),
+    projN: new Int32Array(nq),
+    extN: new Int32Array(nq),
+    home: new Int32Array(nq * 2),
+  };
+  for (let r = 0; r < nq; r++) {
+    const i = order[r];
+    prepared.u8.set(queries.subarray(i * D, (i + 1) * D), r * D);
+    prepared.proj.set(q.proj.subarray(i * ke, (i + 1) * ke), r * ke);
+    prepared.projN[r] = q.norms[i];
+    prepared.extN[r] = q.extNorms[i];
+    prepared.home[2 * r] = start[home[i]];
+    prepared.home[2 * r + 1] = start[home[i] + 1];
+  }
+  return { index, queries: prepared };
+}
+
+export class KernelSearch {
+  private readonly arena: Arena;
+  private readonly job: number;
+  private readonly chunk: number;
+  private readonly ptr: { qU8: number; qFull: number; qFullN: number; qProj: number; qProjN: number; qExtN: number; qHome: number; out: number };
+  private readonly search: (job: number) => number;
+  private readonly ke: number;
+  /** Exact distances computed so far, and pairs that passed the first screen. */
+  survivors = 0;
+  screened = 0;
+
+  constructor(index: PreparedIndex, maxChunk: number) {
+    const { params, slots } = index;
+    const k = params.k;
+    this.ke = k + EXT;
+    this.chunk = Math.ceil(maxChunk / 4) * 4;
+    const c = this.chunk;
+    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4);
+    const queryBytes = c * (D + D * 2 + 4 + this.ke * 2 + 4 + 4 + 8 + 16);
+    this.arena = new Arena(baseBytes + queryBytes + 64 * 16 + JOB_SIZE);
+    const a = this.arena;
+    const put16 = (src: Int16Array): number => {
+      const p = a.alloc(src.length * 2);
+      a.i16(p, src.length).set(src);
+      return p;
+    };
+    const put32 = (src: Int32Array): number => {
+      const p = a.alloc(src.length * 4);
+      a.i32(p, src.length).set(src);
+      return p;
+    };
+    const baseIl = put16(index.baseIl);
+    const baseProjN = put32(index.baseProjN);
+    const baseU8 = a.alloc(index.baseU8.length);
+    a.u8(baseU8, index.baseU8.length).set(index.baseU8);
+    const baseFullN = put32(index.baseFullN);
+    const baseExt = put16(index.baseExt);
+    const baseExtN = put32(index.baseExtN);
+    const baseIndex = put32(index.baseIndex);
+    this.ptr = {
+      qU8: a.alloc(c * D),
+      qFull: a.alloc(c * D * 2),
+      qFullN: a.alloc(c * 4),
+      qProj: a.alloc(c * this.ke * 2),
+      qProjN: a.alloc(c * 4),
+      qExtN: a.alloc(c * 4),
+      qHome: a.alloc(c * 8),
+      out: a.alloc(c * 16),
+    };
+    this.job = a.alloc(JOB_SIZE);
+    const search = a.exports[`search_k${k}`];
+    if (!search) throw new TiematchError('ERR_KERNEL', `kernel has no search for K = ${k}`);
+    this.search = search;
+
+    const job = new DataView(a.buffer, this.job, JOB_SIZE);
+    const p = this.ptr;
+    job.setUint32(0, baseIl, true);
+    job.setUint32(4, baseProjN, true);
+    job.setUint32(8, baseU8, true);
+    job.setUint32(12, baseFullN, true);
+    job.setInt32(16, index.n, true);
+    job.setInt32(20, slots, true);
+    job.setUint32(24, p.qProj, true);
+    job.setUint32(28, p.qProjN, true);
+    job.setUint32(32, p.qFull, true);
+    job.setUint32(36, p.qFullN, true);
+    job.setFloat64(48, params.scale, true);
+    job.setFloat64(56, params.slack, true);
+    job.setFloat64(64, params.alpha, true);
+    job.setUint32(72, p.out, true);
+    job.setUint32(80, baseExt, true);
+    job.setUint32(84, baseExtN, true);
+    job.setUint32(88, p.qExtN, true);
+    job.setUint32(92, baseIndex, true);
+    job.setUint32(96, p.qHome, true);
+    job.setFloat64(104, params.slack2, true);
+  }
+
+  /** Queries [start, start+count) of the prepared set: out[4i..4i+3] = d1, i1, d2, i2 (squared, u8 units). */
+  searchChunk(q: PreparedQueries, start: number, count: number, out: Int32Array): void {
+    if (count > this.chunk) throw new TiematchError('ERR_INVALID_ARG', `chunk of ${count} queries, at most ${this.chunk}`);
+    const a = this.arena;
+    const p = this.ptr;
+    const padded = Math.ceil(count / 4) * 4;
+    const ke = this.ke;
+    // Pad a partial tile with copies of its last query (searched, not written).
+    const fillRows = <T extends Int16Array | Int32Array | Uint8Array>(dst: T, src: T, width: number): void => {
+      dst.set(src.subarray(start * width, (start + count) * width));
+      for (let r = count; r < padded; r++) dst.set(src.subarray((start + count - 1) * width, (start + count) * width), r * width);
+    };
+    fillRows(a.u8(p.qU8, padded * D), q.u8, D);
+    fillRows(a.i16(p.qProj, padded * ke), q.proj, ke);
+    fillRows(a.i32(p.qProjN, padded), q.projN, 1);
+    fillRows(a.i32(p.qExtN, padded), q.extN, 1);
+    fillRows(a.i32(p.qHome, padded * 2), q.home, 2);
+    a.exports.widen(p.qU8, p.qFull, p.qFullN, padded);
+    const job = new DataView(a.buffer, this.job, JOB_SIZE);
+    job.setInt32(40, count, true);
+    this.survivors += this.search(this.job);
+    this.screened += job.getInt32(112, true);
+    out.set(a.i32(p.out, count * 4));
+  }
+}

@@ -1,0 +1,17 @@
+import type { PreparedIndex, PreparedQueries } from './kernel.js';
+
+export interface WorkerInit {
+  index: PreparedIndex;
+  queries: PreparedQueries;
+  /** nq x 4 i32 in search order: d1, i1, d2, i2. */
+  out: SharedArrayBuffer;
+  chunk: number;
+}
+
+export type WorkerTask = { type: 'search'; start: number; count: number } | { type: 'stop' };
+
+export type WorkerReply =
+  | { type: 'ready' }
+  | { type: 'done'; start: number; count: number }
+  | { type: 'stopped'; survivors: number; screened: number }
+  | { type: 'error'; message: string; code?: string };

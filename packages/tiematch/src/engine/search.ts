@@ -1,0 +1,118 @@
+// Exact (or screened-approximate) 2-nearest-neighbour search of every query among the base set,
+// spread over worker threads in chunks.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { TiematchError } from '../errors.js';
+import { DESCRIPTOR_SIZE } from '../format/dat.js';
+import { EXT, prepare, screenParams } from './kernel.js';
+import { principalBasis } from './pca.js';
+import type { WorkerInit, WorkerReply } from './protocol.js';
+
+export type SearchMode = 'exact' | 'approx';
+
+export interface SearchOptions {
+  mode?: SearchMode;
+  /** Worker threads (default: the machine's parallelism). */
+  threads?: number;
+  /** Principal components in the screen (8, 16, 24 or 32). */
+  k?: number;
+  /** Screen shrink factor in approx mode (exact mode always uses 1). */
+  alpha?: number;
+  /** Queries per kernel call: short calls let V8 tier the kernel up early. */
+  chunk?: number;
+}
+
+export interface NeighbourResult {
+  /** Squared L2 distance to the nearest base point, in u8 units (512·d). */
+  d1: Int32Array;
+  i1: Int32Array;
+  /** Second nearest (d2 = 2^31-1 and i2 = -1 when the base has one point). */
+  d2: Int32Array;
+  i2: Int32Array;
+  stats: { threads: number; k: number; alpha: number; screened: number; survivors: number; pairs: number; prepareMs: number; searchMs: number };
+}
+
+export const APPROX_ALPHA = 0.55;
+export const DEFAULT_K = 8;
+
+export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options: SearchOptions = {}): Promise<NeighbourResult> {
+  const D = DESCRIPTOR_SIZE;
+  if (base.length % D || queries.length % D) throw new TiematchError('ERR_DIMENSION', `descriptor arrays must hold whole ${D}-byte descriptors`);
+  const nb = base.length / D;
+  const nq = queries.length / D;
+  if (nb === 0 || nq === 0) throw new TiematchError('ERR_EMPTY', 'no points to match');
+  const mode = options.mode ?? 'exact';
+  const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), 64));
+  const k = options.k ?? DEFAULT_K;
+  const alpha = mode === 'exact' ? 1 : (options.alpha ?? APPROX_ALPHA);
+  if (!(alpha > 0 && alpha <= 1)) throw new TiematchError('ERR_INVALID_ARG', `alpha ${alpha}: must be in (0, 1]`);
+  const chunk = Math.max(4, options.chunk ?? 64);
+
+  const t0 = performance.now();
+  const basis = principalBasis([base, queries], k + EXT);
+  const params = screenParams(basis, alpha);
+  const prepared = prepare(base, queries, basis, params);
+  const t1 = performance.now();
+
+  const out = new SharedArrayBuffer(nq * 16);
+  const init: WorkerInit = { index: prepared.index, queries: prepared.queries, out, chunk };
+  // The compiled worker, also when this file runs from src/ under tsx (workers do not inherit loaders).
+  const workerUrl = new URL('../../dist/engine/worker.js', import.meta.url);
+  const workers = Array.from({ length: Math.min(threads, Math.ceil(nq / chunk)) }, () => new Worker(workerUrl, { workerData: init }));
+
+  let next = 0;
+  let survivors = 0;
+  let screened = 0;
+  try {
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((resolve, reject) => {
+            const feed = (): void => {
+              if (next >= nq) {
+                w.postMessage({ type: 'stop' });
+                return;
+              }
+              const start = next;
+              const count = Math.min(chunk, nq - start);
+              next += count;
+              w.postMessage({ type: 'search', start, count });
+            };
+            w.on('message', (m: WorkerReply) => {
+              if (m.type === 'ready' || m.type === 'done') feed();
+              else if (m.type === 'stopped') {
+                survivors += m.survivors;
+                screened += m.screened;
+                resolve();
+              } else reject(new TiematchError(m.code === 'ERR_KERNEL' ? 'ERR_KERNEL' : 'ERR_WORKER', `search thread: ${m.message}`));
+            });
+            w.on('error', (e) => reject(new TiematchError('ERR_WORKER', `search thread failed: ${e.message}`, { cause: e })));
+            w.on('exit', (code) => {
+              if (code !== 0) reject(new TiematchError('ERR_WORKER', `search thread exited with ${code}`));
+            });
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+  const t2 = performance.now();
+
+  const all = new Int32Array(out);
+  const result: NeighbourResult = {
+    d1: new Int32Array(nq),
+    i1: new Int32Array(nq),
+    d2: new Int32Array(nq),
+    i2: new Int32Array(nq),
+    stats: { threads: workers.length, k, alpha, screened, survivors, pairs: nb * nq, prepareMs: t1 - t0, searchMs: t2 - t1 },
+  };
+  const order = prepared.queries.order;
+  for (let r = 0; r < nq; r++) {
+    const q = order[r];
+    result.d1[q] = all[r * 4];
+    result.i1[q] = all[r * 4 + 1];
+    result.d2[q] = all[r * 4 + 2];
+    result.i2[q] = all[r * 4 + 3];
+  }
+  return result;
+}

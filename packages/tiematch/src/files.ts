@@ -1,0 +1,22 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { TiematchError } from './errors.js';
+import { parseKeypoints, type Keypoints, type KeypointFileInfo } from './format/dat.js';
+import { serializeResult, type MatchCoordinates } from './format/result.js';
+
+export function readKeypointFile(path: string): { points: Keypoints; info: KeypointFileInfo } {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new TiematchError('ERR_INPUT', `cannot read ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  return parseKeypoints(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), path);
+}
+
+export function writeResultFile(path: string, matches: MatchCoordinates, newFormat: boolean): void {
+  try {
+    writeFileSync(path, serializeResult(matches, newFormat));
+  } catch (e) {
+    throw new TiematchError('ERR_OUTPUT', `cannot write ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { DESCRIPTOR_SIZE, nearestTwo, parseKeypoints, referenceNearestTwo, syntheticPair } from '../src/index.js';
+
+const D = DESCRIPTOR_SIZE;
+
+describe('exact search', () => {
+  const { a, b } = syntheticPair(3000, 1201, 11);
+  const all = referenceNearestTwo(a.descriptors, b.descriptors, b.x.keys());
+
+  for (const threads of [1, 2]) {
+    it(`equals a scalar brute force on every query (${threads} thread${threads > 1 ? 's' : ''}, ties by index)`, async () => {
+      const r = await nearestTwo(a.descriptors, b.descriptors, { threads, chunk: 40 });
+      let wrong = 0;
+      for (const [q, want] of all) {
+        if (r.d1[q] !== want.d1 || r.i1[q] !== want.i1 || r.d2[q] !== want.d2 || r.i2[q] !== want.i2) wrong++;
+      }
+      assert.equal(wrong, 0);
+      assert.ok(r.stats.survivors < r.stats.pairs / 4, `the screen should spare most exact distances (${r.stats.survivors} of ${r.stats.pairs})`);
+    });
+  }
+
+  it('every K gives the same answer', async () => {
+    const base = await nearestTwo(a.descriptors, b.descriptors, { threads: 1, k: 8 });
+    for (const k of [16, 24, 32]) {
+      const r = await nearestTwo(a.descriptors, b.descriptors, { threads: 1, k });
+      assert.deepEqual([r.d1, r.i1, r.d2, r.i2], [base.d1, base.i1, base.d2, base.i2]);
+    }
+  });
+
+  it('ties go to the lower index, wherever the duplicates sit', async () => {
+    const base = new Uint8Array(200 * D);
+    for (let i = 0; i < base.length; i++) base[i] = (i * 2654435761) % 251 % 60;
+    // Points 150, 20 and 99 carry the same descriptor; 7 another one twice (7 and 180).
+    base.copyWithin(20 * D, 150 * D, 151 * D);
+    base.copyWithin(99 * D, 150 * D, 151 * D);
+    base.copyWithin(180 * D, 7 * D, 8 * D);
+    const queries = new Uint8Array(3 * D);
+    queries.set(base.subarray(150 * D, 151 * D), 0);
+    queries.set(base.subarray(180 * D, 181 * D), D);
+    queries.set(base.subarray(0, D), 2 * D);
+    const r = await nearestTwo(base, queries, { threads: 2, chunk: 4 });
+    assert.deepEqual([r.i1[0], r.i2[0], r.d1[0], r.d2[0]], [20, 99, 0, 0]);
+    assert.deepEqual([r.i1[1], r.i2[1], r.d1[1], r.d2[1]], [7, 180, 0, 0]);
+    assert.equal(r.i1[2], 0);
+  });
+
+  it('approx mode finds at least 99.9% of the exact nearest neighbours of matched points', async () => {
+    const exact = await nearestTwo(a.descriptors, b.descriptors, { threads: 2 });
+    const approx = await nearestTwo(a.descriptors, b.descriptors, { threads: 2, mode: 'approx' });
+    let matched = 0;
+    let found = 0;
+    for (let q = 0; q < b.count; q++) {
+      if (exact.d1[q] < 0.36 * exact.d2[q]) {
+        matched++;
+        if (approx.i1[q] === exact.i1[q]) found++;
+      }
+      assert.ok(approx.d1[q] >= exact.d1[q] && approx.d2[q] >= exact.d2[q], 'approximate distances are real ones');
+    }
+    assert.ok(matched > 100);
+    assert.ok(found >= 0.999 * matched, `${found} of ${matched}`);
+    assert.ok(approx.stats.survivors <= exact.stats.survivors);
+  });
+
+  const aloe = new URL('../../../../shared/data/tiematch/aloe/', import.meta.url);
+  it('the aloe pair: every query equals the shipped exact ground truth', { skip: !existsSync(aloe) && 'shared/data/tiematch/aloe is not here' }, async () => {
+    const A = parseKeypoints(readFileSync(new URL('A.dat', aloe))).points;
+    const B = parseKeypoints(readFileSync(new URL('B.dat', aloe))).points;
+    const gtI = new Int32Array(new Uint8Array(readFileSync(new URL('gt_I.i32', aloe))).buffer);
+    const gtD = new Float64Array(new Uint8Array(readFileSync(new URL('gt_D.f64', aloe))).buffer);
+    const r = await nearestTwo(A.descriptors, B.descriptors, { threads: 2 });
+    let wrong = 0;
+    let matches = 0;
+    for (let q = 0; q < B.count; q++) {
+      if (r.d1[q] !== gtD[2 * q] || r.d2[q] !== gtD[2 * q + 1] || r.i1[q] !== gtI[2 * q] || r.i2[q] !== gtI[2 * q + 1]) wrong++;
+      if (r.d1[q] < 0.36 * r.d2[q]) matches++;
+    }
+    assert.equal(wrong, 0);
+    assert.equal(matches, 6972);
+  });
+});
