@@ -101,9 +101,10 @@ export class KernelTools {
   private readonly src: number;
   private readonly vec: number;
   private readonly mat: number;
-  constructor(bytes: number) {
-    this.arena = new Arena(bytes + (D * D + D) * 8 + 64);
-    this.src = this.arena.alloc(bytes - (D * D + 2 * D) * 8);
+  /** largestSet: the size in bytes of the largest descriptor array it will be given. */
+  constructor(largestSet: number) {
+    this.arena = new Arena(largestSet + (D * D + D) * 8 + 64);
+    this.src = this.arena.alloc(largestSet);
     this.vec = this.arena.alloc(D * 8);
     this.mat = this.arena.alloc(D * D * 8);
   }

@@ -17,8 +17,7 @@ const D = DESCRIPTOR_SIZE;
 /** Principal axes from a sample of at most `sampleSize` points drawn evenly from each set. */
 export function principalBasis(sets: Uint8Array[], k: number, sampleSize = 4096): Basis {
   const total = sets.reduce((n, s) => n + s.length / D, 0);
-  const bytes = sets.reduce((n, s) => Math.max(n, s.length), 0);
-  const kernel = new KernelTools(bytes + (D * D + 2 * D) * 8);
+  const kernel = new KernelTools(sets.reduce((n, s) => Math.max(n, s.length), 0));
   const mean = new Float64Array(D);
   for (const s of sets) kernel.columnSums(s, mean);
   for (let d = 0; d < D; d++) mean[d] /= total;
