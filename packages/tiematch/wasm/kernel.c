@@ -79,30 +79,102 @@ void widen(const uint8_t *src, int16_t *dst, int32_t *norms, int n) {
   }
 }
 
-// y = round(scale * P (a - mean)) for the K + E rows of P (f64, row-major (K+E) x 128), with
-// |y[0:K]|^2 and |y[K:K+E]|^2. out: K + E i16 per point, contiguous.
+// y = round(factor (Q a - Qmean)) for the K + E rows of Q (the basis in fixed point, i16, row-major
+// (K+E) x 128; Q a is exact in i32), with |y[0:K]|^2 and |y[K:K+E]|^2. out: K + E i16 per point.
 WASM_EXPORT(project)
-void project(const uint8_t *src, int n, const double *P, const double *mean, int K, int E, double scale, int16_t *out,
-             int32_t *norms, int32_t *extNorms) {
-  double centered[DIM];
+void project(const uint8_t *src, int n, const int16_t *Q, const double *qMean, int K, int E, double factor,
+             int16_t *out, int32_t *norms, int32_t *extNorms) {
   const int KE = K + E;
+  int16_t a[DIM];
   for (int p = 0; p < n; p++) {
     const uint8_t *s = src + (long)p * DIM;
-    for (int i = 0; i < DIM; i++) centered[i] = (double)s[i] - mean[i];
+    for (int i = 0; i < DIM; i += 16) {
+      v128_t v = wasm_v128_load(s + i);
+      wasm_v128_store(a + i, wasm_u16x8_extend_low_u8x16(v));
+      wasm_v128_store(a + i + 8, wasm_u16x8_extend_high_u8x16(v));
+    }
     int32_t norm = 0, ext = 0;
-    for (int k = 0; k < KE; k++) {
-      const double *row = P + (long)k * DIM;
-      v128_t acc = wasm_f64x2_splat(0.0);
-      for (int i = 0; i < DIM; i += 2)
-        acc = wasm_f64x2_add(acc, wasm_f64x2_mul(wasm_v128_load(row + i), wasm_v128_load(centered + i)));
-      double v = (wasm_f64x2_extract_lane(acc, 0) + wasm_f64x2_extract_lane(acc, 1)) * scale;
-      int32_t q = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
-      out[(long)p * KE + k] = (int16_t)q;
-      if (k < K) norm += q * q;
-      else ext += q * q;
+    for (int k = 0; k < KE; k += 2) {
+      const int16_t *r0 = Q + (long)k * DIM, *r1 = r0 + DIM;
+      v128_t s0 = wasm_i32x4_splat(0), s1 = s0;
+      for (int i = 0; i < DIM; i += 8) {
+        v128_t x = wasm_v128_load(a + i);
+        s0 = wasm_i32x4_add(s0, wasm_i32x4_dot_i16x8(wasm_v128_load(r0 + i), x));
+        s1 = wasm_i32x4_add(s1, wasm_i32x4_dot_i16x8(wasm_v128_load(r1 + i), x));
+      }
+      int32_t dots[2] = {hsum(s0), hsum(s1)};
+      for (int r = 0; r < 2; r++) {
+        double v = ((double)dots[r] - qMean[k + r]) * factor;
+        int32_t q = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+        out[(long)p * KE + k + r] = (int16_t)q;
+        if (k + r < K) norm += q * q;
+        else ext += q * q;
+      }
     }
     norms[p] = norm;
     extNorms[p] = ext;
+  }
+}
+
+// Squared norms of u8 descriptors.
+WASM_EXPORT(sq_norms)
+void sq_norms(const uint8_t *src, int n, int32_t *norms) {
+  for (int p = 0; p < n; p++) {
+    const uint8_t *s = src + (long)p * DIM;
+    v128_t acc = wasm_i32x4_splat(0);
+    for (int i = 0; i < DIM; i += 16) {
+      v128_t v = wasm_v128_load(s + i);
+      v128_t lo = wasm_u16x8_extend_low_u8x16(v), hi = wasm_u16x8_extend_high_u8x16(v);
+      acc = wasm_i32x4_add(acc, wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, lo), wasm_i32x4_dot_i16x8(hi, hi)));
+    }
+    norms[p] = hsum(acc);
+  }
+}
+
+// Packs y[2p], y[2p+1] into one i32 per pair, to splat against interleaved pairs.
+static inline void pack_pairs(const int16_t *y, int K, int32_t *pairs) {
+  for (int p = 0; p < K / 2; p++) pairs[p] = (int32_t)(uint16_t)y[2 * p] | ((int32_t)y[2 * p + 1] << 16);
+}
+
+// out[j] = |c_j|^2 - 2 y.c_j for every centre (a padded count, multiple of 4), centres interleaved
+// as interleave() lays out points. Same order as |y - c_j|^2.
+static inline void centre_distances(const int32_t *pairs, int K, const int16_t *centresIl, const int32_t *centreN,
+                                    int cPadded, int32_t *out) {
+  const int P2 = K / 2;
+  for (int blk = 0; blk < cPadded / 4; blk++) {
+    const v128_t *b = (const v128_t *)(centresIl + (long)blk * P2 * 8);
+    v128_t a = wasm_i32x4_splat(0);
+    for (int p = 0; p < P2; p++) a = wasm_i32x4_add(a, wasm_i32x4_dot_i16x8(wasm_v128_load(b + p), wasm_i32x4_splat(pairs[p])));
+    wasm_v128_store(out + blk * 4, wasm_i32x4_sub(wasm_v128_load(centreN + blk * 4), wasm_i32x4_shl(a, 1)));
+  }
+}
+
+#define MAX_CLUSTERS 1024
+
+// out[p] = the centre nearest to point p on its first K projections (ties: lowest index).
+// Points are `stride` i16 apart; centres interleaved, cPadded of them (padding: huge norms).
+WASM_EXPORT(assign)
+void assign(const int16_t *proj, int n, int stride, int K, const int16_t *centresIl, const int32_t *centreN, int cPadded,
+            int32_t *out) {
+  int32_t pairs[32], dist[MAX_CLUSTERS];
+  for (int p = 0; p < n; p++) {
+    pack_pairs(proj + (long)p * stride, K, pairs);
+    centre_distances(pairs, K, centresIl, centreN, cPadded, dist);
+    v128_t best = wasm_i32x4_splat(INT32_MAX), bestAt = wasm_i32x4_splat(0), at = wasm_i32x4_make(0, 1, 2, 3);
+    const v128_t four = wasm_i32x4_splat(4);
+    for (int j = 0; j < cPadded; j += 4) {
+      v128_t d = wasm_v128_load(dist + j), lower = wasm_i32x4_lt(d, best);
+      best = wasm_v128_bitselect(d, best, lower);
+      bestAt = wasm_v128_bitselect(at, bestAt, lower);
+      at = wasm_i32x4_add(at, four);
+    }
+    int32_t bd[4], bj[4];
+    wasm_v128_store(bd, best);
+    wasm_v128_store(bj, bestAt);
+    int win = 0;
+    for (int l = 1; l < 4; l++)
+      if (bd[l] < bd[win] || (bd[l] == bd[win] && bj[l] < bj[win])) win = l;
+    out[p] = bj[win];
   }
 }
 
@@ -169,10 +241,24 @@ typedef struct {
   const int32_t *baseExtN;
   const int32_t *qExtN;
   const int32_t *baseIndex;  // slot -> original index (-1: padding)
-  const int32_t *qHome;      // per query: first and end slot of the cluster to scan first
+  const int16_t *centres;    // the clusters' centres on the first K projections, interleaved, padded to 4
   double slack2;             // rounding term for K + EXT dims
   int32_t screened;          // out: pairs that passed the first screen
+  const int32_t *centreN;    // |centre|^2 (padding: huge)
+  int32_t nClusters;
+  const int32_t *clusterStart; // nClusters + 1 slot bounds, multiples of 8
+  int32_t probes;            // clusters nearest each query, scanned first
+  int32_t exhaustive;        // 1: then every other cluster (exact); 0: only those (approximate)
 } Job;
+
+// The layout JS writes (kernel.ts, JOB_OFFSETS) must match.
+_Static_assert(__builtin_offsetof(Job, scale) == 48, "Job layout");
+_Static_assert(__builtin_offsetof(Job, centres) == 96, "Job layout");
+_Static_assert(__builtin_offsetof(Job, slack2) == 104, "Job layout");
+_Static_assert(__builtin_offsetof(Job, exhaustive) == 132, "Job layout");
+_Static_assert(sizeof(Job) <= 160, "Job layout");
+
+#define MAX_PROBES 64
 
 #define TILE_Q 4
 
@@ -283,6 +369,46 @@ static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, 
   }
 }
 
+static uint8_t planned[MAX_CLUSTERS];
+
+// The clusters a tile scans, in order; returns how many. Each query's `probes` nearest centres
+// (distance on the first K projections), then, when exhaustive, all the others.
+static inline __attribute__((always_inline)) int plan_tile(Job *job, int q0, const int K, int32_t *order) {
+  const int c = job->nClusters, P = job->probes < c ? job->probes : c, KE = K + EXT;
+  int count = 0;
+  const int cPadded = (c + 3) & ~3;
+  for (int t = 0; t < TILE_Q; t++) {
+    int32_t pairs[32], dist[MAX_CLUSTERS];
+    pack_pairs(job->qProj + (long)(q0 + t) * KE, K, pairs);
+    centre_distances(pairs, K, job->centres, job->centreN, cPadded, dist);
+    int32_t nearD[MAX_PROBES], nearJ[MAX_PROBES];
+    int m = 0;
+    for (int j = 0; j < c; j++) {
+      int32_t d = dist[j];
+      if (m == P && d >= nearD[P - 1]) continue;
+      int at = m < P ? m++ : P - 1;
+      while (at > 0 && nearD[at - 1] > d) {
+        nearD[at] = nearD[at - 1];
+        nearJ[at] = nearJ[at - 1];
+        at--;
+      }
+      nearD[at] = d;
+      nearJ[at] = j;
+    }
+    for (int i = 0; i < m; i++)
+      if (!planned[nearJ[i]]) {
+        planned[nearJ[i]] = 1;
+        order[count++] = nearJ[i];
+      }
+  }
+  const int probed = count;
+  if (job->exhaustive)
+    for (int j = 0; j < c; j++)
+      if (!planned[j]) order[count++] = j;
+  for (int i = 0; i < probed; i++) planned[order[i]] = 0;
+  return count;
+}
+
 static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, const int K) {
   const int P2 = K / 2;
   const int KE = K + EXT;
@@ -296,11 +422,11 @@ static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, 
     st.hv[t] = wasm_i32x4_splat(INT32_MAX);
     st.h2[t] = INT32_MAX;
   }
-  // The cluster nearest the tile's first query first: a tight bound early prunes the rest.
-  const int homeFrom = job->qHome[2 * q0], homeTo = job->qHome[2 * q0 + 1];
-  scan(job, &st, q0, homeFrom, homeTo, K);
-  scan(job, &st, q0, 0, homeFrom, K);
-  scan(job, &st, q0, homeTo, job->nPadded, K);
+  // Each query's nearest clusters first (a tight bound early prunes the rest), the first query's
+  // in order of distance; then, in exact mode, every other cluster.
+  int32_t order[MAX_CLUSTERS];
+  const int count = plan_tile(job, q0, K, order);
+  for (int i = 0; i < count; i++) scan(job, &st, q0, job->clusterStart[order[i]], job->clusterStart[order[i] + 1], K);
   for (int t = 0; t < TILE_Q; t++)
     if (q0 + t < job->nq) {
       Best2 b = st.best[t];

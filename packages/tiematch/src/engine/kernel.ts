@@ -15,7 +15,8 @@ export const EXT = 16;
 /** Bound on |y| for the quantized projections, so that |y_b|^2 - 2 y_q.y_b fits in i32. */
 const PROJECTED_RADIUS = 24000;
 const PADDING_NORM = 2_000_000_000;
-const JOB_SIZE = 128;
+const FIXED_ONE = 1 << 14;
+const JOB_SIZE = 160; // sizeof(Job) in kernel.c, rounded up
 
 let cached: WebAssembly.Module | undefined;
 
@@ -35,6 +36,11 @@ export function kernelModule(): WebAssembly.Module {
 /** The screen's parameters, shared by every search thread. */
 export interface ScreenParams {
   k: number;
+  /** The basis in fixed point (K + EXT rows of 128, i16), Q.mean, and y = round(factor (Q a - Q.mean)). */
+  fixed: Int16Array;
+  fixedMean: Float64Array;
+  factor: number;
+  /** Bound on |y_a - y_b| / |a - b| (the projection's scale, widened by the fixed point's error). */
   scale: number;
   /** sqrt(dims) x (rounding of both ends), in quantized units, for K and K + EXT dims. */
   slack: number;
@@ -49,15 +55,27 @@ export function screenParams(basis: Basis, alpha: number): ScreenParams {
   }
   const scale = PROJECTED_RADIUS / Math.max(basis.radius, 1);
   const k = basis.k - EXT;
-  return { k, scale, slack: Math.sqrt(k) * (1 + 1e-6), slack2: Math.sqrt(k + EXT) * (1 + 1e-6), alpha };
+  // Q = round(2^14 P): |P_ij| <= 1 fits i16, and Q a is exact in i32. The operator norm of Q / 2^14
+  // is at most 1 + |Q / 2^14 - P|_F (P orthonormal), which widens the bound.
+  const fixed = new Int16Array(basis.rows.length);
+  const fixedMean = new Float64Array(basis.k);
+  let error2 = 0;
+  for (let i = 0; i < fixed.length; i++) {
+    fixed[i] = Math.round(basis.rows[i] * FIXED_ONE);
+    error2 += (fixed[i] / FIXED_ONE - basis.rows[i]) ** 2;
+    fixedMean[Math.floor(i / D)] += fixed[i] * basis.mean[i % D];
+  }
+  return { k, fixed, fixedMean, factor: scale / FIXED_ONE, scale: scale * (1 + Math.sqrt(error2) + 1e-9), slack: Math.sqrt(k) * (1 + 1e-6), slack2: Math.sqrt(k + EXT) * (1 + 1e-6), alpha };
 }
 
 interface Exports {
   column_sums(src: number, n: number, sums: number): void;
   moments(src: number, n: number, step: number, mean: number, cov: number): number;
   widen(src: number, dst: number, norms: number, n: number): void;
-  project(src: number, n: number, P: number, mean: number, K: number, E: number, scale: number, out: number, norms: number, extNorms: number): void;
+  project(src: number, n: number, Q: number, qMean: number, K: number, E: number, factor: number, out: number, norms: number, extNorms: number): void;
   interleave(proj: number, n: number, K: number, E: number, nPadded: number, out: number, ext: number): void;
+  sq_norms(src: number, n: number, norms: number): void;
+  assign(proj: number, n: number, stride: number, K: number, centres: number, centreN: number, c: number, out: number): void;
   [name: `search_k${number}`]: (job: number) => number;
   __heap_base: WebAssembly.Global;
 }
@@ -80,6 +98,10 @@ class Arena {
     this.at += Math.ceil(bytes / 16) * 16;
     if (this.at > this.memory.buffer.byteLength) throw new TiematchError('ERR_KERNEL', 'kernel arena exhausted');
     return p;
+  }
+  /** Frees p and everything allocated after it. */
+  release(p: number): void {
+    this.at = p;
   }
   get buffer(): ArrayBuffer {
     return this.memory.buffer;
@@ -139,9 +161,15 @@ export interface PreparedIndex {
   baseExt: Int16Array;
   baseExtN: Int32Array;
   baseIndex: Int32Array;
+  /** Cluster centres on the first K projections, interleaved and padded to 4, and their squared norms. */
+  centres: Int16Array;
+  centreN: Int32Array;
+  nClusters: number;
+  /** c + 1 slot bounds. */
+  clusterStart: Int32Array;
 }
 
-/** Queries, sorted by their nearest cluster so that a tile of 4 shares a good place to start. */
+/** Queries, sorted by their nearest cluster so that a tile of 4 shares the clusters it scans. */
 export interface PreparedQueries {
   n: number;
   /** order[i]: the original index of the i-th query in search order. */
@@ -150,89 +178,129 @@ export interface PreparedQueries {
   proj: Int16Array;
   projN: Int32Array;
   extN: Int32Array;
-  home: Int32Array;
 }
 
-function projectAll(arena: Arena, data: Uint8Array, basis: Basis, params: ScreenParams): { proj: Int16Array; norms: Int32Array; extNorms: Int32Array } {
+function projectAll(arena: Arena, data: Uint8Array, params: ScreenParams): { proj: Int16Array; projPtr: number; srcPtr: number; norms: Int32Array; extNorms: Int32Array } {
   const n = data.length / D;
   const ke = params.k + EXT;
   const src = arena.alloc(data.length);
-  const rows = arena.alloc(basis.rows.length * 8);
-  const mean = arena.alloc(D * 8);
+  const rows = arena.alloc(params.fixed.length * 2);
+  const mean = arena.alloc(ke * 8);
   const out = arena.alloc(n * ke * 2);
   const norms = arena.alloc(n * 4);
   const ext = arena.alloc(n * 4);
   arena.u8(src, data.length).set(data);
-  new Float64Array(arena.buffer, rows, basis.rows.length).set(basis.rows);
-  new Float64Array(arena.buffer, mean, D).set(basis.mean);
+  arena.i16(rows, params.fixed.length).set(params.fixed);
+  new Float64Array(arena.buffer, mean, ke).set(params.fixedMean);
   // Short calls: V8 tiers a wasm function up between calls, not inside a long one.
   for (let s = 0; s < n; s += 1024) {
     const m = Math.min(1024, n - s);
-    arena.exports.project(src + s * D, m, rows, mean, params.k, EXT, params.scale, out + s * ke * 2, norms + s * 4, ext + s * 4);
+    arena.exports.project(src + s * D, m, rows, mean, params.k, EXT, params.factor, out + s * ke * 2, norms + s * 4, ext + s * 4);
   }
-  return { proj: arena.i16(out, n * ke).slice(), norms: arena.i32(norms, n).slice(), extNorms: arena.i32(ext, n).slice() };
+  return { proj: arena.i16(out, n * ke), projPtr: out, srcPtr: src, norms: arena.i32(norms, n), extNorms: arena.i32(ext, n) };
 }
 
-function nearestCentre(proj: Int16Array, row: number, ke: number, k: number, centres: Int16Array, c: number): number {
-  let best = 0;
-  let bestD = Infinity;
+/** Clusters of about this many base points: a probe scans a few of them. */
+export const CLUSTER_SIZE = 128;
+const MAX_CLUSTERS = 1024; // MAX_CLUSTERS in kernel.c
+const KMEANS_ROUNDS = 3;
+
+/** Centres laid out for the kernel: interleaved like the base, padded to 4 with centres never nearest. */
+function centreLayout(arena: Arena, centres: Int16Array, k: number): { il: Int16Array; norms: Int32Array } {
+  const c = centres.length / k;
+  const padded = Math.ceil(c / 4) * 4;
+  const src = arena.alloc(centres.length * 2);
+  const il = arena.alloc(padded * k * 2);
+  arena.i16(src, centres.length).set(centres);
+  arena.exports.interleave(src, c, k, 0, padded, il, 0);
+  const norms = new Int32Array(padded).fill(0x7fffffff);
   for (let j = 0; j < c; j++) {
     let s = 0;
-    for (let d = 0; d < k; d++) {
-      const diff = proj[row * ke + d] - centres[j * k + d];
-      s += diff * diff;
-    }
-    if (s < bestD) {
-      bestD = s;
-      best = j;
-    }
+    for (let d = 0; d < k; d++) s += centres[j * k + d] * centres[j * k + d];
+    norms[j] = s;
   }
-  return best;
+  const result = { il: arena.i16(il, padded * k).slice(), norms };
+  arena.release(src);
+  return result;
 }
 
-export function prepare(base: Uint8Array, queries: Uint8Array, basis: Basis, params: ScreenParams): { index: PreparedIndex; queries: PreparedQueries } {
+/** Nearest centre of each row (first k of each `stride` i16), in the kernel. */
+function assignAll(arena: Arena, projPtr: number, n: number, stride: number, k: number, centres: Int16Array): Int32Array {
+  const { il, norms } = centreLayout(arena, centres, k);
+  const ilPtr = arena.alloc(il.length * 2);
+  const nPtr = arena.alloc(norms.length * 4);
+  const out = arena.alloc(n * 4);
+  arena.i16(ilPtr, il.length).set(il);
+  arena.i32(nPtr, norms.length).set(norms);
+  for (let s = 0; s < n; s += 1024) arena.exports.assign(projPtr + s * stride * 2, Math.min(1024, n - s), stride, k, ilPtr, nPtr, norms.length, out + s * 4);
+  const result = arena.i32(out, n).slice();
+  arena.release(ilPtr);
+  return result;
+}
+
+/** k-means on the first k projections, from evenly spaced points; returns centres and each point's cluster. */
+function cluster(arena: Arena, projPtr: number, proj: Int16Array, n: number, ke: number, k: number): { centres: Int16Array; member: Int32Array } {
+  const c = Math.max(1, Math.min(MAX_CLUSTERS, Math.round(n / CLUSTER_SIZE)));
+  const centres = new Int16Array(c * k);
+  for (let j = 0; j < c; j++) for (let d = 0; d < k; d++) centres[j * k + d] = proj[Math.floor((j * n) / c) * ke + d];
+  let member = assignAll(arena, projPtr, n, ke, k, centres);
+  const sums = new Float64Array(c * k);
+  const sizes = new Int32Array(c);
+  for (let round = 0; round < KMEANS_ROUNDS; round++) {
+    sums.fill(0);
+    sizes.fill(0);
+    for (let i = 0; i < n; i++) {
+      const j = member[i];
+      sizes[j]++;
+      for (let d = 0; d < k; d++) sums[j * k + d] += proj[i * ke + d];
+    }
+    for (let j = 0; j < c; j++) if (sizes[j]) for (let d = 0; d < k; d++) centres[j * k + d] = Math.round(sums[j * k + d] / sizes[j]);
+    member = assignAll(arena, projPtr, n, ke, k, centres);
+  }
+  return { centres, member };
+}
+
+export function prepare(base: Uint8Array, queries: Uint8Array, params: ScreenParams): { index: PreparedIndex; queries: PreparedQueries } {
   const n = base.length / D;
   const nq = queries.length / D;
   const k = params.k;
   const ke = k + EXT;
-  const arena = new Arena(2 * (base.length + queries.length) + (n + nq) * (ke * 2 + 8) + (n + 8 * 64) * (ke + k + EXT) * 2 + 2 * ke * D * 8 + (1 << 20));
-  const b = projectAll(arena, base, basis, params);
-  const q = projectAll(arena, queries, basis, params);
+  const arena = new Arena(2 * (base.length + queries.length) + (n + nq) * (ke * 2 + 16) + (n + 8 * MAX_CLUSTERS) * (ke + k + EXT) * 2 + 2 * ke * D * 8 + MAX_CLUSTERS * (k * 2 + 4) * 2 + (1 << 20));
+  const b = projectAll(arena, base, params);
+  const q = projectAll(arena, queries, params);
 
-  // Clusters: centres are evenly spaced base points, each point joins the nearest (on K dims).
-  const c = Math.max(1, Math.min(64, Math.floor(n / 512)));
-  const centres = new Int16Array(c * k);
-  for (let j = 0; j < c; j++) centres.set(b.proj.subarray(Math.floor((j * n) / c) * ke, Math.floor((j * n) / c) * ke + k), j * k);
-  const cluster = new Int32Array(n);
+  // Clusters of the base, laid out one after another, each padded to a multiple of 8 slots.
+  const { centres, member } = cluster(arena, b.projPtr, b.proj, n, ke, k);
+  const c = centres.length / k;
   const sizes = new Int32Array(c);
-  for (let i = 0; i < n; i++) sizes[(cluster[i] = nearestCentre(b.proj, i, ke, k, centres, c))]++;
-  const start = new Int32Array(c + 1);
-  for (let j = 0; j < c; j++) start[j + 1] = start[j] + Math.ceil(sizes[j] / 8) * 8;
-  const slots = start[c];
-  const fill = start.slice(0, c);
+  for (let i = 0; i < n; i++) sizes[member[i]]++;
+  const clusterStart = new Int32Array(c + 1);
+  for (let j = 0; j < c; j++) clusterStart[j + 1] = clusterStart[j] + Math.ceil(sizes[j] / 8) * 8;
+  const slots = clusterStart[c];
+  const fill = clusterStart.slice(0, c);
 
+  const normsPtr = arena.alloc(n * 4);
+  arena.exports.sq_norms(b.srcPtr, n, normsPtr);
+  const fullN = arena.i32(normsPtr, n);
   const baseIndex = new Int32Array(slots).fill(-1);
-  const permProj = new Int16Array(slots * ke);
+  const permProj = arena.i16(arena.alloc(slots * ke * 2), slots * ke);
   const baseProjN = new Int32Array(slots).fill(PADDING_NORM);
   const baseExtN = new Int32Array(slots);
   const baseU8 = new Uint8Array(slots * D);
   const baseFullN = new Int32Array(slots);
   for (let i = 0; i < n; i++) {
-    const s = fill[cluster[i]]++;
+    const s = fill[member[i]]++;
     baseIndex[s] = i;
-    permProj.set(b.proj.subarray(i * ke, (i + 1) * ke), s * ke);
+    for (let d = 0; d < ke; d++) permProj[s * ke + d] = b.proj[i * ke + d];
     baseProjN[s] = b.norms[i];
     baseExtN[s] = b.extNorms[i];
     baseU8.set(base.subarray(i * D, (i + 1) * D), s * D);
-    let norm = 0;
-    for (let d = 0; d < D; d++) norm += base[i * D + d] * base[i * D + d];
-    baseFullN[s] = norm;
+    baseFullN[s] = fullN[i];
   }
-  const projPtr = arena.alloc(permProj.length * 2);
+  const layout = centreLayout(arena, centres, k);
   const ilPtr = arena.alloc(slots * k * 2);
   const extPtr = arena.alloc(slots * EXT * 2);
-  arena.i16(projPtr, permProj.length).set(permProj);
-  arena.exports.interleave(projPtr, slots, k, EXT, slots, ilPtr, extPtr);
+  arena.exports.interleave(permProj.byteOffset, slots, k, EXT, slots, ilPtr, extPtr);
   const index: PreparedIndex = {
     params,
     n,
@@ -244,11 +312,21 @@ export function prepare(base: Uint8Array, queries: Uint8Array, basis: Basis, par
     baseExt: arena.i16(extPtr, slots * EXT).slice(),
     baseExtN,
     baseIndex,
+    centres: layout.il,
+    centreN: layout.norms,
+    nClusters: c,
+    clusterStart,
   };
 
-  const home = new Int32Array(nq);
-  for (let i = 0; i < nq; i++) home[i] = nearestCentre(q.proj, i, ke, k, centres, c);
-  const order = Int32Array.from(Array.from({ length: nq }, (_, i) => i).sort((x, y) => home[x] - home[y] || x - y));
+  const home = assignAll(arena, q.projPtr, nq, ke, k, centres);
+  const order = new Int32Array(nq);
+  {
+    // Counting sort by home cluster, stable.
+    const at = new Int32Array(c + 1);
+    for (let i = 0; i < nq; i++) at[home[i] + 1]++;
+    for (let j = 0; j < c; j++) at[j + 1] += at[j];
+    for (let i = 0; i < nq; i++) order[at[home[i]]++] = i;
+  }
   const prepared: PreparedQueries = {
     n: nq,
     order,
@@ -256,16 +334,13 @@ export function prepare(base: Uint8Array, queries: Uint8Array, basis: Basis, par
     proj: new Int16Array(nq * ke),
     projN: new Int32Array(nq),
     extN: new Int32Array(nq),
-    home: new Int32Array(nq * 2),
   };
   for (let r = 0; r < nq; r++) {
     const i = order[r];
     prepared.u8.set(queries.subarray(i * D, (i + 1) * D), r * D);
-    prepared.proj.set(q.proj.subarray(i * ke, (i + 1) * ke), r * ke);
+    for (let d = 0; d < ke; d++) prepared.proj[r * ke + d] = q.proj[i * ke + d];
     prepared.projN[r] = q.norms[i];
     prepared.extN[r] = q.extNorms[i];
-    prepared.home[2 * r] = start[home[i]];
-    prepared.home[2 * r + 1] = start[home[i] + 1];
   }
   return { index, queries: prepared };
 }
@@ -274,20 +349,20 @@ export class KernelSearch {
   private readonly arena: Arena;
   private readonly job: number;
   private readonly chunk: number;
-  private readonly ptr: { qU8: number; qFull: number; qFullN: number; qProj: number; qProjN: number; qExtN: number; qHome: number; out: number };
+  private readonly ptr: { qU8: number; qFull: number; qFullN: number; qProj: number; qProjN: number; qExtN: number; out: number };
   private readonly search: (job: number) => number;
   private readonly ke: number;
   /** Exact distances computed so far, and pairs that passed the first screen. */
   survivors = 0;
   screened = 0;
 
-  constructor(index: PreparedIndex, maxChunk: number) {
+  constructor(index: PreparedIndex, maxChunk: number, probes: number, exhaustive: boolean) {
     const { params, slots } = index;
     const k = params.k;
     this.ke = k + EXT;
     this.chunk = Math.ceil(maxChunk / 4) * 4;
     const c = this.chunk;
-    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4);
+    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4) + index.centres.length * 2 + index.centreN.length * 8 + 64;
     const queryBytes = c * (D + D * 2 + 4 + this.ke * 2 + 4 + 4 + 8 + 16);
     this.arena = new Arena(baseBytes + queryBytes + 64 * 16 + JOB_SIZE);
     const a = this.arena;
@@ -309,6 +384,9 @@ export class KernelSearch {
     const baseExt = put16(index.baseExt);
     const baseExtN = put32(index.baseExtN);
     const baseIndex = put32(index.baseIndex);
+    const centres = put16(index.centres);
+    const centreN = put32(index.centreN);
+    const clusterStart = put32(index.clusterStart);
     this.ptr = {
       qU8: a.alloc(c * D),
       qFull: a.alloc(c * D * 2),
@@ -316,7 +394,6 @@ export class KernelSearch {
       qProj: a.alloc(c * this.ke * 2),
       qProjN: a.alloc(c * 4),
       qExtN: a.alloc(c * 4),
-      qHome: a.alloc(c * 8),
       out: a.alloc(c * 16),
     };
     this.job = a.alloc(JOB_SIZE);
@@ -344,8 +421,13 @@ export class KernelSearch {
     job.setUint32(84, baseExtN, true);
     job.setUint32(88, p.qExtN, true);
     job.setUint32(92, baseIndex, true);
-    job.setUint32(96, p.qHome, true);
+    job.setUint32(96, centres, true);
     job.setFloat64(104, params.slack2, true);
+    job.setUint32(116, centreN, true);
+    job.setInt32(120, index.nClusters, true);
+    job.setUint32(124, clusterStart, true);
+    job.setInt32(128, Math.max(1, probes), true);
+    job.setInt32(132, exhaustive ? 1 : 0, true);
   }
 
   /** Queries [start, start+count) of the prepared set: out[4i..4i+3] = d1, i1, d2, i2 (squared, u8 units). */
@@ -364,7 +446,6 @@ export class KernelSearch {
     fillRows(a.i16(p.qProj, padded * ke), q.proj, ke);
     fillRows(a.i32(p.qProjN, padded), q.projN, 1);
     fillRows(a.i32(p.qExtN, padded), q.extN, 1);
-    fillRows(a.i32(p.qHome, padded * 2), q.home, 2);
     a.exports.widen(p.qU8, p.qFull, p.qFullN, padded);
     const job = new DataView(a.buffer, this.job, JOB_SIZE);
     job.setInt32(40, count, true);

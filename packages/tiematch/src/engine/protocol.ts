@@ -6,9 +6,12 @@ export interface WorkerInit {
   /** nq x 4 i32 in search order: d1, i1, d2, i2. */
   out: SharedArrayBuffer;
   chunk: number;
+  /** Clusters nearest each query scanned first; exhaustive: then all the others. */
+  probes: number;
+  exhaustive: boolean;
 }
 
-export type WorkerTask = { type: 'search'; start: number; count: number } | { type: 'stop' };
+export type WorkerTask = { type: 'init'; init: WorkerInit } | { type: 'search'; start: number; count: number } | { type: 'stop' };
 
 export type WorkerReply =
   | { type: 'ready' }

@@ -18,6 +18,8 @@ export interface SearchOptions {
   k?: number;
   /** Screen shrink factor in approx mode (exact mode always uses 1). */
   alpha?: number;
+  /** Approx mode: how many clusters nearest each query are searched (exact mode searches all). */
+  probes?: number;
   /** Queries per kernel call: short calls let V8 tier the kernel up early. */
   chunk?: number;
 }
@@ -29,10 +31,13 @@ export interface NeighbourResult {
   /** Second nearest (d2 = 2^31-1 and i2 = -1 when the base has one point). */
   d2: Int32Array;
   i2: Int32Array;
-  stats: { threads: number; k: number; alpha: number; screened: number; survivors: number; pairs: number; prepareMs: number; searchMs: number };
+  stats: { threads: number; k: number; alpha: number; probes: number | null; screened: number; survivors: number; pairs: number; prepareMs: number; searchMs: number };
 }
 
 export const APPROX_ALPHA = 0.55;
+export const APPROX_PROBES = 8;
+/** Exact mode: each query's few nearest clusters first, for an early tight bound. */
+const EXACT_FIRST_PROBES = 2;
 export const DEFAULT_K = 8;
 
 export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options: SearchOptions = {}): Promise<NeighbourResult> {
@@ -47,24 +52,22 @@ export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options:
   const alpha = mode === 'exact' ? 1 : (options.alpha ?? APPROX_ALPHA);
   if (!(alpha > 0 && alpha <= 1)) throw new TiematchError('ERR_INVALID_ARG', `alpha ${alpha}: must be in (0, 1]`);
   const chunk = Math.max(4, options.chunk ?? 64);
-
-  const t0 = performance.now();
-  const basis = principalBasis([base, queries], k + EXT);
-  const params = screenParams(basis, alpha);
-  const prepared = prepare(base, queries, basis, params);
-  const t1 = performance.now();
+  const probes = mode === 'exact' ? EXACT_FIRST_PROBES : Math.floor(options.probes ?? APPROX_PROBES);
+  if (!(probes >= 1 && probes <= 64)) throw new TiematchError('ERR_INVALID_ARG', `probes ${options.probes}: must be in [1, 64]`);
 
   const out = new SharedArrayBuffer(nq * 16);
-  const init: WorkerInit = { index: prepared.index, queries: prepared.queries, out, chunk };
+  let order: Int32Array = new Int32Array(0);
+  const t0 = performance.now();
   // The compiled worker, also when this file runs from src/ under tsx (workers do not inherit loaders).
+  // Started first: their start-up overlaps the preparation.
   const workerUrl = new URL('../../dist/engine/worker.js', import.meta.url);
-  const workers = Array.from({ length: Math.min(threads, Math.ceil(nq / chunk)) }, () => new Worker(workerUrl, { workerData: init }));
-
+  const workers = Array.from({ length: Math.min(threads, Math.ceil(nq / chunk)) }, () => new Worker(workerUrl));
   let next = 0;
   let survivors = 0;
   let screened = 0;
+  let t1 = t0;
   try {
-    await Promise.all(
+    const finished = Promise.all(
       workers.map(
         (w) =>
           new Promise<void>((resolve, reject) => {
@@ -93,6 +96,15 @@ export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options:
           }),
       ),
     );
+    finished.catch(() => {}); // awaited below; a failure during preparation must not go unhandled
+    const basis = principalBasis([base, queries], k + EXT);
+    const params = screenParams(basis, alpha);
+    const prepared = prepare(base, queries, params);
+    t1 = performance.now();
+    const init: WorkerInit = { index: prepared.index, queries: prepared.queries, out, chunk, probes, exhaustive: mode === 'exact' };
+    for (const w of workers) w.postMessage({ type: 'init', init });
+    await finished;
+    order = prepared.queries.order;
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
@@ -104,9 +116,8 @@ export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options:
     i1: new Int32Array(nq),
     d2: new Int32Array(nq),
     i2: new Int32Array(nq),
-    stats: { threads: workers.length, k, alpha, screened, survivors, pairs: nb * nq, prepareMs: t1 - t0, searchMs: t2 - t1 },
+    stats: { threads: workers.length, k, alpha, probes: mode === 'exact' ? null : probes, screened, survivors, pairs: nb * nq, prepareMs: t1 - t0, searchMs: t2 - t1 },
   };
-  const order = prepared.queries.order;
   for (let r = 0; r < nq; r++) {
     const q = order[r];
     result.d1[q] = all[r * 4];
