@@ -16,6 +16,8 @@ export interface AnnOptions {
   filter?: boolean;
   k?: number;
   alpha?: number;
+  /** Approx mode: clusters searched per query. */
+  probes?: number;
 }
 
 export interface AnnResult {
@@ -41,7 +43,7 @@ export async function annMatch(points1: Keypoints, points2: Keypoints, options: 
   if (!(ratio > 0 && Number.isFinite(ratio))) throw new TiematchError('ERR_INVALID_ARG', `ratio ${ratio}: must be a positive number`);
   if (points1.count < 2) throw new TiematchError('ERR_EMPTY', `file1 has ${points1.count} point(s): the ratio test needs at least 2`);
   const t0 = performance.now();
-  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha });
+  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes });
   const t1 = performance.now();
   const i1: number[] = [];
   const i2: number[] = [];

@@ -63,6 +63,15 @@ describe('exact search', () => {
     assert.ok(approx.stats.survivors <= exact.stats.survivors);
   });
 
+  it('approx mode probing every cluster with the full screen is exact; fewer probes screen fewer pairs', async () => {
+    const exact = await nearestTwo(a.descriptors, b.descriptors, { threads: 2 });
+    const every = await nearestTwo(a.descriptors, b.descriptors, { threads: 2, mode: 'approx', alpha: 1, probes: 64 });
+    assert.deepEqual([every.d1, every.i1, every.d2, every.i2], [exact.d1, exact.i1, exact.d2, exact.i2]);
+    const few = await nearestTwo(a.descriptors, b.descriptors, { threads: 2, mode: 'approx', alpha: 1, probes: 2 });
+    assert.ok(few.stats.screened < every.stats.screened, `${few.stats.screened} vs ${every.stats.screened}`);
+    await assert.rejects(nearestTwo(a.descriptors, b.descriptors, { mode: 'approx', probes: 0 }), { code: 'ERR_INVALID_ARG' });
+  });
+
   const aloe = new URL('../../../../shared/data/tiematch/aloe/', import.meta.url);
   it('the aloe pair: every query equals the shipped exact ground truth', { skip: !existsSync(aloe) && 'shared/data/tiematch/aloe is not here' }, async () => {
     const A = parseKeypoints(readFileSync(new URL('A.dat', aloe))).points;

@@ -39,29 +39,70 @@ void column_sums(const uint8_t *src, int n, double *sums) {
   for (int i = 0; i < DIM; i++) sums[i] += (double)acc[i];
 }
 
-// Adds the outer products of every step-th centred row to cov (128 x 128 f64); returns the largest
-// squared norm of a centred row over all rows.
+// Raw second moments, exact in integers: S[a][b] += x_a x_b for b >= a rounded down to 8 (the
+// caller mirrors the rest) and sums[a] += x_a, over every step-th row (at most 2^15 rows in all,
+// so S fits i32). Returns the largest |x|^2 - x.meanQ / 128 over all rows: with meanQ = round(256 m),
+// |x - m|^2 is that plus |m|^2, within 64 (the rounding of meanQ).
 WASM_EXPORT(moments)
-double moments(const uint8_t *src, int n, int step, const double *mean, double *cov) {
-  double c[DIM];
-  double radius2 = 0;
+double moments(const uint8_t *src, int n, int step, const int16_t *meanQ, int32_t *S, int32_t *sums) {
+  int16_t x[DIM];
+  double worst = -1e300;
   for (int p = 0; p < n; p++) {
     const uint8_t *s = src + (long)p * DIM;
-    double r = 0;
-    for (int i = 0; i < DIM; i++) {
-      c[i] = (double)s[i] - mean[i];
-      r += c[i] * c[i];
+    for (int i = 0; i < DIM; i += 16) {
+      v128_t v = wasm_v128_load(s + i);
+      wasm_v128_store(x + i, wasm_u16x8_extend_low_u8x16(v));
+      wasm_v128_store(x + i + 8, wasm_u16x8_extend_high_u8x16(v));
     }
-    if (r > radius2) radius2 = r;
+    double r = (double)dot128(x, x) - (double)dot128(x, meanQ) / 128.0;
+    if (r > worst) worst = r;
     if (p % step) continue;
-    for (int a = 0; a < DIM; a++) {
-      v128_t ca = wasm_f64x2_splat(c[a]);
-      double *row = cov + a * DIM;
-      for (int b = 0; b < DIM; b += 2)
-        wasm_v128_store(row + b, wasm_f64x2_add(wasm_v128_load(row + b), wasm_f64x2_mul(ca, wasm_v128_load(c + b))));
+    for (int i = 0; i < DIM; i++) {
+      sums[i] += x[i];
+      if (!x[i]) continue; // SIFT descriptors are sparse
+      v128_t xi = wasm_i16x8_splat(x[i]);
+      int32_t *row = S + i * DIM;
+      for (int j = i & ~7; j < DIM; j += 8) {
+        v128_t xj = wasm_v128_load(x + j);
+        wasm_v128_store(row + j, wasm_i32x4_add(wasm_v128_load(row + j), wasm_i32x4_extmul_low_i16x8(xi, xj)));
+        wasm_v128_store(row + j + 4, wasm_i32x4_add(wasm_v128_load(row + j + 4), wasm_i32x4_extmul_high_i16x8(xi, xj)));
+      }
     }
   }
-  return radius2;
+  return worst;
+}
+
+// out[r n + i] = sum_j C[i n + j] Q[r n + j]: C (n x n, symmetric) times k rows of Q, in f64.
+WASM_EXPORT(times_rows)
+void times_rows(const double *C, const double *Q, int n, int k, double *out) {
+  for (int r = 0; r < k; r++) {
+    const double *q = Q + (long)r * n;
+    for (int i = 0; i < n; i++) {
+      const double *c = C + (long)i * n;
+      v128_t a0 = wasm_f64x2_splat(0.0), a1 = a0;
+      for (int j = 0; j < n; j += 4) {
+        a0 = wasm_f64x2_add(a0, wasm_f64x2_mul(wasm_v128_load(c + j), wasm_v128_load(q + j)));
+        a1 = wasm_f64x2_add(a1, wasm_f64x2_mul(wasm_v128_load(c + j + 2), wasm_v128_load(q + j + 2)));
+      }
+      v128_t a = wasm_f64x2_add(a0, a1);
+      out[(long)r * n + i] = wasm_f64x2_extract_lane(a, 0) + wasm_f64x2_extract_lane(a, 1);
+    }
+  }
+}
+
+// dst row s = src row index[s] (zeros where index[s] < 0); rows are `width` bytes, a multiple of 16.
+WASM_EXPORT(gather_rows)
+void gather_rows(const uint8_t *src, int width, const int32_t *index, int count, uint8_t *dst) {
+  for (int s = 0; s < count; s++) {
+    uint8_t *d = dst + (long)s * width;
+    const int32_t i = index[s];
+    if (i < 0) {
+      for (int b = 0; b < width; b += 16) wasm_v128_store(d + b, wasm_i32x4_splat(0));
+    } else {
+      const uint8_t *r = src + (long)i * width;
+      for (int b = 0; b < width; b += 16) wasm_v128_store(d + b, wasm_v128_load(r + b));
+    }
+  }
 }
 
 // Widen u8 descriptors to i16 and return their squared norms.
@@ -81,6 +122,7 @@ void widen(const uint8_t *src, int16_t *dst, int32_t *norms, int n) {
 
 // y = round(factor (Q a - Qmean)) for the K + E rows of Q (the basis in fixed point, i16, row-major
 // (K+E) x 128; Q a is exact in i32), with |y[0:K]|^2 and |y[K:K+E]|^2. out: K + E i16 per point.
+// Four rows at a time share the loads of a; K and E are multiples of 4.
 WASM_EXPORT(project)
 void project(const uint8_t *src, int n, const int16_t *Q, const double *qMean, int K, int E, double factor,
              int16_t *out, int32_t *norms, int32_t *extNorms) {
@@ -93,26 +135,33 @@ void project(const uint8_t *src, int n, const int16_t *Q, const double *qMean, i
       wasm_v128_store(a + i, wasm_u16x8_extend_low_u8x16(v));
       wasm_v128_store(a + i + 8, wasm_u16x8_extend_high_u8x16(v));
     }
-    int32_t norm = 0, ext = 0;
-    for (int k = 0; k < KE; k += 2) {
-      const int16_t *r0 = Q + (long)k * DIM, *r1 = r0 + DIM;
-      v128_t s0 = wasm_i32x4_splat(0), s1 = s0;
+    v128_t norm = wasm_i32x4_splat(0), ext = norm;
+    const v128_t f = wasm_f64x2_splat(factor);
+    for (int k = 0; k < KE; k += 4) {
+      const int16_t *r0 = Q + (long)k * DIM, *r1 = r0 + DIM, *r2 = r1 + DIM, *r3 = r2 + DIM;
+      v128_t s0 = wasm_i32x4_splat(0), s1 = s0, s2 = s0, s3 = s0;
       for (int i = 0; i < DIM; i += 8) {
         v128_t x = wasm_v128_load(a + i);
         s0 = wasm_i32x4_add(s0, wasm_i32x4_dot_i16x8(wasm_v128_load(r0 + i), x));
         s1 = wasm_i32x4_add(s1, wasm_i32x4_dot_i16x8(wasm_v128_load(r1 + i), x));
+        s2 = wasm_i32x4_add(s2, wasm_i32x4_dot_i16x8(wasm_v128_load(r2 + i), x));
+        s3 = wasm_i32x4_add(s3, wasm_i32x4_dot_i16x8(wasm_v128_load(r3 + i), x));
       }
-      int32_t dots[2] = {hsum(s0), hsum(s1)};
-      for (int r = 0; r < 2; r++) {
-        double v = ((double)dots[r] - qMean[k + r]) * factor;
-        int32_t q = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
-        out[(long)p * KE + k + r] = (int16_t)q;
-        if (k + r < K) norm += q * q;
-        else ext += q * q;
-      }
+      // Transpose-add: dots = [sum s0, sum s1, sum s2, sum s3].
+      v128_t t01 = wasm_i32x4_add(wasm_i32x4_shuffle(s0, s1, 0, 4, 1, 5), wasm_i32x4_shuffle(s0, s1, 2, 6, 3, 7));
+      v128_t t23 = wasm_i32x4_add(wasm_i32x4_shuffle(s2, s3, 0, 4, 1, 5), wasm_i32x4_shuffle(s2, s3, 2, 6, 3, 7));
+      v128_t dots = wasm_i32x4_add(wasm_i32x4_shuffle(t01, t23, 0, 1, 4, 5), wasm_i32x4_shuffle(t01, t23, 2, 3, 6, 7));
+      v128_t lo = wasm_f64x2_convert_low_i32x4(dots);
+      v128_t hi = wasm_f64x2_convert_low_i32x4(wasm_i32x4_shuffle(dots, dots, 2, 3, 0, 1));
+      lo = wasm_f64x2_nearest(wasm_f64x2_mul(wasm_f64x2_sub(lo, wasm_v128_load(qMean + k)), f));
+      hi = wasm_f64x2_nearest(wasm_f64x2_mul(wasm_f64x2_sub(hi, wasm_v128_load(qMean + k + 2)), f));
+      v128_t y = wasm_i32x4_shuffle(wasm_i32x4_trunc_sat_f64x2_zero(lo), wasm_i32x4_trunc_sat_f64x2_zero(hi), 0, 1, 4, 5);
+      wasm_v128_store64_lane(out + (long)p * KE + k, wasm_i16x8_narrow_i32x4(y, y), 0);
+      if (k < K) norm = wasm_i32x4_add(norm, wasm_i32x4_mul(y, y));
+      else ext = wasm_i32x4_add(ext, wasm_i32x4_mul(y, y));
     }
-    norms[p] = norm;
-    extNorms[p] = ext;
+    norms[p] = hsum(norm);
+    extNorms[p] = hsum(ext);
   }
 }
 
@@ -138,25 +187,27 @@ static inline void pack_pairs(const int16_t *y, int K, int32_t *pairs) {
 
 // out[j] = |c_j|^2 - 2 y.c_j for every centre (a padded count, multiple of 4), centres interleaved
 // as interleave() lays out points. Same order as |y - c_j|^2.
-static inline void centre_distances(const int32_t *pairs, int K, const int16_t *centresIl, const int32_t *centreN,
-                                    int cPadded, int32_t *out) {
+static inline __attribute__((always_inline)) void centre_distances(const int32_t *pairs, const int K,
+                                                                    const int16_t *centresIl, const int32_t *centreN,
+                                                                    int cPadded, int32_t *out) {
   const int P2 = K / 2;
+  v128_t sp[16];
+  for (int p = 0; p < P2; p++) sp[p] = wasm_i32x4_splat(pairs[p]);
   for (int blk = 0; blk < cPadded / 4; blk++) {
     const v128_t *b = (const v128_t *)(centresIl + (long)blk * P2 * 8);
     v128_t a = wasm_i32x4_splat(0);
-    for (int p = 0; p < P2; p++) a = wasm_i32x4_add(a, wasm_i32x4_dot_i16x8(wasm_v128_load(b + p), wasm_i32x4_splat(pairs[p])));
+#pragma clang loop unroll(full)
+    for (int p = 0; p < P2; p++) a = wasm_i32x4_add(a, wasm_i32x4_dot_i16x8(wasm_v128_load(b + p), sp[p]));
     wasm_v128_store(out + blk * 4, wasm_i32x4_sub(wasm_v128_load(centreN + blk * 4), wasm_i32x4_shl(a, 1)));
   }
 }
 
 #define MAX_CLUSTERS 1024
 
-// out[p] = the centre nearest to point p on its first K projections (ties: lowest index).
-// Points are `stride` i16 apart; centres interleaved, cPadded of them (padding: huge norms).
-WASM_EXPORT(assign)
-void assign(const int16_t *proj, int n, int stride, int K, const int16_t *centresIl, const int32_t *centreN, int cPadded,
-            int32_t *out) {
-  int32_t pairs[32], dist[MAX_CLUSTERS];
+static inline __attribute__((always_inline)) void assign_k(const int16_t *proj, int n, int stride, const int K,
+                                                            const int16_t *centresIl, const int32_t *centreN,
+                                                            int cPadded, int32_t *out) {
+  int32_t pairs[16], dist[MAX_CLUSTERS];
   for (int p = 0; p < n; p++) {
     pack_pairs(proj + (long)p * stride, K, pairs);
     centre_distances(pairs, K, centresIl, centreN, cPadded, dist);
@@ -175,6 +226,19 @@ void assign(const int16_t *proj, int n, int stride, int K, const int16_t *centre
     for (int l = 1; l < 4; l++)
       if (bd[l] < bd[win] || (bd[l] == bd[win] && bj[l] < bj[win])) win = l;
     out[p] = bj[win];
+  }
+}
+
+// out[p] = the centre nearest to point p on its first K projections (ties: lowest index).
+// Points are `stride` i16 apart; centres interleaved, cPadded of them (padding: huge norms).
+WASM_EXPORT(assign)
+void assign(const int16_t *proj, int n, int stride, int K, const int16_t *centresIl, const int32_t *centreN, int cPadded,
+            int32_t *out) {
+  switch (K) {
+    case 8: assign_k(proj, n, stride, 8, centresIl, centreN, cPadded, out); break;
+    case 16: assign_k(proj, n, stride, 16, centresIl, centreN, cPadded, out); break;
+    case 24: assign_k(proj, n, stride, 24, centresIl, centreN, cPadded, out); break;
+    default: assign_k(proj, n, stride, 32, centresIl, centreN, cPadded, out); break;
   }
 }
 
@@ -378,7 +442,7 @@ static inline __attribute__((always_inline)) int plan_tile(Job *job, int q0, con
   int count = 0;
   const int cPadded = (c + 3) & ~3;
   for (int t = 0; t < TILE_Q; t++) {
-    int32_t pairs[32], dist[MAX_CLUSTERS];
+    int32_t pairs[16], dist[MAX_CLUSTERS];
     pack_pairs(job->qProj + (long)(q0 + t) * KE, K, pairs);
     centre_distances(pairs, K, job->centres, job->centreN, cPadded, dist);
     int32_t nearD[MAX_PROBES], nearJ[MAX_PROBES];

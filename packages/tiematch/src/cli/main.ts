@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { annMatch, referenceNearestTwo, verify, DEFAULT_RATIO } from '../ann.js';
 import { TiematchError } from '../errors.js';
 import { readKeypointFile, writeResultFile } from '../files.js';
-import { nearestTwo } from '../engine/search.js';
+import { APPROX_PROBES, nearestTwo } from '../engine/search.js';
 
 /** MICMAC's single-dash options, spelled as commander expects. */
 const MICMAC_FLAGS: Record<string, string> = { '-ratio': '--ratio', '-newFormat': '--new-format', '-noSplitTypes': '--no-split-types' };
@@ -42,6 +42,7 @@ program
   .option('--no-split-types', 'accepted for MICMAC compatibility (a two-file call never splits)')
   .option('--mode <mode>', 'exact (default) or approx', 'exact')
   .option('--threads <n>', 'worker threads (default: all cores)', positiveInt)
+  .option('--probes <n>', `approx mode: clusters searched per query (default ${APPROX_PROBES})`, positiveInt)
   .option('--no-filter', 'skip MICMAC\'s neighbour filter')
   .option('--verify', 'check against exact matches and a scalar brute force on a sample', false)
   .option('--verify-sample <n>', 'queries rechecked by the scalar brute force', positiveInt, 200)
@@ -53,7 +54,7 @@ program
     const a = readKeypointFile(file1);
     const b = readKeypointFile(file2);
     const ratio = o.ratio as number;
-    const result = await annMatch(a.points, b.points, { ratio, mode: o.mode, threads: o.threads as number | undefined, filter: o.filter as boolean });
+    const result = await annMatch(a.points, b.points, { ratio, mode: o.mode, threads: o.threads as number | undefined, probes: o.probes as number | undefined, filter: o.filter as boolean });
     writeResultFile(output, result.coordinates, o.newFormat as boolean);
     const totalMs = performance.now() - t0;
     const summary: Record<string, unknown> = {

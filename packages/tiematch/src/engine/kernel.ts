@@ -16,6 +16,9 @@ export const EXT = 16;
 const PROJECTED_RADIUS = 24000;
 const PADDING_NORM = 2_000_000_000;
 const FIXED_ONE = 1 << 14;
+/** Most basis rows: the largest K + EXT. */
+const MAX_ROWS = 48;
+const MAX_CLUSTERS = 1024; // MAX_CLUSTERS in kernel.c
 const JOB_SIZE = 160; // sizeof(Job) in kernel.c, rounded up
 
 let cached: WebAssembly.Module | undefined;
@@ -70,18 +73,20 @@ export function screenParams(basis: Basis, alpha: number): ScreenParams {
 
 interface Exports {
   column_sums(src: number, n: number, sums: number): void;
-  moments(src: number, n: number, step: number, mean: number, cov: number): number;
+  moments(src: number, n: number, step: number, meanQ: number, S: number, sums: number): number;
   widen(src: number, dst: number, norms: number, n: number): void;
+  times_rows(C: number, Q: number, n: number, k: number, out: number): void;
   project(src: number, n: number, Q: number, qMean: number, K: number, E: number, factor: number, out: number, norms: number, extNorms: number): void;
   interleave(proj: number, n: number, K: number, E: number, nPadded: number, out: number, ext: number): void;
   sq_norms(src: number, n: number, norms: number): void;
+  gather_rows(src: number, width: number, index: number, count: number, dst: number): void;
   assign(proj: number, n: number, stride: number, K: number, centres: number, centreN: number, c: number, out: number): void;
   [name: `search_k${number}`]: (job: number) => number;
   __heap_base: WebAssembly.Global;
 }
 
 /** A kernel instance with a bump allocator over its own memory. */
-class Arena {
+export class Arena {
   readonly exports: Exports;
   private readonly memory: WebAssembly.Memory;
   private at: number;
@@ -117,35 +122,82 @@ class Arena {
   }
 }
 
-/** Whole-set helpers for the calling thread (moments of the descriptors). */
+/**
+ * The calling thread's kernel: holds the base and the queries once, for the principal axes and
+ * for prepare(), which lays out the index.
+ */
 export class KernelTools {
-  private readonly arena: Arena;
-  private readonly src: number;
-  private readonly vec: number;
+  readonly arena: Arena;
+  /** Where each set lies in the arena, and its number of points. */
+  readonly sets: { ptr: number; n: number }[];
+  private readonly scratch: number;
   private readonly mat: number;
-  /** largestSet: the size in bytes of the largest descriptor array it will be given. */
-  constructor(largestSet: number) {
-    this.arena = new Arena(largestSet + (D * D + D) * 8 + 64);
-    this.src = this.arena.alloc(largestSet);
-    this.vec = this.arena.alloc(D * 8);
+  private readonly rows: number;
+  private readonly product: number;
+  constructor(sets: Uint8Array[]) {
+    const n = sets.reduce((sum, set) => sum + set.length / D, 0);
+    // The sets, the PCA's scratch, and prepare()'s layout with the largest K (projections, clusters,
+    // the permuted base, the sorted queries).
+    const ke = MAX_ROWS;
+    const bytes = 2 * n * D + (D * D + D + 2 * MAX_ROWS * D) * 8 + n * (ke * 4 + 40) + 8 * MAX_CLUSTERS * (ke * 4 + D + 16) + MAX_CLUSTERS * (ke * 4 + 16) + (1 << 20);
+    this.arena = new Arena(bytes);
+    this.sets = sets.map((set) => {
+      const ptr = this.arena.alloc(set.length);
+      this.arena.u8(ptr, set.length).set(set);
+      return { ptr, n: set.length / D };
+    });
+    this.scratch = this.arena.alloc(D * 8);
     this.mat = this.arena.alloc(D * D * 8);
+    this.rows = this.arena.alloc(MAX_ROWS * D * 8);
+    this.product = this.arena.alloc(MAX_ROWS * D * 8);
   }
-  columnSums(data: Uint8Array, sums: Float64Array): void {
-    this.arena.u8(this.src, data.length).set(data);
-    const v = new Float64Array(this.arena.buffer, this.vec, D);
-    v.set(sums);
-    this.arena.exports.column_sums(this.src, data.length / D, this.vec);
-    sums.set(v);
+  /** out = rows of q times the symmetric 128 x 128 matrix c. */
+  timesRows(c: Float64Array, q: Float64Array, rows: number, out: Float64Array): void {
+    if (rows > MAX_ROWS) throw new TiematchError('ERR_INVALID_ARG', `${rows} rows: at most ${MAX_ROWS}`);
+    new Float64Array(this.arena.buffer, this.mat, D * D).set(c);
+    new Float64Array(this.arena.buffer, this.rows, rows * D).set(q.subarray(0, rows * D));
+    this.arena.exports.times_rows(this.mat, this.rows, D, rows, this.product);
+    out.set(new Float64Array(this.arena.buffer, this.product, rows * D));
   }
-  /** Adds every step-th centred row's outer product to cov; returns max |a - mean|^2. */
-  moments(data: Uint8Array, step: number, mean: Float64Array, cov: Float64Array): number {
-    this.arena.u8(this.src, data.length).set(data);
-    new Float64Array(this.arena.buffer, this.vec, D).set(mean);
-    const m = new Float64Array(this.arena.buffer, this.mat, D * D);
-    m.set(cov);
-    const r = this.arena.exports.moments(this.src, data.length / D, step, this.vec, this.mat);
-    cov.set(m);
-    return r;
+  /** Column sums over every set. */
+  columnSums(): Float64Array {
+    const v = new Float64Array(this.arena.buffer, this.scratch, D).fill(0);
+    for (const set of this.sets) this.arena.exports.column_sums(set.ptr, set.n, this.scratch);
+    return v.slice();
+  }
+  /**
+   * Second moments of every step-th row (at most 2^15 rows: S is exact in i32) about `mean`, and
+   * an upper bound on max |a - mean|^2 over every row.
+   */
+  moments(step: number, mean: Float64Array): { cov: Float64Array; count: number; radius2: number } {
+    const a = this.arena;
+    const mark = a.alloc(0);
+    const meanQ = a.alloc(D * 2);
+    const S = a.alloc(D * D * 4);
+    const sums = a.alloc(D * 4);
+    const q = a.i16(meanQ, D);
+    for (let i = 0; i < D; i++) q[i] = Math.round(mean[i] * 256);
+    a.i32(S, D * D).fill(0);
+    a.i32(sums, D).fill(0);
+    let count = 0;
+    let worst = -Infinity;
+    for (const set of this.sets) {
+      count += Math.ceil(set.n / step);
+      worst = Math.max(worst, a.exports.moments(set.ptr, set.n, step, meanQ, S, sums));
+    }
+    if (count > 1 << 15) throw new TiematchError('ERR_INVALID_ARG', `moments of ${count} rows: at most 32768`);
+    const s = a.i32(S, D * D);
+    const sum = a.i32(sums, D);
+    const cov = new Float64Array(D * D);
+    for (let i = 0; i < D; i++)
+      for (let j = i; j < D; j++) {
+        const v = s[i * D + j] - mean[i] * sum[j] - sum[i] * mean[j] + count * mean[i] * mean[j];
+        cov[i * D + j] = cov[j * D + i] = v;
+      }
+    let m2 = 0;
+    for (let i = 0; i < D; i++) m2 += mean[i] * mean[i];
+    a.release(mark);
+    return { cov, count, radius2: worst + m2 + 64 };
   }
 }
 
@@ -180,30 +232,28 @@ export interface PreparedQueries {
   extN: Int32Array;
 }
 
-function projectAll(arena: Arena, data: Uint8Array, params: ScreenParams): { proj: Int16Array; projPtr: number; srcPtr: number; norms: Int32Array; extNorms: Int32Array } {
-  const n = data.length / D;
+function projectAll(arena: Arena, set: { ptr: number; n: number }, params: ScreenParams): { proj: Int16Array; projPtr: number; srcPtr: number; norms: Int32Array; extNorms: Int32Array } {
+  const n = set.n;
   const ke = params.k + EXT;
-  const src = arena.alloc(data.length);
   const rows = arena.alloc(params.fixed.length * 2);
   const mean = arena.alloc(ke * 8);
   const out = arena.alloc(n * ke * 2);
   const norms = arena.alloc(n * 4);
   const ext = arena.alloc(n * 4);
-  arena.u8(src, data.length).set(data);
   arena.i16(rows, params.fixed.length).set(params.fixed);
   new Float64Array(arena.buffer, mean, ke).set(params.fixedMean);
   // Short calls: V8 tiers a wasm function up between calls, not inside a long one.
   for (let s = 0; s < n; s += 1024) {
     const m = Math.min(1024, n - s);
-    arena.exports.project(src + s * D, m, rows, mean, params.k, EXT, params.factor, out + s * ke * 2, norms + s * 4, ext + s * 4);
+    arena.exports.project(set.ptr + s * D, m, rows, mean, params.k, EXT, params.factor, out + s * ke * 2, norms + s * 4, ext + s * 4);
   }
-  return { proj: arena.i16(out, n * ke), projPtr: out, srcPtr: src, norms: arena.i32(norms, n), extNorms: arena.i32(ext, n) };
+  return { proj: arena.i16(out, n * ke), projPtr: out, srcPtr: set.ptr, norms: arena.i32(norms, n), extNorms: arena.i32(ext, n) };
 }
 
 /** Clusters of about this many base points: a probe scans a few of them. */
 export const CLUSTER_SIZE = 128;
-const MAX_CLUSTERS = 1024; // MAX_CLUSTERS in kernel.c
-const KMEANS_ROUNDS = 3;
+const KMEANS_ROUNDS = 4;
+const KMEANS_SAMPLE = 32;
 
 /** Centres laid out for the kernel: interleaved like the base, padded to 4 with centres never nearest. */
 function centreLayout(arena: Arena, centres: Int16Array, k: number): { il: Int16Array; norms: Int32Array } {
@@ -238,36 +288,42 @@ function assignAll(arena: Arena, projPtr: number, n: number, stride: number, k: 
   return result;
 }
 
-/** k-means on the first k projections, from evenly spaced points; returns centres and each point's cluster. */
+/**
+ * k-means on the first k projections, from evenly spaced points, its rounds on an even sample of
+ * about KMEANS_SAMPLE points a cluster; returns the centres and each point's cluster.
+ */
 function cluster(arena: Arena, projPtr: number, proj: Int16Array, n: number, ke: number, k: number): { centres: Int16Array; member: Int32Array } {
   const c = Math.max(1, Math.min(MAX_CLUSTERS, Math.round(n / CLUSTER_SIZE)));
   const centres = new Int16Array(c * k);
   for (let j = 0; j < c; j++) for (let d = 0; d < k; d++) centres[j * k + d] = proj[Math.floor((j * n) / c) * ke + d];
-  let member = assignAll(arena, projPtr, n, ke, k, centres);
+  const step = Math.max(1, Math.floor(n / (c * KMEANS_SAMPLE)));
+  const sampled = Math.ceil(n / step);
   const sums = new Float64Array(c * k);
   const sizes = new Int32Array(c);
   for (let round = 0; round < KMEANS_ROUNDS; round++) {
+    const member = assignAll(arena, projPtr, sampled, ke * step, k, centres);
     sums.fill(0);
     sizes.fill(0);
-    for (let i = 0; i < n; i++) {
-      const j = member[i];
+    for (let s = 0; s < sampled; s++) {
+      const j = member[s];
       sizes[j]++;
-      for (let d = 0; d < k; d++) sums[j * k + d] += proj[i * ke + d];
+      for (let d = 0; d < k; d++) sums[j * k + d] += proj[s * step * ke + d];
     }
     for (let j = 0; j < c; j++) if (sizes[j]) for (let d = 0; d < k; d++) centres[j * k + d] = Math.round(sums[j * k + d] / sizes[j]);
-    member = assignAll(arena, projPtr, n, ke, k, centres);
   }
-  return { centres, member };
+  return { centres, member: assignAll(arena, projPtr, n, ke, k, centres) };
 }
 
-export function prepare(base: Uint8Array, queries: Uint8Array, params: ScreenParams): { index: PreparedIndex; queries: PreparedQueries } {
-  const n = base.length / D;
-  const nq = queries.length / D;
+/** Lays out the index and the queries; tools holds the base (set 0) and the queries (set 1). */
+export function prepare(tools: KernelTools, params: ScreenParams): { index: PreparedIndex; queries: PreparedQueries } {
+  const [baseSet, querySet] = tools.sets;
+  const n = baseSet.n;
+  const nq = querySet.n;
   const k = params.k;
   const ke = k + EXT;
-  const arena = new Arena(2 * (base.length + queries.length) + (n + nq) * (ke * 2 + 16) + (n + 8 * MAX_CLUSTERS) * (ke + k + EXT) * 2 + 2 * ke * D * 8 + MAX_CLUSTERS * (k * 2 + 4) * 2 + (1 << 20));
-  const b = projectAll(arena, base, params);
-  const q = projectAll(arena, queries, params);
+  const arena = tools.arena;
+  const b = projectAll(arena, baseSet, params);
+  const q = projectAll(arena, querySet, params);
 
   // Clusters of the base, laid out one after another, each padded to a multiple of 8 slots.
   const { centres, member } = cluster(arena, b.projPtr, b.proj, n, ke, k);
@@ -283,24 +339,27 @@ export function prepare(base: Uint8Array, queries: Uint8Array, params: ScreenPar
   arena.exports.sq_norms(b.srcPtr, n, normsPtr);
   const fullN = arena.i32(normsPtr, n);
   const baseIndex = new Int32Array(slots).fill(-1);
-  const permProj = arena.i16(arena.alloc(slots * ke * 2), slots * ke);
   const baseProjN = new Int32Array(slots).fill(PADDING_NORM);
   const baseExtN = new Int32Array(slots);
-  const baseU8 = new Uint8Array(slots * D);
   const baseFullN = new Int32Array(slots);
   for (let i = 0; i < n; i++) {
     const s = fill[member[i]]++;
     baseIndex[s] = i;
-    for (let d = 0; d < ke; d++) permProj[s * ke + d] = b.proj[i * ke + d];
     baseProjN[s] = b.norms[i];
     baseExtN[s] = b.extNorms[i];
-    baseU8.set(base.subarray(i * D, (i + 1) * D), s * D);
     baseFullN[s] = fullN[i];
   }
+  const indexPtr = arena.alloc(slots * 4);
+  arena.i32(indexPtr, slots).set(baseIndex);
+  const permProj = arena.alloc(slots * ke * 2);
+  const baseU8Ptr = arena.alloc(slots * D);
+  arena.exports.gather_rows(b.projPtr, ke * 2, indexPtr, slots, permProj);
+  arena.exports.gather_rows(b.srcPtr, D, indexPtr, slots, baseU8Ptr);
+  const baseU8 = arena.u8(baseU8Ptr, slots * D).slice();
   const layout = centreLayout(arena, centres, k);
   const ilPtr = arena.alloc(slots * k * 2);
   const extPtr = arena.alloc(slots * EXT * 2);
-  arena.exports.interleave(permProj.byteOffset, slots, k, EXT, slots, ilPtr, extPtr);
+  arena.exports.interleave(permProj, slots, k, EXT, slots, ilPtr, extPtr);
   const index: PreparedIndex = {
     params,
     n,
@@ -327,21 +386,20 @@ export function prepare(base: Uint8Array, queries: Uint8Array, params: ScreenPar
     for (let j = 0; j < c; j++) at[j + 1] += at[j];
     for (let i = 0; i < nq; i++) order[at[home[i]]++] = i;
   }
+  const orderPtr = arena.alloc(nq * 4);
+  arena.i32(orderPtr, nq).set(order);
+  const u8Ptr = arena.alloc(nq * D);
+  const projPtr = arena.alloc(nq * ke * 2);
+  arena.exports.gather_rows(q.srcPtr, D, orderPtr, nq, u8Ptr);
+  arena.exports.gather_rows(q.projPtr, ke * 2, orderPtr, nq, projPtr);
   const prepared: PreparedQueries = {
     n: nq,
     order,
-    u8: new Uint8Array(nq * D),
-    proj: new Int16Array(nq * ke),
-    projN: new Int32Array(nq),
-    extN: new Int32Array(nq),
+    u8: arena.u8(u8Ptr, nq * D).slice(),
+    proj: arena.i16(projPtr, nq * ke).slice(),
+    projN: Int32Array.from(order, (i) => q.norms[i]),
+    extN: Int32Array.from(order, (i) => q.extNorms[i]),
   };
-  for (let r = 0; r < nq; r++) {
-    const i = order[r];
-    prepared.u8.set(queries.subarray(i * D, (i + 1) * D), r * D);
-    for (let d = 0; d < ke; d++) prepared.proj[r * ke + d] = q.proj[i * ke + d];
-    prepared.projN[r] = q.norms[i];
-    prepared.extN[r] = q.extNorms[i];
-  }
   return { index, queries: prepared };
 }
 

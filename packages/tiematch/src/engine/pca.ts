@@ -14,46 +14,35 @@ export interface Basis {
 
 const D = DESCRIPTOR_SIZE;
 
-/** Principal axes from a sample of at most `sampleSize` points drawn evenly from each set. */
-export function principalBasis(sets: Uint8Array[], k: number, sampleSize = 4096): Basis {
-  const total = sets.reduce((n, s) => n + s.length / D, 0);
-  const kernel = new KernelTools(sets.reduce((n, s) => Math.max(n, s.length), 0));
-  const mean = new Float64Array(D);
-  for (const s of sets) kernel.columnSums(s, mean);
+/** Principal axes from a sample of about `sampleSize` points drawn evenly from the sets the kernel holds. */
+export function principalBasis(kernel: KernelTools, k: number, sampleSize = 4096): Basis {
+  const total = kernel.sets.reduce((n, s) => n + s.n, 0);
+  const mean = kernel.columnSums();
   for (let d = 0; d < D; d++) mean[d] /= total;
-  const cov = new Float64Array(D * D);
-  let radius2 = 0;
-  for (const s of sets) radius2 = Math.max(radius2, kernel.moments(s, Math.max(1, Math.floor(total / sampleSize)), mean, cov));
-  return { rows: leadingAxes(cov, D, k), k, mean, radius: Math.sqrt(radius2) };
+  const { cov, radius2 } = kernel.moments(Math.max(1, Math.floor(total / sampleSize)), mean);
+  return { rows: leadingAxes(k, D, (q, rows, out) => kernel.timesRows(cov, q, rows, out)), k, mean, radius: Math.sqrt(Math.max(radius2, 0)) };
 }
 
+/** out = rows of q times a symmetric n x n matrix. */
+export type TimesRows = (q: Float64Array, rows: number, out: Float64Array) => void;
+
 /**
- * The k leading eigenvectors of a symmetric n x n matrix (rows of the result), by subspace
+ * The k leading eigenvectors of a symmetric n x n matrix C (rows of the result), by subspace
  * iteration and a Rayleigh-Ritz step to order them: far cheaper than a full decomposition.
  */
-export function leadingAxes(c: Float64Array, n: number, k: number, iterations = 40): Float64Array {
-  let q = new Float64Array(k * n); // k rows
+export function leadingAxes(k: number, n: number, times: TimesRows, iterations = 40): Float64Array {
+  const q = new Float64Array(k * n); // k rows
   for (let r = 0; r < k; r++) for (let i = 0; i < n; i++) q[r * n + i] = Math.sin(1 + r * 7.3 + i * 1.7 + r * i * 0.37);
   orthonormalize(q, k, n);
   const next = new Float64Array(k * n);
   for (let it = 0; it < iterations; it++) {
-    for (let r = 0; r < k; r++) {
-      for (let i = 0; i < n; i++) {
-        let sum = 0;
-        for (let j = 0; j < n; j++) sum += c[i * n + j] * q[r * n + j];
-        next[r * n + i] = sum;
-      }
-    }
+    times(q, k, next);
     q.set(next);
     orthonormalize(q, k, n);
   }
   // Rayleigh-Ritz: rotate within the subspace so the rows are eigenvectors, largest first.
   const cq = new Float64Array(k * n);
-  for (let r = 0; r < k; r++) for (let i = 0; i < n; i++) {
-    let sum = 0;
-    for (let j = 0; j < n; j++) sum += c[i * n + j] * q[r * n + j];
-    cq[r * n + i] = sum;
-  }
+  times(q, k, cq);
   const small = new Float64Array(k * k);
   for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) {
     let sum = 0;

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { TiematchError } from '../errors.js';
 import { DESCRIPTOR_SIZE } from '../format/dat.js';
-import { EXT, prepare, screenParams } from './kernel.js';
+import { EXT, KernelTools, prepare, screenParams } from './kernel.js';
 import { principalBasis } from './pca.js';
 import type { WorkerInit, WorkerReply } from './protocol.js';
 
@@ -35,7 +35,7 @@ export interface NeighbourResult {
 }
 
 export const APPROX_ALPHA = 0.55;
-export const APPROX_PROBES = 8;
+export const APPROX_PROBES = 16;
 /** Exact mode: each query's few nearest clusters first, for an early tight bound. */
 const EXACT_FIRST_PROBES = 2;
 export const DEFAULT_K = 8;
@@ -97,9 +97,9 @@ export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options:
       ),
     );
     finished.catch(() => {}); // awaited below; a failure during preparation must not go unhandled
-    const basis = principalBasis([base, queries], k + EXT);
-    const params = screenParams(basis, alpha);
-    const prepared = prepare(base, queries, params);
+    const tools = new KernelTools([base, queries]);
+    const params = screenParams(principalBasis(tools, k + EXT), alpha);
+    const prepared = prepare(tools, params);
     t1 = performance.now();
     const init: WorkerInit = { index: prepared.index, queries: prepared.queries, out, chunk, probes, exhaustive: mode === 'exact' };
     for (const w of workers) w.postMessage({ type: 'init', init });
