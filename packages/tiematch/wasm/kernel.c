@@ -42,7 +42,7 @@ void column_sums(const uint8_t *src, int n, double *sums) {
 // Raw second moments, exact in integers: S[a][b] += x_a x_b for b >= a rounded down to 8 (the
 // caller mirrors the rest) and sums[a] += x_a, over every step-th row (at most 2^15 rows in all,
 // so S fits i32). Returns the largest |x|^2 - x.meanQ / 128 over all rows: with meanQ = round(256 m),
-// |x - m|^2 is that plus |m|^2, within 64 (the rounding of meanQ).
+// |x - m|^2 is that plus |m|^2, within 2 sum(x) / 512 <= 128 (the rounding of meanQ).
 WASM_EXPORT(moments)
 double moments(const uint8_t *src, int n, int step, const int16_t *meanQ, int32_t *S, int32_t *sums) {
   int16_t x[DIM];

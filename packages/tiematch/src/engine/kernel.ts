@@ -197,7 +197,7 @@ export class KernelTools {
     let m2 = 0;
     for (let i = 0; i < D; i++) m2 += mean[i] * mean[i];
     a.release(mark);
-    return { cov, count, radius2: worst + m2 + 64 };
+    return { cov, count, radius2: worst + m2 + 128 };
   }
 }
 
