@@ -29,6 +29,15 @@ static inline int32_t dot128(const int16_t *a, const int16_t *b) {
   return hsum(wasm_i32x4_add(s0, s1));
 }
 
+// One u8 descriptor widened to i16.
+static inline void widen_row(const uint8_t *s, int16_t *d) {
+  for (int i = 0; i < DIM; i += 16) {
+    v128_t v = wasm_v128_load(s + i);
+    wasm_v128_store(d + i, wasm_u16x8_extend_low_u8x16(v));
+    wasm_v128_store(d + i + 8, wasm_u16x8_extend_high_u8x16(v));
+  }
+}
+
 // Column sums of u8 descriptors (f64, added to sums).
 WASM_EXPORT(column_sums)
 void column_sums(const uint8_t *src, int n, double *sums) {
@@ -48,12 +57,7 @@ double moments(const uint8_t *src, int n, int step, const int16_t *meanQ, int32_
   int16_t x[DIM];
   double worst = -1e300;
   for (int p = 0; p < n; p++) {
-    const uint8_t *s = src + (long)p * DIM;
-    for (int i = 0; i < DIM; i += 16) {
-      v128_t v = wasm_v128_load(s + i);
-      wasm_v128_store(x + i, wasm_u16x8_extend_low_u8x16(v));
-      wasm_v128_store(x + i + 8, wasm_u16x8_extend_high_u8x16(v));
-    }
+    widen_row(src + (long)p * DIM, x);
     double r = (double)dot128(x, x) - (double)dot128(x, meanQ) / 128.0;
     if (r > worst) worst = r;
     if (p % step) continue;
@@ -109,13 +113,8 @@ void gather_rows(const uint8_t *src, int width, const int32_t *index, int count,
 WASM_EXPORT(widen)
 void widen(const uint8_t *src, int16_t *dst, int32_t *norms, int n) {
   for (int p = 0; p < n; p++) {
-    const uint8_t *s = src + (long)p * DIM;
     int16_t *d = dst + (long)p * DIM;
-    for (int i = 0; i < DIM; i += 16) {
-      v128_t v = wasm_v128_load(s + i);
-      wasm_v128_store(d + i, wasm_u16x8_extend_low_u8x16(v));
-      wasm_v128_store(d + i + 8, wasm_u16x8_extend_high_u8x16(v));
-    }
+    widen_row(src + (long)p * DIM, d);
     norms[p] = dot128(d, d);
   }
 }
@@ -129,12 +128,7 @@ void project(const uint8_t *src, int n, const int16_t *Q, const double *qMean, i
   const int KE = K + E;
   int16_t a[DIM];
   for (int p = 0; p < n; p++) {
-    const uint8_t *s = src + (long)p * DIM;
-    for (int i = 0; i < DIM; i += 16) {
-      v128_t v = wasm_v128_load(s + i);
-      wasm_v128_store(a + i, wasm_u16x8_extend_low_u8x16(v));
-      wasm_v128_store(a + i + 8, wasm_u16x8_extend_high_u8x16(v));
-    }
+    widen_row(src + (long)p * DIM, a);
     v128_t norm = wasm_i32x4_splat(0), ext = norm;
     const v128_t f = wasm_f64x2_splat(factor);
     for (int k = 0; k < KE; k += 4) {
@@ -168,15 +162,10 @@ void project(const uint8_t *src, int n, const int16_t *Q, const double *qMean, i
 // Squared norms of u8 descriptors.
 WASM_EXPORT(sq_norms)
 void sq_norms(const uint8_t *src, int n, int32_t *norms) {
+  int16_t x[DIM];
   for (int p = 0; p < n; p++) {
-    const uint8_t *s = src + (long)p * DIM;
-    v128_t acc = wasm_i32x4_splat(0);
-    for (int i = 0; i < DIM; i += 16) {
-      v128_t v = wasm_v128_load(s + i);
-      v128_t lo = wasm_u16x8_extend_low_u8x16(v), hi = wasm_u16x8_extend_high_u8x16(v);
-      acc = wasm_i32x4_add(acc, wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, lo), wasm_i32x4_dot_i16x8(hi, hi)));
-    }
-    norms[p] = hsum(acc);
+    widen_row(src + (long)p * DIM, x);
+    norms[p] = dot128(x, x);
   }
 }
 
