@@ -426,14 +426,15 @@ static uint8_t planned[MAX_CLUSTERS];
 
 // The clusters a tile scans, in order; returns how many. Each query's `probes` nearest centres
 // (distance on the first K projections), then, when exhaustive, all the others.
-static inline __attribute__((always_inline)) int plan_tile(Job *job, int q0, const int K, int32_t *order) {
-  const int c = job->nClusters, P = job->probes < c ? job->probes : c, KE = K + EXT;
+// pairs: each query's first K projections, packed (pack_pairs).
+static inline __attribute__((always_inline)) int plan_tile(Job *job, const int32_t pairs[TILE_Q][16], const int K,
+                                                            int32_t *order) {
+  const int c = job->nClusters, P = job->probes < c ? job->probes : c;
   int count = 0;
   const int cPadded = (c + 3) & ~3;
   for (int t = 0; t < TILE_Q; t++) {
-    int32_t pairs[16], dist[MAX_CLUSTERS];
-    pack_pairs(job->qProj + (long)(q0 + t) * KE, K, pairs);
-    centre_distances(pairs, K, job->centres, job->centreN, cPadded, dist);
+    int32_t dist[MAX_CLUSTERS];
+    centre_distances(pairs[t], K, job->centres, job->centreN, cPadded, dist);
     int32_t nearD[MAX_PROBES], nearJ[MAX_PROBES];
     int m = 0;
     for (int j = 0; j < c; j++) {
@@ -463,22 +464,20 @@ static inline __attribute__((always_inline)) int plan_tile(Job *job, int q0, con
 }
 
 static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, const int K) {
-  const int P2 = K / 2;
   const int KE = K + EXT;
   TileState st;
   st.survivors = st.screened = 0;
   for (int t = 0; t < TILE_Q; t++) {
     st.best[t].d1 = st.best[t].d2 = INT32_MAX;
     st.best[t].i1 = st.best[t].i2 = INT32_MAX;
-    const int16_t *qp = job->qProj + (long)(q0 + t) * KE;
-    for (int p = 0; p < P2; p++) st.qpairs[t][p] = (int32_t)(uint16_t)qp[2 * p] | ((int32_t)qp[2 * p + 1] << 16);
+    pack_pairs(job->qProj + (long)(q0 + t) * KE, K, st.qpairs[t]);
     st.hv[t] = wasm_i32x4_splat(INT32_MAX);
     st.h2[t] = INT32_MAX;
   }
   // Each query's nearest clusters first (a tight bound early prunes the rest), the first query's
   // in order of distance; then, in exact mode, every other cluster.
   int32_t order[MAX_CLUSTERS];
-  const int count = plan_tile(job, q0, K, order);
+  const int count = plan_tile(job, (const int32_t(*)[16])st.qpairs, K, order);
   for (int i = 0; i < count; i++) scan(job, &st, q0, job->clusterStart[order[i]], job->clusterStart[order[i] + 1], K);
   for (int t = 0; t < TILE_Q; t++)
     if (q0 + t < job->nq) {

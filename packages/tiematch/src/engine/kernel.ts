@@ -274,9 +274,10 @@ function centreLayout(arena: Arena, centres: Int16Array, k: number): { il: Int16
   return result;
 }
 
+type CentreLayout = ReturnType<typeof centreLayout>;
+
 /** Nearest centre of each row (first k of each `stride` i16), in the kernel. */
-function assignAll(arena: Arena, projPtr: number, n: number, stride: number, k: number, centres: Int16Array): Int32Array {
-  const { il, norms } = centreLayout(arena, centres, k);
+function assignAll(arena: Arena, projPtr: number, n: number, stride: number, k: number, { il, norms }: CentreLayout): Int32Array {
   const ilPtr = arena.alloc(il.length * 2);
   const nPtr = arena.alloc(norms.length * 4);
   const out = arena.alloc(n * 4);
@@ -290,9 +291,9 @@ function assignAll(arena: Arena, projPtr: number, n: number, stride: number, k: 
 
 /**
  * k-means on the first k projections, from evenly spaced points, its rounds on an even sample of
- * about KMEANS_SAMPLE points a cluster; returns the centres and each point's cluster.
+ * about KMEANS_SAMPLE points a cluster; returns the centres.
  */
-function cluster(arena: Arena, projPtr: number, proj: Int16Array, n: number, ke: number, k: number): { centres: Int16Array; member: Int32Array } {
+function cluster(arena: Arena, projPtr: number, proj: Int16Array, n: number, ke: number, k: number): Int16Array {
   const c = Math.max(1, Math.min(MAX_CLUSTERS, Math.round(n / CLUSTER_SIZE)));
   const centres = new Int16Array(c * k);
   for (let j = 0; j < c; j++) for (let d = 0; d < k; d++) centres[j * k + d] = proj[Math.floor((j * n) / c) * ke + d];
@@ -301,7 +302,7 @@ function cluster(arena: Arena, projPtr: number, proj: Int16Array, n: number, ke:
   const sums = new Float64Array(c * k);
   const sizes = new Int32Array(c);
   for (let round = 0; round < KMEANS_ROUNDS; round++) {
-    const member = assignAll(arena, projPtr, sampled, ke * step, k, centres);
+    const member = assignAll(arena, projPtr, sampled, ke * step, k, centreLayout(arena, centres, k));
     sums.fill(0);
     sizes.fill(0);
     for (let s = 0; s < sampled; s++) {
@@ -311,7 +312,7 @@ function cluster(arena: Arena, projPtr: number, proj: Int16Array, n: number, ke:
     }
     for (let j = 0; j < c; j++) if (sizes[j]) for (let d = 0; d < k; d++) centres[j * k + d] = Math.round(sums[j * k + d] / sizes[j]);
   }
-  return { centres, member: assignAll(arena, projPtr, n, ke, k, centres) };
+  return centres;
 }
 
 /** Lays out the index and the queries; tools holds the base (set 0) and the queries (set 1). */
@@ -326,7 +327,9 @@ export function prepare(tools: KernelTools, params: ScreenParams): { index: Prep
   const q = projectAll(arena, querySet, params);
 
   // Clusters of the base, laid out one after another, each padded to a multiple of 8 slots.
-  const { centres, member } = cluster(arena, b.projPtr, b.proj, n, ke, k);
+  const centres = cluster(arena, b.projPtr, b.proj, n, ke, k);
+  const layout = centreLayout(arena, centres, k);
+  const member = assignAll(arena, b.projPtr, n, ke, k, layout);
   const c = centres.length / k;
   const sizes = new Int32Array(c);
   for (let i = 0; i < n; i++) sizes[member[i]]++;
@@ -356,7 +359,6 @@ export function prepare(tools: KernelTools, params: ScreenParams): { index: Prep
   arena.exports.gather_rows(b.projPtr, ke * 2, indexPtr, slots, permProj);
   arena.exports.gather_rows(b.srcPtr, D, indexPtr, slots, baseU8Ptr);
   const baseU8 = arena.u8(baseU8Ptr, slots * D).slice();
-  const layout = centreLayout(arena, centres, k);
   const ilPtr = arena.alloc(slots * k * 2);
   const extPtr = arena.alloc(slots * EXT * 2);
   arena.exports.interleave(permProj, slots, k, EXT, slots, ilPtr, extPtr);
@@ -377,7 +379,7 @@ export function prepare(tools: KernelTools, params: ScreenParams): { index: Prep
     clusterStart,
   };
 
-  const home = assignAll(arena, q.projPtr, nq, ke, k, centres);
+  const home = assignAll(arena, q.projPtr, nq, ke, k, layout);
   const order = new Int32Array(nq);
   {
     // Counting sort by home cluster, stable.
