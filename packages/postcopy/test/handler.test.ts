@@ -79,3 +79,42 @@ describe('fault handler', () => {
     }
   });
 });
+
+describe('fault and push together', () => {
+  it('leaves a fault on a page the push has asked for to the push, instead of fetching it twice', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const dir = mkdtempSync(join(tmpdir(), 'pc-await-'));
+    const pages = 2048;
+    const expected = makeImage(join(dir, 'img'), pages * PS);
+    const source = new ImageFileSource(join(dir, 'img'));
+    const server = new PageServer(source);
+    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
+    const addr = native.mmapAnon(pages * PS);
+    const uffd = native.uffdOpen(true);
+    native.uffdApi(uffd, 0n);
+    native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+    // Small push requests, many in flight: a sequential reader keeps running into pages on their way.
+    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], pushBatch: 4, pushWindow: 8 });
+    try {
+      native.touchPages(addr, pages, PS, false);
+      const report = await handler.done();
+      const got = new Uint32Array(pages);
+      hashPages(new Uint8Array(native.viewMemory(addr, pages * PS)), PS, got);
+      assert.deepEqual(Array.from(got), Array.from(expected), 'every page intact');
+      assert.equal(report.complete, true);
+      assert.ok(report.faults >= 50, `the reader faulted ${report.faults} times`);
+      // Fetched by the fault path (and so sent twice, if the push brought it too): only a page the
+      // push had not asked for yet, as at the very start.
+      const twice = report.faulted + report.raced;
+      assert.ok(twice <= Math.max(4, report.faults / 10), `${report.faulted} of ${report.faults} faults fetched their page themselves, ${report.raced} pages came twice`);
+      assert.equal(report.latency?.count, report.faults, 'every fault timed, awaited ones included');
+    } finally {
+      await handler.stop();
+      native.close(uffd);
+      native.munmap(addr, pages * PS);
+      await server.close();
+      source.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -27,6 +27,8 @@ export interface LazyPagesOptions {
   /** the restored task's pid as this host sees it: killed if its pages cannot be fetched */
   targetPid?: () => number | undefined;
   push?: boolean;
+  /** extra pages fetched after each faulting page (FaultHandler's default otherwise) */
+  readahead?: number;
   /** background push: pages per request, requests in flight (FaultHandler's defaults otherwise) */
   pushBatch?: number;
   pushWindow?: number;
@@ -78,6 +80,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
         pageSize: 4096,
         push: o.push ?? true,
+        readahead: o.readahead,
         pushBatch: o.pushBatch,
         pushWindow: o.pushWindow,
         criu: o.source.kind === 'criu' ? { pid: t.pid, regions, lazy } : undefined,

@@ -94,6 +94,11 @@ export interface Progress {
 
 export interface HandlerReport extends Progress {
   complete: boolean;
+  /**
+   * When the last page was installed, as performance.timeOrigin + performance.now() of the thread
+   * that installed it: a high-resolution wall-clock time in ms, comparable across processes.
+   */
+  completedAt?: number;
   /** the process exited before every page arrived (nothing lost: nobody will read them) */
   exited?: boolean;
   latency: LatencySummary | null;
@@ -119,6 +124,8 @@ export class FaultHandler extends EventEmitter {
   #state: SharedState;
   #options: FaultHandlerOptions;
   #stopFd: number;
+  /** the push thread signals it when it installed pages while faults wait for them */
+  #pushFd: number;
   #uffd: number;
   #keeper: { sock: number; timer: NodeJS.Timeout | null } | null = null;
   #bridge: TlsBridge | null = null;
@@ -127,6 +134,7 @@ export class FaultHandler extends EventEmitter {
   #workers: Worker[] = [];
   #exited: Promise<void>[] = [];
   #latency: LatencySummary | null = null;
+  #completedAt: number | undefined;
   #fatal: PostcopyError | null = null;
   #stopped: Promise<HandlerReport> | null = null;
   #done: Promise<HandlerReport>;
@@ -146,6 +154,7 @@ export class FaultHandler extends EventEmitter {
       this.#startKeeper();
     }
     this.#stopFd = native.eventfd();
+    this.#pushFd = native.eventfd();
     this.#log = options.logger ?? silentLogger;
     this.#done = new Promise((resolve, reject) => {
       this.#resolveDone = resolve;
@@ -224,9 +233,11 @@ export class FaultHandler extends EventEmitter {
       endpoint,
       uffd: this.#uffd,
       stopFd: this.#stopFd,
+      pushFd: this.#pushFd,
       pageSize: this.pageSize,
       mappings: this.#state.mappings,
       present: this.#state.present,
+      requested: this.#state.requested,
       counters: this.#state.counters,
       extents: this.#state.extents,
       readahead: o.readahead ?? 0,
@@ -251,7 +262,10 @@ export class FaultHandler extends EventEmitter {
             if (m.type === 'ready') {
               isReady = true;
               resolve();
-            } else if (m.type === 'complete') this.#onComplete();
+            } else if (m.type === 'complete') {
+              this.#completedAt ??= m.at;
+              this.#onComplete();
+            }
             else if (m.type === 'fork') this.#onFork(m.uffd, m.map);
             else if (m.type === 'fatal') {
               const fail = () => {
@@ -294,6 +308,7 @@ export class FaultHandler extends EventEmitter {
     native.setBlocking(uffd, false);
     this.#startKeeper();
     Atomics.store(this.#state.counters, Counter.UFFD, uffd);
+    this.#log.info({ missing: this.#state.counters[Counter.TOTAL] - Atomics.load(this.#state.counters, Counter.PRESENT) }, 'userfaultfd attached');
     this.#begin();
   }
 
@@ -394,6 +409,7 @@ export class FaultHandler extends EventEmitter {
 
   #onComplete(): void {
     if (this.#stopped || !allPresent(this.#state)) return;
+    this.#completedAt ??= performance.timeOrigin + performance.now();
     this.#log.info(this.progress, 'every page is present');
     this.stop().then(this.#resolveDone, this.#rejectDone);
   }
@@ -460,12 +476,13 @@ export class FaultHandler extends EventEmitter {
       native.eventfdSignal(this.#stopFd);
       await Promise.all(this.#exited);
       native.close(this.#stopFd);
+      native.close(this.#pushFd);
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
       if (this.#uffd >= 0 && (complete || this.#targetPid())) native.close(this.#uffd);
       this.#releaseKeeper();
       await this.#bridge?.close();
-      return { ...this.progress, complete, exited: this.#exitedEarly, latency: this.#latency };
+      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency };
     })();
     return this.#stopped;
   }

@@ -38,8 +38,10 @@ export const Counter = {
   CORRUPT: 18,
   /** times a thread reconnected after losing its connection */
   RESUMES: 19,
+  /** faults the fault thread leaves to the push, which asked for their pages already: it signals pushFd after each install */
+  AWAITING: 20,
 } as const;
-const COUNTERS = 20;
+const COUNTERS = 21;
 /** most extents the table holds; a process that fragments its moved memory further is refused */
 export const MAX_EXTENTS = 1 << 14;
 export const EXTENT_FIELDS = 4;
@@ -49,6 +51,8 @@ export interface SharedState {
   mappings: Mapping[];
   /** one byte per page per mapping: 1 once installed */
   present: Uint8Array[];
+  /** one byte per page per mapping: 1 while a push request for it is out (the push thread's own marks) */
+  requested: Uint8Array[];
   counters: Int32Array;
   /** where each page is now: {mapping, firstPage, count, address or -1} per entry (address-map.ts) */
   extents: Float64Array;
@@ -68,6 +72,7 @@ export function createSharedState(pageSize: number, mappings: Mapping[], initial
     if (initialPresent?.[i]) bits.set(initialPresent[i]);
     return bits;
   });
+  const requested = present.map((bits) => new Uint8Array(new SharedArrayBuffer(bits.length)));
   const counters = new Int32Array(new SharedArrayBuffer(COUNTERS * 4));
   counters[Counter.TOTAL] = present.reduce((n, p) => n + p.length, 0);
   counters[Counter.PRESENT] = present.reduce((n, p) => n + p.reduce((a, b) => a + b, 0), 0);
@@ -80,7 +85,7 @@ export function createSharedState(pageSize: number, mappings: Mapping[], initial
     mappings.forEach((m, i) => extents.set([i, 0, m.length / pageSize, m.localStart], i * EXTENT_FIELDS));
     counters[Counter.EXTENTS] = mappings.length;
   }
-  return { pageSize, mappings, present, counters, extents };
+  return { pageSize, mappings, present, requested, counters, extents };
 }
 
 export function allPresent(state: SharedState): boolean {

@@ -21,9 +21,12 @@ export interface WorkerConfig {
   /** -1: it comes later, in Counter.UFFD, before GO */
   uffd: number;
   stopFd: number;
+  /** the push thread signals it after installing pages while faults wait for them (Counter.AWAITING) */
+  pushFd: number;
   pageSize: number;
   mappings: Mapping[];
   present: Uint8Array[];
+  requested: Uint8Array[];
   counters: Int32Array;
   extents: Float64Array;
   /** fault path: extra pages fetched after the faulting one */
@@ -48,7 +51,8 @@ export interface WorkerConfig {
 
 export type WorkerMessage =
   | { type: 'ready' }
-  | { type: 'complete' }
+  /** at: when the last page was in, as performance.timeOrigin + performance.now() (comparable across threads and processes) */
+  | { type: 'complete'; at: number }
   | { type: 'fork'; uffd: number; map: MapSnapshot }
   | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
   | { type: 'stopped'; latency?: LatencySummary };
@@ -65,7 +69,7 @@ export interface LatencySummary {
 }
 
 const config = threadData<WorkerConfig>();
-const state: SharedState = { pageSize: config.pageSize, mappings: config.mappings, present: config.present, counters: config.counters, extents: config.extents };
+const state: SharedState = { pageSize: config.pageSize, mappings: config.mappings, present: config.present, requested: config.requested, counters: config.counters, extents: config.extents };
 const post = (m: WorkerMessage) => parentPort!.postMessage(m);
 const stopping = () => Atomics.load(state.counters, Counter.STOP) !== 0;
 
@@ -77,14 +81,31 @@ function validate(c: PageChannel): void {
   }
 }
 
+/**
+ * How long a fault waits for the push to bring a page it has asked for already, before fetching it
+ * itself. A page in flight arrives within a few ms (a window of requests at network speed); asking
+ * for it again would send it twice and cost both ends a round trip, on CPUs the push needs.
+ */
+const AWAIT_PUSH_MS = 20;
+
+interface AwaitedFault {
+  pageAddr: number;
+  mapping: number;
+  page: number;
+  t0: number;
+}
+
 function faultLoop(): LatencySummary {
   const hist = createHistogram();
   const ps = state.pageSize;
   const uffd = config.uffd;
   const msgSize = C.UFFD_MSG_SIZE;
   const msgs = Buffer.alloc(msgSize * 64);
-  const fds = Int32Array.of(uffd, config.stopFd);
   const cursor = config.inlinePush ? new PushCursor() : null;
+  // Only a separate push thread can bring a page while this thread waits.
+  const awaitPush = !cursor && config.pushFd >= 0;
+  const fds = Int32Array.of(uffd, config.stopFd, awaitPush ? config.pushFd : -1);
+  const signalBuf = Buffer.alloc(8);
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   let pushDone = !cursor;
   let lastWoken = -1;
@@ -99,6 +120,8 @@ function faultLoop(): LatencySummary {
     for (const addr of deferred) native.uffdWake(uffd, addr, ps);
     deferred.length = 0;
   };
+  // Faults on pages a push request is bringing: the push's UFFDIO_COPY wakes their threads.
+  let awaiting: AwaitedFault[] = [];
   const corrupt: number[] = [];
   /**
    * GET, then install. Returns the first page it had to leave missing because the map changed under
@@ -145,19 +168,64 @@ function faultLoop(): LatencySummary {
     if (deferred.length === 0) deferredSince = performance.now();
     deferred.push(pageAddr);
   };
+  /** Fetches a missing faulting page (and its read-ahead) here. */
+  const fetchForFault = (mi: number, page: number, pageAddr: number) => {
+    lastWoken = -1;
+    const bits = state.present[mi];
+    const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
+    let end = page + 1;
+    while (end < limit && !Atomics.load(bits, end)) end++;
+    if (!resolve(mi, page, end - page)) defer(pageAddr);
+  };
+  const faultServed = (t0: number) => {
+    Atomics.add(state.counters, Counter.FAULTS, 1);
+    hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
+  };
+  /**
+   * Awaited faults whose page is in: done (the wake covers a copy that raced the fault). Those the
+   * push gave up on (a retry clears the mark) or that waited too long: fetched here.
+   */
+  const settleAwaited = () => {
+    if (!awaiting.length) return;
+    const now = performance.now();
+    const still: AwaitedFault[] = [];
+    for (const a of awaiting) {
+      if (Atomics.load(state.present[a.mapping], a.page)) {
+        native.uffdWake(uffd, a.pageAddr, ps);
+        faultServed(a.t0);
+      } else if (now - a.t0 > AWAIT_PUSH_MS || !Atomics.load(state.requested[a.mapping], a.page)) {
+        fetchForFault(a.mapping, a.page, a.pageAddr);
+        faultServed(a.t0);
+      } else still.push(a);
+    }
+    awaiting = still;
+    Atomics.store(state.counters, Counter.AWAITING, awaiting.length);
+  };
+  const pollTimeout = () => {
+    let ms = deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0;
+    if (awaiting.length) {
+      const left = Math.max(1, Math.ceil(awaiting[0].t0 + AWAIT_PUSH_MS - performance.now()));
+      ms = ms < 0 ? left : Math.min(ms, left);
+    }
+    return ms;
+  };
   while (!stopping()) {
-    const ready = native.pollIn(fds, deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0);
+    const ready = native.pollIn(fds, pollTimeout());
     if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
     if (ready & 2) break;
+    if (ready & 4) native.readInto(config.pushFd, signalBuf, 0, 8);
+    settleAwaited();
     if (deferred.length && performance.now() - deferredSince > 2) wakeDeferred();
-    if (ready === 0) {
+    if (!(ready & 1)) {
       // No fault waiting: push one batch on this connection, then look again.
-      const next = cursor!.next(batch);
-      if (!next) pushDone = true;
-      else {
-        const missingFrom = fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
-        if (missingFrom >= 0) cursor!.retry(next.mapping, missingFrom, next.page + next.count - missingFrom);
-        for (const p of corrupt) cursor!.retry(next.mapping, p, 1);
+      if (ready === 0 && cursor) {
+        const next = cursor.next(batch);
+        if (!next) pushDone = true;
+        else {
+          const missingFrom = fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
+          if (missingFrom >= 0) cursor.retry(next.mapping, missingFrom, next.page + next.count - missingFrom);
+          for (const p of corrupt) cursor.retry(next.mapping, p, 1);
+        }
       }
     } else {
       // Memory events first: they change where pages are, and each fault read with them is
@@ -179,6 +247,14 @@ function faultLoop(): LatencySummary {
       if (n === -C.EAGAIN) continue;
       if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
       if (events && deferred.length) wakeDeferred();
+      if (events && awaiting.length) {
+        // Their pages may have moved: let them fault again, against the new map.
+        for (const a of awaiting) {
+          native.uffdWake(uffd, a.pageAddr, ps);
+          Atomics.add(state.counters, Counter.FAULTS, 1);
+        }
+        awaiting = [];
+      }
       for (let off = 0; off + msgSize <= n; off += msgSize) {
         if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) continue;
         Atomics.add(state.counters, Counter.EVENTS, 1);
@@ -193,30 +269,29 @@ function faultLoop(): LatencySummary {
           else if (r < 0) native.uffdWake(uffd, pageAddr, ps);
         } else {
           const page = where.page;
-          const bits = state.present[mi];
           Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
           Atomics.store(state.counters, Counter.HINT_PAGE, page);
           Atomics.add(state.counters, Counter.HINT_SEQ, 1);
-          if (Atomics.load(bits, page) && pageAddr !== lastWoken) {
+          if (Atomics.load(state.present[mi], page) && pageAddr !== lastWoken) {
             // Installed by the push meanwhile: let the fault retry. If the same page faults right
             // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
             native.uffdWake(uffd, pageAddr, ps);
             lastWoken = pageAddr;
-          } else {
-            lastWoken = -1;
-            const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
-            let end = page + 1;
-            while (end < limit && !Atomics.load(bits, end)) end++;
-            if (!resolve(mi, page, end - page)) defer(pageAddr);
-          }
+          } else if (awaitPush && pageAddr !== lastWoken && Atomics.load(state.requested[mi], page)) {
+            awaiting.push({ pageAddr, mapping: mi, page, t0 });
+            continue; // served once its page is in (settleAwaited)
+          } else fetchForFault(mi, page, pageAddr);
         }
-        Atomics.add(state.counters, Counter.FAULTS, 1);
-        hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
+        faultServed(t0);
       }
+      // After publishing the count, look at the pages once more: a push that installed one before
+      // it could see the count did not signal (both sides use sequentially consistent atomics).
+      Atomics.store(state.counters, Counter.AWAITING, awaiting.length);
+      settleAwaited();
     }
     if (!completed && allPresent(state)) {
       completed = true;
-      post({ type: 'complete' });
+      post({ type: 'complete', at: performance.timeOrigin + performance.now() });
     }
   }
   return {
@@ -297,8 +372,8 @@ class PushCursor {
   mapping = 0;
   page = 0;
   #seenSeq = -1;
-  /** pages already asked for: a hint that jumps back must not ask again */
-  #requested = state.present.map((bits) => new Uint8Array(bits.length));
+  /** pages already asked for (shared: a fault on one waits for the push): a hint that jumps back must not ask again */
+  #requested = state.requested;
 
   next(batch: number): { mapping: number; page: number; count: number } | null {
     const seq = Atomics.load(state.counters, Counter.HINT_SEQ);
@@ -361,7 +436,7 @@ function pushLoop(): void {
       }
       if (inflight.length === 0) {
         if (allPresent(state)) {
-          post({ type: 'complete' });
+          post({ type: 'complete', at: performance.timeOrigin + performance.now() });
           return;
         }
         Atomics.wait(idle, 0, 0, 1); // the fault thread is installing the last pages
@@ -375,6 +450,7 @@ function pushLoop(): void {
       const missingFrom = installRun(channel!, run, head.mapping, Counter.PUSHED, 'push', corrupt);
       if (missingFrom >= 0) cursor.retry(head.mapping, missingFrom, run.firstPage + run.count - missingFrom);
       for (const p of corrupt) cursor.retry(head.mapping, p, 1);
+      if (Atomics.load(state.counters, Counter.AWAITING)) native.eventfdSignal(config.pushFd);
       if (run.flags & Flag.END) inflight.shift();
     } catch (err) {
       if (!(err instanceof ConnectionLost)) throw err;
