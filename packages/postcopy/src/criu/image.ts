@@ -207,11 +207,15 @@ export function lazyLayout(mm: { vmas: Vma[] }, pagemap: Pagemap, pageSize = 409
   const lazy = vmas.map((v) => new Uint8Array((v.end - v.start) / pageSize));
   for (const e of pagemap.entries) {
     if (!(e.flags & PE_LAZY)) continue;
-    for (let i = 0; i < e.nrPages; i++) {
-      const addr = e.vaddr + i * pageSize;
+    // An entry may run across VMAs: mark its part in each, and refuse any part outside them.
+    let addr = e.vaddr;
+    const end = e.vaddr + e.nrPages * pageSize;
+    while (addr < end) {
       const r = vmas.findIndex((v) => addr >= v.start && addr < v.end);
       if (r < 0) throw imageError(`lazy page 0x${addr.toString(16)} lies in no lazy VMA of the mm image`);
-      lazy[r][(addr - vmas[r].start) / pageSize] = 1;
+      const upTo = Math.min(end, vmas[r].end);
+      lazy[r].fill(1, (addr - vmas[r].start) / pageSize, (upTo - vmas[r].start) / pageSize);
+      addr = upTo;
     }
   }
   return { regions, lazy };
@@ -226,7 +230,13 @@ function readImage(dir: string, file: string): Buffer {
 }
 
 /** The images a post-copy target needs from a CRIU dump directory. */
-export function readDump(dir: string): { tasks: PstreeEntry[]; pagemaps: Map<number, Pagemap>; mms: Map<number, { vmas: Vma[] }> } {
+export interface DumpImages {
+  tasks: PstreeEntry[];
+  pagemaps: Map<number, Pagemap>;
+  mms: Map<number, { vmas: Vma[] }>;
+}
+
+export function readDump(dir: string): DumpImages {
   const tasks = parsePstree(readImage(dir, 'pstree.img'), 'pstree.img');
   if (tasks.length === 0) throw imageError(`${dir}/pstree.img lists no task`);
   const pagemaps = new Map<number, Pagemap>();

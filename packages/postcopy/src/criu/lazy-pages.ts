@@ -11,7 +11,7 @@ import { FaultHandler, type HandlerReport } from '../target/handler.js';
 import type { Endpoint } from '../transport/transport.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { lazyLayout, readDump } from './image.js';
+import { lazyLayout, readDump, type DumpImages } from './image.js';
 import { readRestoreHandoff } from './restore-handoff.js';
 
 export const LAZY_PAGES_SOCKET = 'lazy-pages.socket';
@@ -19,11 +19,14 @@ export { LAZY_PAGES_RESTORE_FINISHED } from './restore-handoff.js';
 
 export interface LazyPagesOptions {
   imagesDir: string;
+  /** the images of imagesDir, when the caller has read them already */
+  dump?: DumpImages;
   /**
    * Where pages come from: CRIU's own page server (`criu dump --lazy-pages --address A --port P`),
    * or a postcopy source serving the frozen tasks (its regions: lazyLayout() of the same images).
+   * A promise lets `criu restore` start while the source is still getting ready.
    */
-  source: { kind: 'criu' | 'postcopy'; endpoint: Endpoint };
+  source: { kind: 'criu' | 'postcopy'; endpoint: Endpoint | Promise<Endpoint> };
   /** the restored task's pid as this host sees it: killed if its pages cannot be fetched */
   targetPid?: () => number | undefined;
   push?: boolean;
@@ -63,7 +66,7 @@ async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
 export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesReport> {
   const log = o.logger ?? silentLogger;
   const timeoutMs = o.timeoutMs ?? 60_000;
-  const dump = readDump(o.imagesDir);
+  const dump = o.dump ?? readDump(o.imagesDir);
   const listenFd = native.unixListen(join(o.imagesDir, LAZY_PAGES_SOCKET));
   const handlers: { pid: number; handler: FaultHandler }[] = [];
   const prepared = new Map<number, Promise<FaultHandler>>();
@@ -75,8 +78,8 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     // restored task's first faults (its stack, during the restore itself) wait on nothing else.
     for (const t of dump.tasks) {
       const { regions, lazy } = lazyLayout(dump.mms.get(t.pid)!, dump.pagemaps.get(t.pid)!);
-      const handler = FaultHandler.start({
-        endpoint: o.source.endpoint,
+      const handler = Promise.resolve(o.source.endpoint).then((endpoint) => FaultHandler.start({
+        endpoint,
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
         pageSize: 4096,
         push: o.push ?? true,
@@ -87,7 +90,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         targetPid: o.targetPid,
         key: o.key,
         logger: log,
-      });
+      }));
       handler.catch(() => {}); // observed below
       prepared.set(t.pid, handler);
       log.info({ pid: t.pid, regions: regions.length, lazyPages: lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0) }, 'task prepared');

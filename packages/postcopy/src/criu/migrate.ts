@@ -18,6 +18,7 @@ import { LiveProcessSource } from '../source/live-process.js';
 import { PageServer } from '../source/server.js';
 import { FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
+import type { Endpoint } from '../transport/transport.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -157,17 +158,16 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     const images = readDump(join(host, 'img'));
     if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks; one task per migration for now`);
     const vpid = images.tasks[0].pid;
-    const { regions } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
-    const source = await LiveProcessSource.attach(o.pid, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })) });
     // A key for this migration alone: only our daemon can read the frozen task's memory.
     const key = migrationKey();
-    server = new PageServer(source, { logger: log, grants: [key] });
-    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-    phase('serving', t0);
+    // `criu restore` starts as soon as our lazy-pages socket listens; the source gets ready meanwhile.
+    let sourceReady!: { resolve: (e: Endpoint) => void; reject: (err: Error) => void };
+    const endpoint = new Promise<Endpoint>((resolve, reject) => (sourceReady = { resolve, reject }));
     let lazyResult: LazyPagesReport;
     const lazyDone = serveLazyPages({
       imagesDir: join(host, 'img'),
-      source: { kind: 'postcopy', endpoint: listener.endpoint },
+      dump: images,
+      source: { kind: 'postcopy', endpoint },
       key,
       push: o.push,
       pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
@@ -180,6 +180,19 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
         restore = start('criu restore', restoreArgv);
       },
     });
+    lazyDone.catch(() => {}); // observed below
+    try {
+      const { regions, lazy } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
+      const source = await LiveProcessSource.attach(o.pid, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })), touched: lazy });
+      server = new PageServer(source, { logger: log, grants: [key] });
+      const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+      sourceReady.resolve(listener.endpoint);
+      phase('serving', t0);
+    } catch (err) {
+      sourceReady.reject(err as Error);
+      await lazyDone.catch(() => {});
+      throw err;
+    }
     // The restore returns (task running) long before every page is in.
     await Promise.all([lazyDone.then((r) => (lazyResult = r)), (async () => {
       while (!restore) await new Promise((r) => setTimeout(r, 1));

@@ -47,6 +47,11 @@ export interface LiveProcessOptions {
   freeze?: FreezeMethod;
   /** Serve only these ranges; each must lie inside one private anonymous mapping. Default: all of them. */
   ranges?: { start: number; length: number }[];
+  /**
+   * Which pages of each range hold data (one byte per page), when the caller knows already, as from
+   * a CRIU dump's pagemap: /proc/PID/pagemap is then not read. Pages not marked go as ZERO.
+   */
+  touched?: Uint8Array[];
 }
 
 function processState(pid: number): string | null {
@@ -122,7 +127,17 @@ export class LiveProcessSource implements MemorySource {
         throw new PostcopyError('ERR_OUT_OF_RANGE', `range 0x${r.start.toString(16)}+${r.length} is not inside one private anonymous mapping of ${pid}`);
       return { id, flags: 0, start: r.start, length: r.length };
     });
-    const touched = regions.map((r) => residentPages(pid, r.start, r.length, pageSize, 'ERR_SOURCE_GONE'));
+    const given = options.touched;
+    if (given && (given.length !== regions.length || given.some((t, i) => t.length !== regions[i].length / pageSize)))
+      throw new PostcopyError('ERR_INVALID_ARG', 'touched must give one byte per page of each range');
+    // Shared with the connection threads.
+    const touched = given
+      ? given.map((t) => {
+          const shared = new Uint8Array(new SharedArrayBuffer(t.length));
+          shared.set(t);
+          return shared;
+        })
+      : regions.map((r) => residentPages(pid, r.start, r.length, pageSize, 'ERR_SOURCE_GONE'));
     return new LiveProcessSource(pid, pageSize, freeze, regions, touched);
   }
 

@@ -1,5 +1,9 @@
 // Buffered reads from a blocking stream fd, for threads that may block. One recv usually brings
 // a whole reply (header and pages together), where exact-length reads would take three.
+// A read takes at most READ_PAST bytes beyond the frame being gathered: what it brings of the next
+// frame is moved to the front of the buffer before that frame is gathered, and a large frame's
+// worth would cost a second copy of its pages.
+const READ_PAST = 64 << 10;
 import { ConnectionLost, type PostcopyError } from '../errors.js';
 import { C, native } from '../native/index.js';
 
@@ -25,8 +29,9 @@ export class FdReader {
   need(n: number): void {
     if (this.end - this.start >= n) return;
     if (this.buf.length - this.start < n) this.#makeRoom(n);
+    const limit = Math.min(this.buf.length, this.start + n + READ_PAST);
     while (this.end - this.start < n) {
-      const got = native.readInto(this.#fd, this.buf, this.end, this.buf.length - this.end);
+      const got = native.readInto(this.#fd, this.buf, this.end, limit - this.end);
       if (got > 0) this.end += got;
       else if (got === -C.EINTR) continue;
       else if (got === 0 || got === -C.ECONNRESET) throw new ConnectionLost(`the ${this.#peer} closed the connection`);
