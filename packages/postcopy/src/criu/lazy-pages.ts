@@ -93,7 +93,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
       }));
       handler.catch(() => {}); // observed below
       prepared.set(t.pid, handler);
-      log.info({ pid: t.pid, regions: regions.length, lazyPages: lazy.reduce((n, l) => n + l.reduce((a, b) => a + b, 0), 0) }, 'task prepared');
+      log.info({ pid: t.pid, regions: regions.length }, 'task prepared');
     }
     conn = await acceptOne(listenFd, timeoutMs);
     const started = performance.now();
