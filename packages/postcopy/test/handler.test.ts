@@ -81,7 +81,7 @@ describe('fault handler', () => {
 });
 
 describe('fault and push together', () => {
-  it('leaves a fault on a page the push has asked for to the push, instead of fetching it twice', async (t) => {
+  it('leaves a fault on a page the push is about to bring to the push, instead of fetching it twice', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
     const dir = mkdtempSync(join(tmpdir(), 'pc-await-'));
     const pages = 2048;
@@ -93,8 +93,8 @@ describe('fault and push together', () => {
     const uffd = native.uffdOpen(true);
     native.uffdApi(uffd, 0n);
     native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
-    // Small push requests, many in flight: a sequential reader keeps running into pages on their way.
-    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], pushBatch: 4, pushWindow: 8 });
+    // Small push requests, two in flight: a sequential reader keeps running into the oldest one.
+    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], pushBatch: 8, pushWindow: 2 });
     try {
       native.touchPages(addr, pages, PS, false);
       const report = await handler.done();

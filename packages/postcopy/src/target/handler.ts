@@ -105,6 +105,7 @@ export interface HandlerReport extends Progress {
 }
 
 const workerUrl = siblingModule(import.meta.url, 'worker');
+const MAX_PUSH_WINDOW = 64;
 
 let bridges = 0;
 
@@ -229,6 +230,9 @@ export class FaultHandler extends EventEmitter {
       endpoint = { kind: 'unix', path: this.#bridge.path };
     }
     const maxGetPages = o.maxGetPages ?? Math.max(1, Math.floor((4 << 20) / this.pageSize));
+    // Requests in flight are told apart by a byte (shared-state.ts: requestTag).
+    if (o.pushWindow !== undefined && !(Number.isInteger(o.pushWindow) && o.pushWindow >= 1 && o.pushWindow <= MAX_PUSH_WINDOW))
+      throw new PostcopyError('ERR_INVALID_ARG', `pushWindow must be 1 to ${MAX_PUSH_WINDOW} requests, not ${o.pushWindow}`);
     const base: Omit<WorkerConfig, 'role' | 'cpuMask'> = {
       endpoint,
       uffd: this.#uffd,

@@ -40,8 +40,10 @@ export const Counter = {
   RESUMES: 19,
   /** faults the fault thread leaves to the push, which asked for their pages already: it signals pushFd after each install */
   AWAITING: 20,
+  /** the id of the oldest push request in flight (see requestTag) */
+  PUSH_HEAD: 21,
 } as const;
-const COUNTERS = 21;
+const COUNTERS = 22;
 /** most extents the table holds; a process that fragments its moved memory further is refused */
 export const MAX_EXTENTS = 1 << 14;
 export const EXTENT_FIELDS = 4;
@@ -51,7 +53,7 @@ export interface SharedState {
   mappings: Mapping[];
   /** one byte per page per mapping: 1 once installed */
   present: Uint8Array[];
-  /** one byte per page per mapping: 1 while a push request for it is out (the push thread's own marks) */
+  /** one byte per page per mapping: 0, or requestTag() of the push request that asked for it */
   requested: Uint8Array[];
   counters: Int32Array;
   /** where each page is now: {mapping, firstPage, count, address or -1} per entry (address-map.ts) */
@@ -87,6 +89,12 @@ export function createSharedState(pageSize: number, mappings: Mapping[], initial
   }
   return { pageSize, mappings, present, requested, counters, extents };
 }
+
+/** A push request's id as a nonzero byte: unambiguous among fewer than 255 requests in flight. */
+export const requestTag = (id: number) => (id % 255) + 1;
+
+/** How many requests ahead of the oldest in flight the one tagged `tag` is. */
+export const requestsAhead = (tag: number, headId: number) => (tag - requestTag(headId) + 255) % 255;
 
 export function allPresent(state: SharedState): boolean {
   return Atomics.load(state.counters, Counter.PRESENT) >= state.counters[Counter.TOTAL];

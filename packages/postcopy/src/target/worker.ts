@@ -13,7 +13,7 @@ import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
-import { allPresent, Counter, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
+import { allPresent, Counter, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
@@ -87,6 +87,11 @@ function validate(c: PageChannel): void {
  * for it again would send it twice and cost both ends a round trip, on CPUs the push needs.
  */
 const AWAIT_PUSH_MS = 20;
+/**
+ * Only for a page of the two oldest push requests in flight: one further back arrives after
+ * megabytes of the window, and would hold its reader (a GET served by redis, say) for ms.
+ */
+const AWAIT_REQUESTS_AHEAD = 2;
 
 interface AwaitedFault {
   pageAddr: number;
@@ -201,6 +206,10 @@ function faultLoop(): LatencySummary {
     awaiting = still;
     Atomics.store(state.counters, Counter.AWAITING, awaiting.length);
   };
+  const pushBringsSoon = (mi: number, page: number) => {
+    const tag = Atomics.load(state.requested[mi], page);
+    return tag !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < AWAIT_REQUESTS_AHEAD;
+  };
   const pollTimeout = () => {
     let ms = deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0;
     if (awaiting.length) {
@@ -277,7 +286,7 @@ function faultLoop(): LatencySummary {
             // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
             native.uffdWake(uffd, pageAddr, ps);
             lastWoken = pageAddr;
-          } else if (awaitPush && pageAddr !== lastWoken && Atomics.load(state.requested[mi], page)) {
+          } else if (awaitPush && pageAddr !== lastWoken && pushBringsSoon(mi, page)) {
             awaiting.push({ pageAddr, mapping: mi, page, t0 });
             continue; // served once its page is in (settleAwaited)
           } else fetchForFault(mi, page, pageAddr);
@@ -375,7 +384,8 @@ class PushCursor {
   /** pages already asked for (shared: a fault on one waits for the push): a hint that jumps back must not ask again */
   #requested = state.requested;
 
-  next(batch: number): { mapping: number; page: number; count: number } | null {
+  /** `tag`: what to mark the pages asked for with (see requestTag) */
+  next(batch: number, tag = 1): { mapping: number; page: number; count: number } | null {
     const seq = Atomics.load(state.counters, Counter.HINT_SEQ);
     if (seq !== this.#seenSeq && seq > 0) {
       this.#seenSeq = seq;
@@ -391,7 +401,7 @@ class PushCursor {
       if (p < bits.length) {
         let end = p + 1;
         while (end < bits.length && end - p < batch && !asked[end] && !Atomics.load(bits, end)) end++;
-        asked.fill(1, p, end);
+        asked.fill(tag, p, end);
         const out = { mapping: this.mapping, page: p, count: end - p };
         this.page = end;
         return out;
@@ -428,10 +438,11 @@ function pushLoop(): void {
         for (const r of inflight) ask(r); // whole requests again: installed pages are skipped
       }
       while (inflight.length < config.pushWindow) {
-        const next = cursor.next(batch);
+        const next = cursor.next(batch, requestTag(nextId));
         if (!next) break;
         const request = { id: nextId++, ...next };
         inflight.push(request);
+        if (inflight.length === 1) Atomics.store(state.counters, Counter.PUSH_HEAD, request.id);
         ask(request);
       }
       if (inflight.length === 0) {
@@ -446,12 +457,16 @@ function pushLoop(): void {
       const run = channel!.readRun();
       if (run.id !== head.id || run.region !== state.mappings[head.mapping].regionId)
         throw new PostcopyError('ERR_PROTOCOL', `push reply ${run.id} does not match request ${head.id}`);
+      if (run.flags & Flag.END) {
+        // The next request is the oldest now, before this run's copy wakes a reader that runs on into it.
+        inflight.shift();
+        if (inflight.length) Atomics.store(state.counters, Counter.PUSH_HEAD, inflight[0].id);
+      }
       corrupt.length = 0;
       const missingFrom = installRun(channel!, run, head.mapping, Counter.PUSHED, 'push', corrupt);
       if (missingFrom >= 0) cursor.retry(head.mapping, missingFrom, run.firstPage + run.count - missingFrom);
       for (const p of corrupt) cursor.retry(head.mapping, p, 1);
       if (Atomics.load(state.counters, Counter.AWAITING)) native.eventfdSignal(config.pushFd);
-      if (run.flags & Flag.END) inflight.shift();
     } catch (err) {
       if (!(err instanceof ConnectionLost)) throw err;
       resume(err);
