@@ -29,9 +29,12 @@ import { criuRootDir, inCriuRoot } from './root.js';
 
 export type MigrateMode = 'postcopy' | 'stock';
 
-/** 1 MiB requests, 8 in flight: the migrated task competes for the CPUs, so the push goes in large steps. */
-const DEFAULT_PUSH_BATCH = 256;
-const DEFAULT_PUSH_WINDOW = 8;
+/**
+ * 2 MiB requests, 4 in flight: the migrated task competes for the CPUs, so the push goes in large
+ * steps (each request and reply costs both ends a fixed share of CPU).
+ */
+const DEFAULT_PUSH_BATCH = 512;
+const DEFAULT_PUSH_WINDOW = 4;
 const DEFAULT_READAHEAD = 0;
 
 export interface MigrateOptions {

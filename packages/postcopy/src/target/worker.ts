@@ -88,10 +88,10 @@ function validate(c: PageChannel): void {
  */
 const AWAIT_PUSH_MS = 20;
 /**
- * Only for a page of the two oldest push requests in flight: one further back arrives after
- * megabytes of the window, and would hold its reader (a GET served by redis, say) for ms.
+ * Only for a page with at most this much of the push's window ahead of it: one further back
+ * would hold its reader (a GET served by redis, say) for several ms.
  */
-const AWAIT_REQUESTS_AHEAD = 2;
+const AWAIT_BYTES_AHEAD = 2 << 20;
 
 interface AwaitedFault {
   pageAddr: number;
@@ -206,9 +206,11 @@ function faultLoop(): LatencySummary {
     awaiting = still;
     Atomics.store(state.counters, Counter.AWAITING, awaiting.length);
   };
+  // In requests: the oldest one always qualifies.
+  const awaitAhead = Math.max(1, Math.floor(AWAIT_BYTES_AHEAD / (config.pushBatch * ps)));
   const pushBringsSoon = (mi: number, page: number) => {
     const tag = Atomics.load(state.requested[mi], page);
-    return tag !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < AWAIT_REQUESTS_AHEAD;
+    return tag !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < awaitAhead;
   };
   const pollTimeout = () => {
     let ms = deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0;
