@@ -69,6 +69,9 @@ describe('fault handler', () => {
       handler.evict(0, 0, 16);
       assert.equal(handler.progress.faults, 32);
       assert.throws(() => handler.evict(0, 60, 8), (e: { code?: string }) => e.code === 'ERR_OUT_OF_RANGE');
+      // Push requests in flight are told apart by a byte: a window past 64 is refused, before any thread starts.
+      for (const bad of [{ pushWindow: 100 }, { pushWindow: 0 }, { pushBatch: 0 }])
+        await assert.rejects(FaultHandler.start({ endpoint: listener.endpoint, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], ...bad }), (e: { code?: string }) => e.code === 'ERR_INVALID_ARG');
     } finally {
       await handler.stop();
       native.close(uffd);

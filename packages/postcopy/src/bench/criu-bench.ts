@@ -5,6 +5,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../criu/migrate.js';
+import { checkPushSettings } from '../target/handler.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
 import { LineChild } from '../util/child.js';
 import { probeRedisGets, type RedisProbe } from './redis-probe.js';
@@ -14,6 +15,9 @@ export interface CriuBenchOptions {
   redisKeys: number;
   runs: number;
   workloads: ('memproc' | 'redis')[];
+  /** postcopy's background push (migrate's defaults otherwise) */
+  pushBatch?: number;
+  pushWindow?: number;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -63,6 +67,7 @@ const median = (xs: number[]) => {
 };
 
 export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult> {
+  checkPushSettings(o);
   ensureCriuRoot();
   const root = criuRootDir();
   const runs: CriuRun[] = [];
@@ -91,7 +96,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
         const onPhase = (phase: string) => {
           if (workload === 'redis' && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
         };
-        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, onPhase });
+        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, onPhase });
         const gets = probe ? await (probe as RedisProbe).stop() : null;
         restored = result.restoredPid;
         let verified = false;

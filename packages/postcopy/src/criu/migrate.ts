@@ -16,7 +16,7 @@ import type { PresharedKey } from '../protocol/auth.js';
 import { native } from '../native/index.js';
 import { LiveProcessSource } from '../source/live-process.js';
 import { PageServer } from '../source/server.js';
-import { FaultHandler } from '../target/handler.js';
+import { checkPushSettings, FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
 import type { Endpoint } from '../transport/transport.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
@@ -97,6 +97,8 @@ const inTaskMounts = (pid: number, lines: string[]) => ['nsenter', '-t', String(
 
 export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
   const mode = o.mode ?? 'postcopy';
+  // Bad settings are refused before the task freezes, not once it is down.
+  checkPushSettings(o);
   const timeoutMs = o.timeoutMs ?? 120_000;
   const log = o.logger ?? silentLogger;
   const host = join(criuRootDir(), o.workDir);

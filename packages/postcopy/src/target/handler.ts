@@ -105,7 +105,16 @@ export interface HandlerReport extends Progress {
 }
 
 const workerUrl = siblingModule(import.meta.url, 'worker');
+/** Push requests in flight are told apart by a byte (shared-state.ts: requestTag). */
 const MAX_PUSH_WINDOW = 64;
+
+/** Throws ERR_INVALID_ARG for a push batch or window the handler cannot use. */
+export function checkPushSettings(o: { pushBatch?: number; pushWindow?: number }): void {
+  if (o.pushWindow !== undefined && !(Number.isInteger(o.pushWindow) && o.pushWindow >= 1 && o.pushWindow <= MAX_PUSH_WINDOW))
+    throw new PostcopyError('ERR_INVALID_ARG', `pushWindow must be 1 to ${MAX_PUSH_WINDOW} requests, not ${o.pushWindow}`);
+  if (o.pushBatch !== undefined && !(Number.isInteger(o.pushBatch) && o.pushBatch >= 1))
+    throw new PostcopyError('ERR_INVALID_ARG', `pushBatch must be a positive number of pages, not ${o.pushBatch}`);
+}
 
 let bridges = 0;
 
@@ -171,6 +180,7 @@ export class FaultHandler extends EventEmitter {
 
   /** Starts the threads and resolves once both are connected to the source. */
   static async start(options: FaultHandlerOptions): Promise<FaultHandler> {
+    checkPushSettings(options);
     const handler = new FaultHandler(options);
     await handler.#spawn();
     return handler;
@@ -230,9 +240,6 @@ export class FaultHandler extends EventEmitter {
       endpoint = { kind: 'unix', path: this.#bridge.path };
     }
     const maxGetPages = o.maxGetPages ?? Math.max(1, Math.floor((4 << 20) / this.pageSize));
-    // Requests in flight are told apart by a byte (shared-state.ts: requestTag).
-    if (o.pushWindow !== undefined && !(Number.isInteger(o.pushWindow) && o.pushWindow >= 1 && o.pushWindow <= MAX_PUSH_WINDOW))
-      throw new PostcopyError('ERR_INVALID_ARG', `pushWindow must be 1 to ${MAX_PUSH_WINDOW} requests, not ${o.pushWindow}`);
     const base: Omit<WorkerConfig, 'role' | 'cpuMask'> = {
       endpoint,
       uffd: this.#uffd,
