@@ -121,3 +121,39 @@ describe('fault and push together', () => {
     }
   });
 });
+
+describe('a uffd whose memory is registered after the handover', () => {
+  it('holds pushed pages until the ranges are registered, and never takes them for unmapped', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const dir = mkdtempSync(join(tmpdir(), 'pc-latereg-'));
+    const pages = 512;
+    const expected = makeImage(join(dir, 'img'), pages * PS);
+    const source = new ImageFileSource(join(dir, 'img'));
+    const server = new PageServer(source);
+    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
+    const addr = native.mmapAnon(pages * PS);
+    const uffd = native.uffdOpen(true);
+    native.uffdApi(uffd, 0n);
+    // As criu restore does: the uffd is handed over first, its restorer registers the memory later.
+    const handler = await FaultHandler.start({ endpoint: listener.endpoint, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], pushBatch: 64 });
+    try {
+      handler.attach(uffd, { registered: false });
+      await new Promise((r) => setTimeout(r, 100)); // the push meets ENOENT meanwhile
+      assert.equal(handler.progress.present, 0, 'nothing counted in before the memory is registered');
+      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+      handler.registered();
+      const report = await handler.done();
+      assert.equal(report.dropped, 0);
+      const got = new Uint32Array(pages);
+      hashPages(new Uint8Array(native.viewMemory(addr, pages * PS)), PS, got);
+      assert.deepEqual(Array.from(got), Array.from(expected), 'every page installed, none left to read as zero');
+    } finally {
+      await handler.stop();
+      native.close(uffd);
+      native.munmap(addr, pages * PS);
+      await server.close();
+      source.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -26,9 +26,9 @@ export interface LazyPagesOptions {
    * or a postcopy source serving the frozen tasks (its regions: lazyLayout() of the same images).
    * A promise lets `criu restore` start while the source is still getting ready.
    */
-  source: { kind: 'criu' | 'postcopy'; endpoint: Endpoint | Promise<Endpoint> };
-  /** the restored task's pid as this host sees it: killed if its pages cannot be fetched */
-  targetPid?: () => number | undefined;
+  source: { kind: 'criu' | 'postcopy'; endpoint: Endpoint | Promise<Endpoint> | ((pid: number) => Endpoint | Promise<Endpoint>) };
+  /** a restored task's pid as this host sees it (from its pid in the dump): killed if its pages cannot be fetched */
+  targetPid?: (pid: number) => number | undefined;
   push?: boolean;
   /** extra pages fetched after each faulting page (FaultHandler's default otherwise) */
   readahead?: number;
@@ -72,13 +72,19 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
   const prepared = new Map<number, Promise<FaultHandler>>();
   let conn = -1;
   try {
-    if (dump.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks: one task per migration for now`);
+    // CRIU's page server takes one connection: one handler, one task. A postcopy source serves one
+    // process: a tree needs one per task.
+    if (o.source.kind === 'criu' && dump.tasks.length !== 1)
+      throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks: CRIU's page server serves one; use postcopy sources for a process tree`);
+    if (typeof o.source.endpoint !== 'function' && dump.tasks.length !== 1)
+      throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks and there is one source: a process tree needs a source per task (postcopy migrate)`);
     o.onListening?.();
     // While `criu restore` starts, start the fault threads and connect them to the source, so the
     // restored task's first faults (its stack, during the restore itself) wait on nothing else.
     for (const t of dump.tasks) {
       const { regions, lazy } = lazyLayout(dump.mms.get(t.pid)!, dump.pagemaps.get(t.pid)!);
-      const handler = Promise.resolve(o.source.endpoint).then((endpoint) => FaultHandler.start({
+      const endpoint = typeof o.source.endpoint === 'function' ? o.source.endpoint(t.pid) : o.source.endpoint;
+      const handler = Promise.resolve(endpoint).then((endpoint) => FaultHandler.start({
         endpoint,
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
         pageSize: 4096,
@@ -87,7 +93,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         pushBatch: o.pushBatch,
         pushWindow: o.pushWindow,
         criu: o.source.kind === 'criu' ? { pid: t.pid, regions, lazy } : undefined,
-        targetPid: o.targetPid,
+        targetPid: o.targetPid && (() => o.targetPid!(t.pid)),
         key: o.key,
         logger: log,
       }));
@@ -105,10 +111,13 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
           native.close(uffd);
           throw err;
         });
-        handler.attach(uffd);
+        // The task's restorer registers its memory after handing the uffd over.
+        handler.attach(uffd, { registered: false });
         handlers.push({ pid, handler });
       },
     });
+    // RESTORE_FINISHED: every task's memory is registered.
+    for (const h of handlers) h.handler.registered();
     const tasks = [];
     for (const h of handlers) {
       const report = await h.handler.done();

@@ -21,6 +21,8 @@ import { TcpTransport } from '../transport/index.js';
 import type { Endpoint } from '../transport/transport.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
+import { treePids } from '../util/proctree.js';
+import type { HandlerReport } from '../target/handler.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump } from './image.js';
 import { serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
@@ -74,7 +76,9 @@ export interface MigrateResult {
   bytes_sent: number | null;
   fault_p50_us: number | null;
   fault_p99_us: number | null;
-  /** postcopy: children the task forked during post-copy, each served by a handler of its own */
+  /** postcopy: tasks in the dump (a process tree), each served by a handler of its own */
+  tasks?: number;
+  /** postcopy: children the tasks forked during post-copy, each served by a handler of its own */
   forked: number | null;
 }
 
@@ -109,11 +113,13 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     children.push(c);
     return c;
   };
-  let server: PageServer | null = null;
+  const servers: PageServer[] = [];
   let restoredPid = 0;
   if (mode === 'postcopy') {
-    // Thread start-up costs CPU: do it before the task freezes, not while `criu restore` runs.
-    await Promise.all([PageServer.prestartThreads(2), FaultHandler.prestartThreads(2)]);
+    // Thread start-up costs CPU: do it before the tasks freeze, not while `criu restore` runs. Two
+    // connections per task (faults, push), each with a thread on both ends.
+    const threads = 2 * treePids(o.pid).size;
+    await Promise.all([PageServer.prestartThreads(threads), FaultHandler.prestartThreads(threads)]);
   }
   const t0 = performance.now();
   try {
@@ -159,20 +165,34 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 
     if (o.netns) return await migrateAcrossNamespaces(o, host, dump, start, t0, phase, timeoutMs);
 
-    // postcopy: our source over the frozen task, our daemon in the place of `criu lazy-pages`.
+    // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
     const images = readDump(join(host, 'img'));
-    if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks; one task per migration for now`);
-    const vpid = images.tasks[0].pid;
-    // A key for this migration alone: only our daemon can read the frozen task's memory.
+    // The dump names its tasks by their pids in the tree's own namespace; the source reads them by host pid.
+    const frozen = treePids(o.pid);
+    for (const t of images.tasks)
+      if (!frozen.has(t.pid)) throw new PostcopyError('ERR_CRIU', `task ${t.pid} of the dump is not in the tree of process ${o.pid}`);
+    // A key for this migration alone: only our daemon can read the frozen tasks' memory.
     const key = migrationKey();
-    // `criu restore` starts as soon as our lazy-pages socket listens; the source gets ready meanwhile.
-    let sourceReady!: { resolve: (e: Endpoint) => void; reject: (err: Error) => void };
-    const endpoint = new Promise<Endpoint>((resolve, reject) => (sourceReady = { resolve, reject }));
+    // `criu restore` starts as soon as our lazy-pages socket listens; the sources get ready meanwhile.
+    const endpoints = new Map<number, { promise: Promise<Endpoint>; resolve: (e: Endpoint) => void; reject: (err: Error) => void }>();
+    for (const t of images.tasks) {
+      let settle!: { resolve: (e: Endpoint) => void; reject: (err: Error) => void };
+      const promise = new Promise<Endpoint>((resolve, reject) => (settle = { resolve, reject }));
+      promise.catch(() => {}); // observed by the task's handler
+      endpoints.set(t.pid, { promise, ...settle });
+    }
+    // Each restored task is killed if its pages cannot be fetched: its host pid, once restored.
+    let restoredTree: Map<number, number> | null = null;
+    const restoredHostPid = (vpid: number) => {
+      if (!restoredPid) return undefined;
+      if (!restoredTree?.has(vpid)) restoredTree = treePids(restoredPid);
+      return restoredTree.get(vpid);
+    };
     let lazyResult: LazyPagesReport;
     const lazyDone = serveLazyPages({
       imagesDir: join(host, 'img'),
       dump: images,
-      source: { kind: 'postcopy', endpoint },
+      source: { kind: 'postcopy', endpoint: (vpid) => endpoints.get(vpid)!.promise },
       key,
       push: o.push,
       pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
@@ -180,21 +200,24 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       readahead: o.readahead ?? DEFAULT_READAHEAD,
       timeoutMs,
       logger: log,
-      targetPid: () => restoredPid || undefined,
+      targetPid: restoredHostPid,
       onListening: () => {
         restore = start('criu restore', restoreArgv);
       },
     });
     lazyDone.catch(() => {}); // observed below
     try {
-      const { regions, lazy } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
-      const source = await LiveProcessSource.attach(o.pid, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })), touched: lazy });
-      server = new PageServer(source, { logger: log, grants: [key] });
-      const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-      sourceReady.resolve(listener.endpoint);
+      for (const t of images.tasks) {
+        const { regions, lazy } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
+        const source = await LiveProcessSource.attach(frozen.get(t.pid)!, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })), touched: lazy });
+        const server = new PageServer(source, { logger: log, grants: [key] });
+        servers.push(server);
+        const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+        endpoints.get(t.pid)!.resolve(listener.endpoint);
+      }
       phase('serving', t0);
     } catch (err) {
-      sourceReady.reject(err as Error);
+      for (const e of endpoints.values()) e.reject(err as Error);
       await lazyDone.catch(() => {});
       throw err;
     }
@@ -208,13 +231,13 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     releaseCriuDump(o.criuPort);
     await dumpEnded(dump, host, timeoutMs);
     phase('released', t0);
-    return postcopyResult(restoredPid, downtime, allPresent, server.stats.bytesSent, lazyResult!);
+    return postcopyResult(restoredPid, downtime, allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
     throw err;
   } finally {
     for (const c of children) c.kill();
-    await server?.close();
+    for (const s of servers) await s.close();
   }
 }
 
@@ -238,20 +261,23 @@ async function dumpEnded(dump: LineChild, host: string, timeoutMs: number): Prom
   if (!tail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
 }
 
+/** Pages summed over the tasks; fault latency is the root task's. */
 function postcopyResult(restoredPid: number, downtime: number, allPresent: number, bytesSent: number, lazy: LazyPagesReport): MigrateResult {
   const r = lazy.tasks[0].report;
+  const sum = (f: (x: HandlerReport) => number) => lazy.tasks.reduce((n, t) => n + f(t.report), 0);
   return {
     mode: 'postcopy',
     restoredPid,
     downtime_ms: round(downtime),
     all_present_ms: round(allPresent),
-    pages: r.pages,
-    faulted: r.faulted,
-    pushed: r.pushed,
+    pages: sum((x) => x.pages),
+    faulted: sum((x) => x.faulted),
+    pushed: sum((x) => x.pushed),
     bytes_sent: bytesSent,
     fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,
     fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
-    forked: lazy.tasks[0].forked.length,
+    tasks: lazy.tasks.length,
+    forked: lazy.tasks.reduce((n, t) => n + t.forked.length, 0),
   };
 }
 
@@ -266,7 +292,7 @@ async function migrateAcrossNamespaces(
   timeoutMs: number,
 ): Promise<MigrateResult> {
   const images = readDump(join(host, 'img'));
-  if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks; one task per migration for now`);
+  if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks: --netns migrates one task for now (without it, a process tree)`);
   const vpid = images.tasks[0].pid;
   const { regions } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
   const veth = VethPair.create(`pcm${process.pid % 100000}`, '10.233.0');

@@ -89,6 +89,8 @@ export interface Progress {
   corrupt: number;
   /** reconnections after a lost connection */
   resumes: number;
+  /** pages the process dropped or unmapped while they were missing: never fetched */
+  dropped: number;
   faults: number;
 }
 
@@ -162,6 +164,7 @@ export class FaultHandler extends EventEmitter {
     if (this.#uffd >= 0) {
       native.setBlocking(this.#uffd, false);
       this.#startKeeper();
+      this.#state.counters[Counter.REGISTERED] = 1;
     }
     this.#stopFd = native.eventfd();
     this.#pushFd = native.eventfd();
@@ -197,6 +200,7 @@ export class FaultHandler extends EventEmitter {
       raced: Atomics.load(c, Counter.RACED),
       corrupt: Atomics.load(c, Counter.CORRUPT),
       resumes: Atomics.load(c, Counter.RESUMES),
+      dropped: Atomics.load(c, Counter.DROPPED),
       faults: Atomics.load(c, Counter.FAULTS),
     };
   }
@@ -312,15 +316,26 @@ export class FaultHandler extends EventEmitter {
     if (this.#uffd >= 0) this.#begin();
   }
 
-  /** Hands over the userfaultfd of a handler started without one; its threads are connected already. */
-  attach(uffd: number): void {
+  /**
+   * Hands over the userfaultfd of a handler started without one; its threads are connected already.
+   * `registered: false`: its ranges get registered later (criu restore's restorer does it after
+   * handing the uffd over); call registered() once they are.
+   */
+  attach(uffd: number, o: { registered?: boolean } = {}): void {
     if (this.#uffd >= 0) throw new PostcopyError('ERR_INVALID_ARG', 'this handler has its userfaultfd already');
     this.#uffd = uffd;
     native.setBlocking(uffd, false);
     this.#startKeeper();
     Atomics.store(this.#state.counters, Counter.UFFD, uffd);
+    if (o.registered !== false) this.registered();
     this.#log.info({ missing: this.#state.counters[Counter.TOTAL] - Atomics.load(this.#state.counters, Counter.PRESENT) }, 'userfaultfd attached');
     this.#begin();
+  }
+
+  /** Every range is registered with the uffd now: the push may install anywhere (see attach). */
+  registered(): void {
+    Atomics.store(this.#state.counters, Counter.REGISTERED, 1);
+    Atomics.notify(this.#state.counters, Counter.REGISTERED);
   }
 
   /** Hands a copy of the uffd to a keeper process, and names the target to it once known. */

@@ -42,8 +42,14 @@ export const Counter = {
   AWAITING: 20,
   /** the id of the oldest push request in flight (see requestTag) */
   PUSH_HEAD: 21,
+  /**
+   * 1 once every range is registered with the uffd. `criu restore` hands a task's uffd over before
+   * its restorer registers the task's memory: until then no VMA is registered (ENOENT), and the
+   * push must hold its pages rather than take them for unmapped.
+   */
+  REGISTERED: 22,
 } as const;
-const COUNTERS = 22;
+const COUNTERS = 23;
 /** most extents the table holds; a process that fragments its moved memory further is refused */
 export const MAX_EXTENTS = 1 << 14;
 export const EXTENT_FIELDS = 4;

@@ -209,8 +209,9 @@ function faultLoop(): LatencySummary {
   // In requests: the oldest one always qualifies.
   const awaitAhead = Math.max(1, Math.floor(AWAIT_BYTES_AHEAD / (config.pushBatch * ps)));
   const pushBringsSoon = (mi: number, page: number) => {
+    // Until the ranges are registered the push holds its pages: a fault does not wait on it.
     const tag = Atomics.load(state.requested[mi], page);
-    return tag !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < awaitAhead;
+    return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < awaitAhead;
   };
   const pollTimeout = () => {
     let ms = deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0;

@@ -1,0 +1,50 @@
+// The processes of a task tree as its own pid namespace numbers them (what CRIU's images say) and as
+// this host does (what process_vm_readv and kill take).
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** Direct children of a process, from every thread's children list. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out; // gone
+  }
+  for (const tid of tids) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')) if (c.trim()) out.push(Number(c));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** The pid a process has in its innermost pid namespace (the last NSpid field). */
+function innermostPid(pid: number): number | null {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('NSpid:'));
+    const ids = line?.slice(6).trim().split(/\s+/).map(Number);
+    return ids?.length ? ids[ids.length - 1] : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Every process of the tree rooted at `root` (a host pid), keyed by its pid in the tree's own
+ * namespace (the pids of a CRIU dump of that tree). Processes that exit meanwhile are left out.
+ */
+export function treePids(root: number): Map<number, number> {
+  const out = new Map<number, number>();
+  const queue = [root];
+  for (let i = 0; i < queue.length && i < 65536; i++) {
+    const pid = queue[i];
+    const inner = innermostPid(pid);
+    if (inner === null) continue;
+    out.set(inner, pid);
+    queue.push(...childrenOf(pid));
+  }
+  return out;
+}
