@@ -77,8 +77,8 @@ export function installPages(
       if (retries++ >= MAX_RETRIES) throw stuck(r, data, span.addr);
       if (retries > 10) Atomics.wait(state.counters, Counter.STOP, 0, 1);
     } else if (r === -C.ENOENT && installer === 'push' && !Atomics.load(state.counters, Counter.REGISTERED)) {
-      // Not registered yet (the restore is still setting the process up): hold the pages until it is.
-      if (!waitRegistered(state)) return end - p;
+      // Not registered yet (the restore is still setting the process up): hold the pages, try again.
+      if (!waitRegistered(state, 1)) return end - p;
     } else if (r === -C.ENOENT) {
       if (unmappedForGood(state, uffd, mapping, p, span.addr, installer)) {
         markPresent(state, mapping, p, 1, Counter.DROPPED);
@@ -118,13 +118,11 @@ function verifyPlaced(state: SharedState, uffd: number, mapping: number, first: 
 
 const gone = () => new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
 
-/** Waits until the uffd's ranges are registered; false if the handler is stopping first. */
-function waitRegistered(state: SharedState): boolean {
+/** Waits up to ms for every range to be registered; false if the handler is stopping. */
+function waitRegistered(state: SharedState, ms: number): boolean {
   const c = state.counters;
-  while (!Atomics.load(c, Counter.REGISTERED)) {
-    if (Atomics.load(c, Counter.STOP)) return false;
-    Atomics.wait(c, Counter.REGISTERED, 0, 10);
-  }
+  if (Atomics.load(c, Counter.STOP)) return false;
+  Atomics.wait(c, Counter.REGISTERED, 0, ms);
   return true;
 }
 
