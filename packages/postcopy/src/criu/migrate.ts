@@ -115,9 +115,10 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
   };
   const servers: PageServer[] = [];
   let restoredPid = 0;
-  if (mode === 'postcopy') {
+  if (mode === 'postcopy' && !o.netns) {
     // Thread start-up costs CPU: do it before the tasks freeze, not while `criu restore` runs. Two
-    // connections per task (faults, push), each with a thread on both ends.
+    // connections per task (faults, push), each with a thread on both ends. (--netns runs both
+    // ends as processes of their own.)
     const threads = 2 * treePids(o.pid).size;
     await Promise.all([PageServer.prestartThreads(threads), FaultHandler.prestartThreads(threads)]);
   }
