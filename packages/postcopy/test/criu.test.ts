@@ -269,31 +269,33 @@ describe('postcopy migrate', () => {
     }
   });
 
-  it('migrates a process tree, each task served from its own frozen source, every page right', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
-    ensureCriuRoot();
-    const w = testDir('tree');
-    const { dir, host } = w;
-    try {
-      // sh forks memproc A, then becomes memproc B: B is the tree's root (pid 1 of its namespace), A its child.
-      const child = await startInRoot(dir, `sh -c '/usr/local/bin/memproc 48 ${dir}/a.txt & exec /usr/local/bin/memproc 64 ${dir}/b.txt'`, `[ -s ${dir}/a.txt ] && [ -s ${dir}/b.txt ]`, 'memproc');
-      const stat = readFileSync(`/proc/${child}/stat`, 'utf8');
-      const root = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const files = ['a.txt', 'b.txt'].map((f) => join(host, f));
-      const before = files.map((f) => readFileSync(f, 'utf8').trim().split('\n').length);
-      const result = await withPipeSize(() => migrate({ pid: root, workDir: dir, criuPort: 27940 + (process.pid % 9) }));
-      w.restored = result.restoredPid;
-      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
-      assert.equal(result.tasks, 2, 'both tasks of the tree served');
-      for (const [i, file] of files.entries()) {
-        const lines = await waitForLines(file, (all) => all.length >= before[i] + 2, 20_000);
-        assert.ok(lines.length >= before[i] + 2, `${file}: the task keeps checking after the restore`);
-        assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], `${file}: every page right`);
+  for (const netns of [false, true]) {
+    it(`migrates a process tree, each task served from its own frozen source, every page right${netns ? ', between two network namespaces' : ''}`, async (t) => {
+      if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+      ensureCriuRoot();
+      const w = testDir(netns ? 'treens' : 'tree');
+      const { dir, host } = w;
+      try {
+        // sh forks memproc A, then becomes memproc B: B is the tree's root (pid 1 of its namespace), A its child.
+        const child = await startInRoot(dir, `sh -c '/usr/local/bin/memproc 48 ${dir}/a.txt & exec /usr/local/bin/memproc 64 ${dir}/b.txt'`, `[ -s ${dir}/a.txt ] && [ -s ${dir}/b.txt ]`, 'memproc');
+        const stat = readFileSync(`/proc/${child}/stat`, 'utf8');
+        const root = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        const files = ['a.txt', 'b.txt'].map((f) => join(host, f));
+        const before = files.map((f) => readFileSync(f, 'utf8').trim().split('\n').length);
+        const result = await withPipeSize(() => migrate({ pid: root, workDir: dir, criuPort: (netns ? 27930 : 27940) + (process.pid % 9), netns }));
+        w.restored = result.restoredPid;
+        if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+        assert.equal(result.tasks, 2, 'both tasks of the tree served');
+        for (const [i, file] of files.entries()) {
+          const lines = await waitForLines(file, (all) => all.length >= before[i] + 2, 20_000);
+          assert.ok(lines.length >= before[i] + 2, `${file}: the task keeps checking after the restore`);
+          assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], `${file}: every page right`);
+        }
+      } finally {
+        w.cleanup('memproc');
       }
-    } finally {
-      w.cleanup('memproc');
-    }
-  });
+    });
+  }
 
   it('fails clearly when the disk for the images on the target is full, and the task runs on at the source', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;

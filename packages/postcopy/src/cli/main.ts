@@ -12,6 +12,8 @@ import type { Grant } from '../source/session.js';
 import { acceptOne, acknowledgeUffd, receiveUffd } from '../target/handoff.js';
 import { FaultHandler, type Progress } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor, type TlsMaterial } from '../transport/index.js';
+import type { Endpoint } from '../transport/transport.js';
+import { treePids } from '../util/proctree.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
@@ -303,10 +305,10 @@ program
   .command('lazy-pages')
   .description('take the place of `criu lazy-pages`: serve the faults of `criu restore --lazy-pages` from CRIU\'s page server')
   .requiredOption('--images <dir>', 'the dump directory (criu restore connects to lazy-pages.socket in it)')
-  .requiredOption('--page-server <endpoint>', 'the source: tcp://HOST:PORT of `criu dump --lazy-pages`, or of `postcopy serve` with --source postcopy')
+  .requiredOption('--page-server <endpoint...>', 'the source: tcp://HOST:PORT of `criu dump --lazy-pages`, or of `postcopy serve` with --source postcopy; for a process tree, one PID=ENDPOINT per task (PID as the dump names it)')
   .addOption(new Option('--source <kind>', "criu: CRIU's page server; postcopy: `postcopy serve` over the frozen task").choices(['criu', 'postcopy']).default('criu'))
   .option('--images-from <endpoint>', 'fetch the images first, from `postcopy serve --images-listen`')
-  .option('--pidfile <path>', "the restored task's pid file (`criu restore --pidfile`): killed if its pages cannot be fetched")
+  .option('--pidfile <path>', "the restored task's pid file (`criu restore --pidfile`): killed (with its tree) if its pages cannot be fetched")
   .option('--no-push', 'fetch on fault only, no background push')
   .option('--push-batch <pages>', 'pages per background request', int)
   .option('--push-window <n>', 'background requests in flight', int)
@@ -314,22 +316,30 @@ program
   .option('--key-file <file>', "the migration's pre-shared key (--source postcopy), when the source asks for one")
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { images: string; pageServer: string; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; timeout: number; keyFile?: string; keyId: string; json?: boolean }) => {
+  .action(async (o: { images: string; pageServer: string[]; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; timeout: number; keyFile?: string; keyId: string; json?: boolean }) => {
     const log = createLogger('lazy-pages');
     if (o.imagesFrom) {
       const names = await fetchImages(parseEndpoint(o.imagesFrom), o.images, o.timeout * 1000);
       print(!!o.json, { event: 'images', files: names.length }, `fetched ${names.length} image files into ${o.images}`);
     }
-    const targetPid = () => {
+    const rootPid = () => {
       try {
         return o.pidfile ? Number(readFileSync(o.pidfile, 'utf8').trim()) || undefined : undefined;
       } catch {
         return undefined;
       }
     };
+    // A task of a restored tree, by the pid the dump gives it: found under the restored root.
+    let tree: Map<number, number> | null = null;
+    const targetPid = (vpid: number) => {
+      const root = rootPid();
+      if (!root) return undefined;
+      if (!tree?.has(vpid)) tree = treePids(root);
+      return tree.get(vpid);
+    };
     const result = await serveLazyPages({
       imagesDir: o.images,
-      source: { kind: o.source, endpoint: parseEndpoint(o.pageServer) },
+      source: { kind: o.source, endpoint: sourceEndpoints(o.pageServer) },
       push: o.push,
       pushBatch: o.pushBatch,
       pushWindow: o.pushWindow,
@@ -378,6 +388,22 @@ program
     ].join('\n');
     print(!!o.json, c, text);
   });
+
+/** `--page-server` values: one endpoint, or PID=ENDPOINT for each task of a tree. */
+function sourceEndpoints(values: string[]): Endpoint | ((pid: number) => Endpoint) {
+  if (values.length === 1 && !/^\d+=/.test(values[0])) return parseEndpoint(values[0]);
+  const byPid = new Map<number, Endpoint>();
+  for (const v of values) {
+    const m = /^(\d+)=(.+)$/.exec(v);
+    if (!m) throw new PostcopyError('ERR_INVALID_ARG', `--page-server ${v}: several sources are given as PID=ENDPOINT, one per task`);
+    byPid.set(Number(m[1]), parseEndpoint(m[2]));
+  }
+  return (pid) => {
+    const e = byPid.get(pid);
+    if (!e) throw new PostcopyError('ERR_INVALID_ARG', `no --page-server for task ${pid} of the dump`);
+    return e;
+  };
+}
 
 export async function main(argv: string[]): Promise<void> {
   try {

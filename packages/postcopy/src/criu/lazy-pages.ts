@@ -77,7 +77,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     if (o.source.kind === 'criu' && dump.tasks.length !== 1)
       throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks: CRIU's page server serves one; use postcopy sources for a process tree`);
     if (typeof o.source.endpoint !== 'function' && dump.tasks.length !== 1)
-      throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks and there is one source: a process tree needs a source per task (postcopy migrate)`);
+      throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks and there is one source: a process tree needs a source per task (--page-server PID=ENDPOINT for each)`);
     o.onListening?.();
     // While `criu restore` starts, start the fault threads and connect them to the source, so the
     // restored task's first faults (its stack, during the restore itself) wait on nothing else.

@@ -24,7 +24,7 @@ import { VethPair } from '../util/netns.js';
 import { treePids } from '../util/proctree.js';
 import type { HandlerReport } from '../target/handler.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { lazyLayout, readDump } from './image.js';
+import { lazyLayout, readDump, type DumpImages } from './image.js';
 import { serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
 import { PS_IOV_CLOSE, writeIov } from './page-server.js';
 import { criuRootDir, inCriuRoot } from './root.js';
@@ -168,10 +168,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
     const images = readDump(join(host, 'img'));
-    // The dump names its tasks by their pids in the tree's own namespace; the source reads them by host pid.
-    const frozen = treePids(o.pid);
-    for (const t of images.tasks)
-      if (!frozen.has(t.pid)) throw new PostcopyError('ERR_CRIU', `task ${t.pid} of the dump is not in the tree of process ${o.pid}`);
+    const frozen = frozenTasks(images, o.pid);
     // A key for this migration alone: only our daemon can read the frozen tasks' memory.
     const key = migrationKey();
     // `criu restore` starts as soon as our lazy-pages socket listens; the sources get ready meanwhile.
@@ -245,6 +242,17 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 const round = (x: number) => Math.round(x * 10) / 10;
 
 /**
+ * The host pid of each task of the dump: the dump names them by their pids in the tree's own
+ * namespace, the sources read them by host pid.
+ */
+function frozenTasks(images: DumpImages, root: number): Map<number, number> {
+  const frozen = treePids(root);
+  for (const t of images.tasks)
+    if (!frozen.has(t.pid)) throw new PostcopyError('ERR_CRIU', `task ${t.pid} of the dump is not in the tree of process ${root}`);
+  return frozen;
+}
+
+/**
  * ms from t0 (this thread's performance.now()) until the last page of every task and forked child
  * was in, as the handlers timed it; the time now if a report has no time (it had nothing to fetch).
  */
@@ -293,9 +301,7 @@ async function migrateAcrossNamespaces(
   timeoutMs: number,
 ): Promise<MigrateResult> {
   const images = readDump(join(host, 'img'));
-  if (images.tasks.length !== 1) throw new PostcopyError('ERR_CRIU', `the dump holds ${images.tasks.length} tasks: --netns migrates one task for now (without it, a process tree)`);
-  const vpid = images.tasks[0].pid;
-  const { regions } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
+  const frozen = frozenTasks(images, o.pid);
   const veth = VethPair.create(`pcm${process.pid % 100000}`, '10.233.0');
   try {
     const cli = nodeModuleArgv(import.meta.url, '../cli/main');
@@ -303,18 +309,26 @@ async function migrateAcrossNamespaces(
     const keyFile = join(host, 'migration.key'); // beside the images, not among them: they travel
     writeFileSync(keyFile, Buffer.from(key.key).toString('hex'), { mode: 0o600 });
     const keyArgs = ['--key-file', keyFile, '--key-id', key.keyId];
-    const serve = start('postcopy serve', [
-      ...veth.exec('a'), ...cli, 'serve', '--pid', String(o.pid), '--freeze', 'none',
-      ...regions.flatMap((r) => ['--range', `${r.start}:${r.length}`]),
-      '--listen', `tcp://${veth.a.addr}:0`, '--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`, ...keyArgs, '--json',
-    ]);
-    const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;
-    const imagesAt = (JSON.parse(await serve.next((l) => l.includes('"images-listening"'), timeoutMs)) as { endpoint: string }).endpoint;
+    // A `postcopy serve` per task, started together; the first one also serves the images.
+    const serves = images.tasks.map((t, i) => {
+      const { regions } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
+      return start('postcopy serve', [
+        ...veth.exec('a'), ...cli, 'serve', '--pid', String(frozen.get(t.pid)), '--freeze', 'none',
+        ...regions.flatMap((r) => ['--range', `${r.start}:${r.length}`]),
+        '--listen', `tcp://${veth.a.addr}:0`, ...(i === 0 ? ['--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`] : []), ...keyArgs, '--json',
+      ]);
+    });
+    const sources: string[] = [];
+    for (const [i, serve] of serves.entries()) {
+      const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;
+      sources.push(serves.length === 1 ? pages : `${images.tasks[i].pid}=${pages}`);
+    }
+    const imagesAt = (JSON.parse(await serves[0].next((l) => l.includes('"images-listening"'), timeoutMs)) as { endpoint: string }).endpoint;
     phase('serving', t0);
     const target = join(o.workDir, 'target');
     const lazy = start('postcopy lazy-pages', [
       ...veth.exec('b'), ...cli, 'lazy-pages', '--images', join(host, 'target', 'img'), '--images-from', imagesAt,
-      '--source', 'postcopy', '--page-server', pages, '--pidfile', join(host, 'target', 'restored.pid'),
+      '--source', 'postcopy', '--page-server', ...sources, '--pidfile', join(host, 'target', 'restored.pid'),
       '--push-batch', String(o.pushBatch ?? DEFAULT_PUSH_BATCH), '--push-window', String(o.pushWindow ?? DEFAULT_PUSH_WINDOW), ...keyArgs, '--json',
     ]);
     await lazy.next((l) => l.includes('"event":"images"'), timeoutMs);
@@ -330,12 +344,13 @@ async function migrateAcrossNamespaces(
     const done = JSON.parse((await lazy.rest(timeoutMs)).find((l) => l.includes('"event":"done"')) ?? '{}') as LazyPagesReport;
     const allPresent = presentSince(done, t0);
     phase('all pages present', t0);
-    const stats = JSON.parse(await serve.next((l) => l.includes('"event":"done"'), timeoutMs)) as { stats: { bytesSent: number } };
+    let bytesSent = 0;
+    for (const serve of serves) bytesSent += (JSON.parse(await serve.next((l) => l.includes('"event":"done"'), timeoutMs)) as { stats: { bytesSent: number } }).stats.bytesSent;
     releaseCriuDump(o.criuPort);
     await dumpEnded(dump, host, timeoutMs);
     phase('released', t0);
-    if (!done.tasks?.[0]?.report?.complete) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
-    return postcopyResult(restoredPid, downtime, allPresent, stats.stats.bytesSent, done);
+    if (!done.tasks?.length || !done.tasks.every((t) => t.report?.complete)) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
+    return postcopyResult(restoredPid, downtime, allPresent, bytesSent, done);
   } finally {
     veth.destroy();
     rmSync(join(host, 'migration.key'), { force: true });
