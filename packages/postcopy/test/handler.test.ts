@@ -10,6 +10,8 @@ import { PageServer } from '../src/source/server.js';
 import { FaultHandler } from '../src/target/handler.js';
 import { FdReader } from '../src/transport/fd-reader.js';
 import { UnixTransport } from '../src/transport/index.js';
+import type { Endpoint } from '../src/transport/transport.js';
+import type { Mapping } from '../src/target/shared-state.js';
 import { hashPages } from '../src/util/pagehash.js';
 import { caps, need } from './helpers/caps.js';
 import { makeImage } from './helpers/util.js';
@@ -40,120 +42,109 @@ describe('fd reader', () => {
   });
 });
 
+/**
+ * A page server over a fresh image of `pages` pages, and an unregistered region that size with a
+ * uffd (register it, or hand it over unregistered as criu restore does). Torn down after `body`.
+ */
+async function withServedRegion(tag: string, pages: number, body: (r: { endpoint: Endpoint; expected: Uint32Array; addr: number; uffd: number; mappings: Mapping[]; hashes: (count?: number) => number[] }) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), `pc-${tag}-`));
+  const expected = makeImage(join(dir, 'img'), pages * PS);
+  const source = new ImageFileSource(join(dir, 'img'));
+  const server = new PageServer(source);
+  const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
+  const addr = native.mmapAnon(pages * PS);
+  const uffd = native.uffdOpen(true);
+  native.uffdApi(uffd, 0n);
+  const hashes = (count = pages) => {
+    const out = new Uint32Array(count);
+    hashPages(new Uint8Array(native.viewMemory(addr, count * PS)), PS, out);
+    return Array.from(out);
+  };
+  try {
+    await body({ endpoint: listener.endpoint, expected, addr, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], hashes });
+  } finally {
+    native.close(uffd);
+    native.munmap(addr, pages * PS);
+    await server.close();
+    source.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('fault handler', () => {
   it('evicts pages so that they fault in again, fresh from the source', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-evict-'));
     const pages = 64;
-    const expected = makeImage(join(dir, 'img'), pages * PS);
-    const source = new ImageFileSource(join(dir, 'img'));
-    const server = new PageServer(source);
-    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
-    const addr = native.mmapAnon(pages * PS);
-    const uffd = native.uffdOpen(true);
-    native.uffdApi(uffd, 0n);
-    native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
-    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], push: false });
-    const hashes = () => {
-      const out = new Uint32Array(16);
-      hashPages(new Uint8Array(native.viewMemory(addr, 16 * PS)), PS, out);
-      return Array.from(out);
-    };
-    try {
-      native.touchPages(addr, 16, PS, true); // faults in, then changes a byte of each page
-      assert.notDeepEqual(hashes(), Array.from(expected.subarray(0, 16)));
-      handler.evict(0, 0, 16); // waits for the fault thread's bookkeeping, which lags the resumed toucher
-      assert.equal(handler.progress.faults, 16);
-      assert.equal(handler.progress.present, 0);
-      assert.deepEqual(hashes(), Array.from(expected.subarray(0, 16)), 'the source copy, not the changed one');
-      handler.evict(0, 0, 16);
-      assert.equal(handler.progress.faults, 32);
-      assert.throws(() => handler.evict(0, 60, 8), (e: { code?: string }) => e.code === 'ERR_OUT_OF_RANGE');
-      // Push requests in flight are told apart by a byte: a window past 64 is refused, before any thread starts.
-      for (const bad of [{ pushWindow: 100 }, { pushWindow: 0 }, { pushBatch: 0 }])
-        await assert.rejects(FaultHandler.start({ endpoint: listener.endpoint, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], ...bad }), (e: { code?: string }) => e.code === 'ERR_INVALID_ARG');
-    } finally {
-      await handler.stop();
-      native.close(uffd);
-      native.munmap(addr, pages * PS);
-      await server.close();
-      source.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withServedRegion('evict', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
+      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+      // Incomplete at stop, the handler leaves the uffd open: the helper closes it.
+      const handler = await FaultHandler.start({ endpoint, uffd, mappings, push: false });
+      try {
+        native.touchPages(addr, 16, PS, true); // faults in, then changes a byte of each page
+        assert.notDeepEqual(hashes(16), Array.from(expected.subarray(0, 16)));
+        handler.evict(0, 0, 16); // waits for the fault thread's bookkeeping, which lags the resumed toucher
+        assert.equal(handler.progress.faults, 16);
+        assert.equal(handler.progress.present, 0);
+        assert.deepEqual(hashes(16), Array.from(expected.subarray(0, 16)), 'the source copy, not the changed one');
+        handler.evict(0, 0, 16);
+        assert.equal(handler.progress.faults, 32);
+        assert.throws(() => handler.evict(0, 60, 8), (e: { code?: string }) => e.code === 'ERR_OUT_OF_RANGE');
+        // Push requests in flight are told apart by a byte: a window past 64 is refused, before any thread starts.
+        for (const bad of [{ pushWindow: 100 }, { pushWindow: 0 }, { pushBatch: 0 }])
+          await assert.rejects(FaultHandler.start({ endpoint, mappings, ...bad }), (e: { code?: string }) => e.code === 'ERR_INVALID_ARG');
+      } finally {
+        await handler.stop();
+      }
+    });
   });
 });
 
 describe('fault and push together', () => {
   it('leaves a fault on a page the push is about to bring to the push, instead of fetching it twice', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-await-'));
     const pages = 2048;
-    const expected = makeImage(join(dir, 'img'), pages * PS);
-    const source = new ImageFileSource(join(dir, 'img'));
-    const server = new PageServer(source);
-    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
-    const addr = native.mmapAnon(pages * PS);
-    const uffd = native.uffdOpen(true);
-    native.uffdApi(uffd, 0n);
-    native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
-    // Small push requests, two in flight: a sequential reader keeps running into the oldest one.
-    const handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], pushBatch: 8, pushWindow: 2 });
-    try {
-      native.touchPages(addr, pages, PS, false);
-      const report = await handler.done();
-      const got = new Uint32Array(pages);
-      hashPages(new Uint8Array(native.viewMemory(addr, pages * PS)), PS, got);
-      assert.deepEqual(Array.from(got), Array.from(expected), 'every page intact');
-      assert.equal(report.complete, true);
-      assert.ok(report.faults >= 50, `the reader faulted ${report.faults} times`);
-      // Fetched by the fault path (and so sent twice, if the push brought it too): only a page the
-      // push had not asked for yet, as at the very start.
-      const twice = report.faulted + report.raced;
-      assert.ok(twice <= Math.max(4, report.faults / 10), `${report.faulted} of ${report.faults} faults fetched their page themselves, ${report.raced} pages came twice`);
-      assert.equal(report.latency?.count, report.faults, 'every fault timed, awaited ones included');
-    } finally {
-      await handler.stop();
-      native.close(uffd);
-      native.munmap(addr, pages * PS);
-      await server.close();
-      source.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withServedRegion('await', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
+      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+      // Small push requests, two in flight: a sequential reader keeps running into the oldest one.
+      // Complete at stop, the handler closes its uffd: it gets a copy.
+      const handler = await FaultHandler.start({ endpoint, uffd: native.dup(uffd), mappings, pushBatch: 8, pushWindow: 2 });
+      try {
+        native.touchPages(addr, pages, PS, false);
+        const report = await handler.done();
+        assert.deepEqual(hashes(), Array.from(expected), 'every page intact');
+        assert.equal(report.complete, true);
+        assert.ok(report.faults >= 50, `the reader faulted ${report.faults} times`);
+        // Fetched by the fault path (and so sent twice, if the push brought it too): only a page the
+        // push had not asked for yet, as at the very start.
+        const twice = report.faulted + report.raced;
+        assert.ok(twice <= Math.max(4, report.faults / 10), `${report.faulted} of ${report.faults} faults fetched their page themselves, ${report.raced} pages came twice`);
+        assert.equal(report.latency?.count, report.faults, 'every fault timed, awaited ones included');
+      } finally {
+        await handler.stop();
+      }
+    });
   });
 });
 
 describe('a uffd whose memory is registered after the handover', () => {
   it('holds pushed pages until the ranges are registered, and never takes them for unmapped', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-latereg-'));
     const pages = 512;
-    const expected = makeImage(join(dir, 'img'), pages * PS);
-    const source = new ImageFileSource(join(dir, 'img'));
-    const server = new PageServer(source);
-    const listener = await server.listen(new UnixTransport(join(dir, 'src.sock')));
-    const addr = native.mmapAnon(pages * PS);
-    const uffd = native.uffdOpen(true);
-    native.uffdApi(uffd, 0n);
-    // As criu restore does: the uffd is handed over first, its restorer registers the memory later.
-    const handler = await FaultHandler.start({ endpoint: listener.endpoint, mappings: [{ regionId: 0, localStart: addr, length: pages * PS }], pushBatch: 64 });
-    try {
-      handler.attach(uffd, { registered: false });
-      await new Promise((r) => setTimeout(r, 100)); // the push meets ENOENT meanwhile
-      assert.equal(handler.progress.present, 0, 'nothing counted in before the memory is registered');
-      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
-      handler.registered();
-      const report = await handler.done();
-      assert.equal(report.dropped, 0);
-      const got = new Uint32Array(pages);
-      hashPages(new Uint8Array(native.viewMemory(addr, pages * PS)), PS, got);
-      assert.deepEqual(Array.from(got), Array.from(expected), 'every page installed, none left to read as zero');
-    } finally {
-      await handler.stop();
-      native.close(uffd);
-      native.munmap(addr, pages * PS);
-      await server.close();
-      source.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withServedRegion('latereg', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
+      // As criu restore does: the uffd is handed over first, its restorer registers the memory later.
+      const handler = await FaultHandler.start({ endpoint, mappings, pushBatch: 64 });
+      try {
+        handler.attach(native.dup(uffd), { registered: false });
+        await new Promise((r) => setTimeout(r, 100)); // the push meets ENOENT meanwhile
+        assert.equal(handler.progress.present, 0, 'nothing counted in before the memory is registered');
+        native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+        handler.registered();
+        const report = await handler.done();
+        assert.equal(report.dropped, 0);
+        assert.deepEqual(hashes(), Array.from(expected), 'every page installed, none left to read as zero');
+      } finally {
+        await handler.stop();
+      }
+    });
   });
 });
