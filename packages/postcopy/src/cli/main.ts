@@ -13,7 +13,7 @@ import { acceptOne, acknowledgeUffd, receiveUffd } from '../target/handoff.js';
 import { FaultHandler, type Progress } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor, type TlsMaterial } from '../transport/index.js';
 import type { Endpoint } from '../transport/transport.js';
-import { treePids } from '../util/proctree.js';
+import { treeMember } from '../util/proctree.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
@@ -329,14 +329,8 @@ program
         return undefined;
       }
     };
-    // A task of a restored tree, by the pid the dump gives it: found under the restored root.
-    let tree: Map<number, number> | null = null;
-    const targetPid = (vpid: number) => {
-      const root = rootPid();
-      if (!root) return undefined;
-      if (!tree?.has(vpid)) tree = treePids(root);
-      return tree.get(vpid);
-    };
+    // A task of the restored tree, by the pid the dump gives it.
+    const targetPid = treeMember(rootPid);
     const result = await serveLazyPages({
       imagesDir: o.images,
       source: { kind: o.source, endpoint: sourceEndpoints(o.pageServer) },

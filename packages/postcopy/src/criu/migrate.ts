@@ -21,7 +21,7 @@ import { TcpTransport } from '../transport/index.js';
 import type { Endpoint } from '../transport/transport.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
-import { treePids } from '../util/proctree.js';
+import { treeMember, treePids } from '../util/proctree.js';
 import type { HandlerReport } from '../target/handler.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump, type DumpImages } from './image.js';
@@ -171,26 +171,31 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     const frozen = frozenTasks(images, o.pid);
     // A key for this migration alone: only our daemon can read the frozen tasks' memory.
     const key = migrationKey();
-    // `criu restore` starts as soon as our lazy-pages socket listens; the sources get ready meanwhile.
-    const endpoints = new Map<number, { promise: Promise<Endpoint>; resolve: (e: Endpoint) => void; reject: (err: Error) => void }>();
-    for (const t of images.tasks) {
-      let settle!: { resolve: (e: Endpoint) => void; reject: (err: Error) => void };
-      const promise = new Promise<Endpoint>((resolve, reject) => (settle = { resolve, reject }));
-      promise.catch(() => {}); // observed by the task's handler
-      endpoints.set(t.pid, { promise, ...settle });
-    }
-    // Each restored task is killed if its pages cannot be fetched: its host pid, once restored.
-    let restoredTree: Map<number, number> | null = null;
-    const restoredHostPid = (vpid: number) => {
-      if (!restoredPid) return undefined;
-      if (!restoredTree?.has(vpid)) restoredTree = treePids(restoredPid);
-      return restoredTree.get(vpid);
+    // A source per task, over the frozen task. Each is started when serveLazyPages first asks for
+    // its endpoint, which is after `criu restore` has started: it gets ready while the restore runs.
+    const endpoints = new Map<number, Promise<Endpoint>>();
+    const endpointOf = (vpid: number): Promise<Endpoint> => {
+      let ready = endpoints.get(vpid);
+      if (!ready) {
+        ready = (async () => {
+          const { regions, lazy } = lazyLayout(images.mms.get(vpid)!, images.pagemaps.get(vpid)!);
+          const source = await LiveProcessSource.attach(frozen.get(vpid)!, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })), touched: lazy });
+          const server = new PageServer(source, { logger: log, grants: [key] });
+          servers.push(server);
+          return (await server.listen(new TcpTransport('127.0.0.1', 0))).endpoint;
+        })();
+        ready.catch(() => {}); // observed by the task's handler, and below
+        endpoints.set(vpid, ready);
+      }
+      return ready;
     };
+    // Each restored task is killed if its pages cannot be fetched: its host pid, once restored.
+    const restoredHostPid = treeMember(() => restoredPid || undefined);
     let lazyResult: LazyPagesReport;
     const lazyDone = serveLazyPages({
       imagesDir: join(host, 'img'),
       dump: images,
-      source: { kind: 'postcopy', endpoint: (vpid) => endpoints.get(vpid)!.promise },
+      source: { kind: 'postcopy', endpoint: endpointOf },
       key,
       push: o.push,
       pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
@@ -205,17 +210,9 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     });
     lazyDone.catch(() => {}); // observed below
     try {
-      for (const t of images.tasks) {
-        const { regions, lazy } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
-        const source = await LiveProcessSource.attach(frozen.get(t.pid)!, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })), touched: lazy });
-        const server = new PageServer(source, { logger: log, grants: [key] });
-        servers.push(server);
-        const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-        endpoints.get(t.pid)!.resolve(listener.endpoint);
-      }
+      await Promise.all(images.tasks.map((t) => endpointOf(t.pid)));
       phase('serving', t0);
     } catch (err) {
-      for (const e of endpoints.values()) e.reject(err as Error);
       await lazyDone.catch(() => {});
       throw err;
     }

@@ -48,3 +48,17 @@ export function treePids(root: number): Map<number, number> {
   }
   return out;
 }
+
+/**
+ * A task of a tree by its pid in the tree's namespace, as a host pid: looked up under the root
+ * (once it is known) and cached, looked up again for a task not seen yet.
+ */
+export function treeMember(root: () => number | undefined): (pid: number) => number | undefined {
+  let tree: Map<number, number> | null = null;
+  return (pid) => {
+    const r = root();
+    if (!r) return undefined;
+    if (!tree?.has(pid)) tree = treePids(r);
+    return tree.get(pid);
+  };
+}
