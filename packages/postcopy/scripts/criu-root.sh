@@ -83,6 +83,18 @@ mkdir -p oldroot
 pivot_root . oldroot
 umount -l /oldroot
 cd /
+# CRIU probes the kernel on each run (25 ms of a dump, as much of a restore) unless /run/criu.kdat
+# holds the result, and our /run is new on each entry: keep the result per boot, as CRIU itself does
+# on a tmpfs /run (the kernel cannot change without a reboot).
+K=/var/lib/postcopy-kdat/$(cat /proc/sys/kernel/random/boot_id)
+if [ ! -s "$K" ]; then
+  criu check >/dev/null 2>&1 || true
+  if [ -s /run/criu.kdat ]; then
+    rm -rf /var/lib/postcopy-kdat && mkdir -p /var/lib/postcopy-kdat
+    cp /run/criu.kdat "$K.$$" && mv "$K.$$" "$K"
+  fi
+fi
+[ -s "$K" ] && cp "$K" /run/criu.kdat
 exec "$@"' criu-root "$@"
 }
 
