@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { native } from '../src/native/index.js';
 import { decodeBody, encodeRunHeader, readHeader } from '../src/protocol/codec.js';
-import { Flag, FrameType, HEADER_SIZE } from '../src/protocol/frames.js';
+import { Flag, FrameType, HEADER_SIZE, type Header } from '../src/protocol/frames.js';
 import { ImageFileSource } from '../src/source/image-file.js';
 import { PageServer } from '../src/source/server.js';
 import { acknowledgeUffd, receiveUffd } from '../src/target/handoff.js';
-import { FaultHandler } from '../src/target/handler.js';
+import { FaultHandler, type FaultHandlerOptions, type HandlerReport } from '../src/target/handler.js';
 import { TcpTransport } from '../src/transport/index.js';
 import { caps, need } from './helpers/caps.js';
 import { startProxy } from './helpers/proxy.js';
@@ -19,24 +19,45 @@ import { FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
 const PS = 4096;
 
 /**
- * A proxy that flips a byte in the first page of every `every`-th page run it relays to the
- * target, `limit` times in all, never twice the same page (a transient fault: a refetch gets through).
+ * A faulter process whose `pages` are served by a handler, through a proxy whose hook sees every
+ * frame from the source; `check` gets the handler's report and the pages' hashes (and the expected ones).
  */
-async function corruptingProxy(upstreamPort: number, every: number, limit: number) {
-  let corrupted = 0;
-  let runs = 0;
-  const hit = new Set<number>();
-  const proxy = await startProxy(upstreamPort, (buf, off, h) => {
-    if ((h.type !== FrameType.PAGES && h.type !== FrameType.PUSH) || !(h.flags & Flag.CHECKSUMS)) return;
-    const firstPage = buf.readUInt32LE(off + HEADER_SIZE + 8);
-    if (++runs % every !== 0 || corrupted >= limit || hit.has(firstPage)) return;
-    const count = buf.readUInt32LE(off + HEADER_SIZE + 4);
-    buf[off + HEADER_SIZE + 16 + count * 4 + 100] ^= 0x5a;
-    hit.add(firstPage);
-    corrupted++;
-  });
-  return { proxy, corrupted: () => corrupted };
+async function throughProxy(
+  pages: number,
+  onSourceFrame: (buf: Buffer, off: number, h: Header) => void,
+  options: Partial<FaultHandlerOptions>,
+  check: (report: HandlerReport, hashes: number[], expected: number[]) => void,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'pc-crc-'));
+  const expected = makeImage(join(dir, 'img'), pages * PS);
+  const server = new PageServer(new ImageFileSource(join(dir, 'img')));
+  const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+  const proxy = await startProxy((listener.endpoint as { port: number }).port, onSourceFrame);
+  const [ours, theirs] = native.socketpair();
+  const faulter = spawnTs(FAULTER, ['--length', String(pages * PS)], { fd3: theirs });
+  native.close(theirs);
+  let handler: FaultHandler | null = null;
+  try {
+    const handoff = await receiveUffd(ours, 30_000);
+    handler = await FaultHandler.start({ endpoint: { kind: 'tcp', host: '127.0.0.1', port: proxy.port }, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, ...options });
+    let fatal: Error | null = null;
+    handler.on('fatal', (e: Error) => (fatal = e));
+    acknowledgeUffd(ours);
+    const got = await jsonLines(faulter).next((e) => e.event === 'hashes', 60_000).catch((e: Error) => {
+      throw new Error(`${e.message}; handler: ${fatal?.message}`);
+    });
+    check(await handler.done(), got.hashes as number[], expected);
+  } finally {
+    await handler?.stop();
+    native.close(ours);
+    faulter.kill('SIGKILL');
+    await proxy.close();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
+
+const wrongPages = (hashes: number[], expected: number[]) => hashes.filter((h, i) => h !== expected[i]).length;
 
 describe('page checksums', () => {
   it('the native CRC32C is the Castagnoli CRC', () => {
@@ -64,41 +85,44 @@ describe('page checksums', () => {
 
   it('a page corrupted on the wire is refetched and counted, never installed', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-crc-'));
-    const pages = 4096;
-    const expected = makeImage(join(dir, 'img'), pages * PS);
-    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
-    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-    const upstreamPort = (listener.endpoint as { port: number }).port;
-    const { proxy, corrupted } = await corruptingProxy(upstreamPort, 3, 40);
-    const [ours, theirs] = native.socketpair();
-    const faulter = spawnTs(FAULTER, ['--length', String(pages * PS)], { fd3: theirs });
-    native.close(theirs);
-    let handler: FaultHandler | null = null;
-    try {
-      const handoff = await receiveUffd(ours, 30_000);
-      // small requests, so that many runs cross the proxy
-      handler = await FaultHandler.start({ endpoint: { kind: 'tcp', host: '127.0.0.1', port: proxy.port }, uffd: handoff.uffd, mappings: handoff.mappings, pushBatch: 8, pushWindow: 2, targetPid: handoff.pid });
-      let fatal: Error | null = null;
-      handler.on('fatal', (e: Error) => (fatal = e));
-      acknowledgeUffd(ours);
-      const got = await jsonLines(faulter).next((e) => e.event === 'hashes', 60_000).catch((e: Error) => {
-        throw new Error(`${e.message}; handler: ${fatal?.message}`);
-      });
-      const report = await handler.done();
+    // Flips a byte in the first page of every third page run, 40 times in all, never twice the
+    // same page (a transient fault: a refetch gets through).
+    let corrupted = 0;
+    let runs = 0;
+    const hit = new Set<number>();
+    const corrupt = (buf: Buffer, off: number, h: Header) => {
+      if ((h.type !== FrameType.PAGES && h.type !== FrameType.PUSH) || !(h.flags & Flag.CHECKSUMS)) return;
+      const firstPage = buf.readUInt32LE(off + HEADER_SIZE + 8);
+      if (++runs % 3 !== 0 || corrupted >= 40 || hit.has(firstPage)) return;
+      const count = buf.readUInt32LE(off + HEADER_SIZE + 4);
+      buf[off + HEADER_SIZE + 16 + count * 4 + 100] ^= 0x5a;
+      hit.add(firstPage);
+      corrupted++;
+    };
+    // small requests, so that many runs cross the proxy
+    await throughProxy(4096, corrupt, { pushBatch: 8, pushWindow: 2 }, (report, hashes, expected) => {
       assert.equal(report.complete, true);
-      assert.equal(corrupted(), 40, 'the proxy corrupted pages');
+      assert.equal(corrupted, 40, 'the proxy corrupted pages');
       assert.equal(report.corrupt, 40, `every corrupted page was caught: ${JSON.stringify(report)}`);
-      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
-      assert.equal(wrong, 0, `${wrong} pages arrived wrong`);
-      t.diagnostic(`corrupted ${corrupted()}, caught ${report.corrupt}, pages ${report.pages}, wrong 0`);
-    } finally {
-      await handler?.stop();
-      native.close(ours);
-      faulter.kill('SIGKILL');
-      await proxy.close();
-      await server.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+      assert.equal(wrongPages(hashes, expected), 0, 'every page right');
+      t.diagnostic(`corrupted ${corrupted}, caught ${report.corrupt}, pages ${report.pages}, wrong 0`);
+    });
+  });
+
+  it('a handler that asks for no checksums gets runs without them, every page right', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    let runs = 0;
+    let withTable = 0;
+    const count = (_buf: Buffer, _off: number, h: Header) => {
+      if (h.type !== FrameType.PAGES && h.type !== FrameType.PUSH) return;
+      runs++;
+      if (h.flags & Flag.CHECKSUMS) withTable++;
+    };
+    await throughProxy(1024, count, { pushBatch: 16, checksums: false }, (report, hashes, expected) => {
+      assert.equal(report.complete, true);
+      assert.ok(runs > 0, 'pages crossed the proxy');
+      assert.equal(withTable, 0, `${withTable} of ${runs} runs carried checksums nobody asked for`);
+      assert.equal(wrongPages(hashes, expected), 0, 'every page right');
+    });
   });
 });

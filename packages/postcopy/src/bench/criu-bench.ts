@@ -18,6 +18,8 @@ export interface CriuBenchOptions {
   /** postcopy's background push (migrate's defaults otherwise) */
   pushBatch?: number;
   pushWindow?: number;
+  /** postcopy: a CRC32C with every page (migrate's default: none over loopback) */
+  checksums?: boolean;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -96,7 +98,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
         const onPhase = (phase: string) => {
           if (workload === 'redis' && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
         };
-        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, onPhase });
+        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, onPhase });
         const gets = probe ? await (probe as RedisProbe).stop() : null;
         restored = result.restoredPid;
         let verified = false;

@@ -253,11 +253,12 @@ program
   .option('--workload <list>', '--criu: memproc, redis (comma list)', list(String, ['memproc', 'redis']), ['memproc', 'redis'])
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
+  .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
   .option('--load <targets>', 'instead: one source serving this many targets at once, each migrating --load-mib through network namespaces', int)
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; load?: number; loadMib: number }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; load?: number; loadMib: number }) => {
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -273,7 +274,7 @@ program
     if (o.criu) {
       let r: CriuBenchResult;
       try {
-        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, onProgress: bar?.update });
+        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, onProgress: bar?.update });
       } finally {
         bar?.stop();
       }
@@ -312,11 +313,12 @@ program
   .option('--no-push', 'fetch on fault only, no background push')
   .option('--push-batch <pages>', 'pages per background request', int)
   .option('--push-window <n>', 'background requests in flight', int)
+  .option('--no-checksums', 'ask a postcopy source for no CRC32C with each page (both ends on one kernel)')
   .option('--timeout <seconds>', 'how long to wait for criu restore', int, 300)
   .option('--key-file <file>', "the migration's pre-shared key (--source postcopy), when the source asks for one")
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { images: string; pageServer: string[]; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; timeout: number; keyFile?: string; keyId: string; json?: boolean }) => {
+  .action(async (o: { images: string; pageServer: string[]; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; checksums: boolean; timeout: number; keyFile?: string; keyId: string; json?: boolean }) => {
     const log = createLogger('lazy-pages');
     if (o.imagesFrom) {
       const names = await fetchImages(parseEndpoint(o.imagesFrom), o.images, o.timeout * 1000);
@@ -337,6 +339,7 @@ program
       push: o.push,
       pushBatch: o.pushBatch,
       pushWindow: o.pushWindow,
+      checksums: o.checksums,
       targetPid,
       timeoutMs: o.timeout * 1000,
       key: readKey(o),
@@ -355,12 +358,14 @@ program
   .option('--work-dir <dir>', 'images and logs, a path inside the CRIU root')
   .option('--criu-port <port>', "port of CRIU's page server on loopback", int, 27001)
   .option('--netns', 'run the source and the target in two network namespaces joined by a veth pair')
+  .option('--checksums', 'a CRC32C with every page (default: only with --netns; over loopback the kernel is all that carries them)')
+  .option('--no-checksums', 'no CRC32C with the pages, with --netns too')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; json?: boolean }) => {
+  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; checksums?: boolean; json?: boolean }) => {
     ensureCriuRoot();
     const workDir = o.workDir ?? `/var/lib/postcopy/migrate-${o.pid}`;
     const result = await withPipeSize(() =>
-      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, netns: o.netns, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, netns: o.netns, checksums: o.checksums, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
     );
     print(!!o.json, result, `migrated ${o.pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
   });

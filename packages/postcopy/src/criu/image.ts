@@ -201,7 +201,25 @@ export function vmaCanBeLazy(v: Vma): boolean {
  * The regions a post-copy target serves for one task: every VMA restore registers, whole, and in
  * each the pages CRIU holds (PE_LAZY). The other pages of those VMAs were never touched: zero.
  */
-export function lazyLayout(mm: { vmas: Vma[] }, pagemap: Pagemap, pageSize = 4096): { regions: { id: number; flags: number; start: number; length: number }[]; lazy: Uint8Array[] } {
+export function lazyLayout(mm: { vmas: Vma[] }, pagemap: Pagemap, pageSize = 4096): LazyLayout {
+  // A migration asks twice per task (its source and its handler): the answer is kept, not redone.
+  const known = layouts.get(mm)?.get(pagemap);
+  if (known && known.pageSize === pageSize) return known.layout;
+  const layout = computeLazyLayout(mm, pagemap, pageSize);
+  if (!layouts.has(mm)) layouts.set(mm, new WeakMap());
+  layouts.get(mm)!.set(pagemap, { pageSize, layout });
+  return layout;
+}
+
+/** Shared by every caller of lazyLayout() with the same images: not to be modified. */
+export interface LazyLayout {
+  regions: { id: number; flags: number; start: number; length: number }[];
+  lazy: Uint8Array[];
+}
+
+const layouts = new WeakMap<object, WeakMap<Pagemap, { pageSize: number; layout: LazyLayout }>>();
+
+function computeLazyLayout(mm: { vmas: Vma[] }, pagemap: Pagemap, pageSize: number): LazyLayout {
   const vmas = mm.vmas.filter(vmaCanBeLazy);
   const regions = vmas.map((v, id) => ({ id, flags: 0, start: v.start, length: v.end - v.start }));
   const lazy = vmas.map((v) => new Uint8Array((v.end - v.start) / pageSize));

@@ -35,6 +35,8 @@ export interface LazyPagesOptions {
   /** background push: pages per request, requests in flight (FaultHandler's defaults otherwise) */
   pushBatch?: number;
   pushWindow?: number;
+  /** a CRC32C with every page from a postcopy source (FaultHandler's default otherwise) */
+  checksums?: boolean;
   /** how long to wait for `criu restore` to connect and hand over its tasks */
   timeoutMs?: number;
   logger?: Logger;
@@ -92,6 +94,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         readahead: o.readahead,
         pushBatch: o.pushBatch,
         pushWindow: o.pushWindow,
+        checksums: o.checksums,
         criu: o.source.kind === 'criu' ? { pid: t.pid, regions, lazy } : undefined,
         targetPid: o.targetPid && (() => o.targetPid!(t.pid)),
         key: o.key,

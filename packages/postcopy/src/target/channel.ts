@@ -44,7 +44,7 @@ export class BlockingChannel implements PageChannel {
   /** bytes of the last frame returned, consumed on the next read */
   #held = 0;
   #closed = false;
-  #checksums = false;
+  readonly #checksums: boolean;
   #key: PresharedKey | null;
   /** the CRC32Cs of the last run's pages, as computed here */
   #sums = Buffer.alloc(0);
@@ -52,11 +52,13 @@ export class BlockingChannel implements PageChannel {
 
   /**
    * replyTimeoutMs: a reply that brings no byte for this long counts as a lost connection (0: wait
-   * forever). key: the migration's pre-shared key, when the source asks for one.
+   * forever). key: the migration's pre-shared key, when the source asks for one. checksums: ask for
+   * a CRC32C with every page, and check it (see FaultHandlerOptions.checksums).
    */
-  constructor(endpoint: Endpoint, pageSize: number, replyTimeoutMs = 0, key?: PresharedKey) {
+  constructor(endpoint: Endpoint, pageSize: number, replyTimeoutMs = 0, key?: PresharedKey, checksums = true) {
     this.pageSize = pageSize;
     this.#key = key ?? null;
+    this.#checksums = checksums;
     if (endpoint.kind === 'tls') throw new PostcopyError('ERR_INVALID_ARG', 'a thread cannot speak TLS: connect through the handler\'s TlsBridge');
     this.fd = endpoint.kind === 'tcp' ? native.tcpConnect(endpoint.host, endpoint.port) : native.unixConnect(endpoint.path);
     if (replyTimeoutMs > 0) native.setRecvTimeout(this.fd, replyTimeoutMs);
@@ -75,14 +77,13 @@ export class BlockingChannel implements PageChannel {
   handshake(): RegionInfo[] {
     const key = this.#key;
     const nonceTarget = key ? newNonce() : null;
-    const features = Feature.ZERO | Feature.PUSH | Feature.CHECKSUM | (key ? Feature.AUTH : 0);
+    const features = Feature.ZERO | Feature.PUSH | (this.#checksums ? Feature.CHECKSUM : 0) | (key ? Feature.AUTH : 0);
     this.#write(encodeHello({ version: PROTOCOL_VERSION, pageSize: this.pageSize, features, role: Role.TARGET, auth: key ? targetHelloAuth(key, nonceTarget!) : new Uint8Array(0) }));
     const first = this.#readFrame();
     if (first.type !== FrameType.HELLO) throw new ProtocolError('expected HELLO from the source');
     if (first.byteOrderMark !== BYTE_ORDER_MARK || first.version !== PROTOCOL_VERSION || first.pageSize !== this.pageSize)
       throw new ProtocolError('source HELLO does not match ours');
-    if (!(first.features & Feature.CHECKSUM)) throw new ProtocolError('the source does not checksum its pages');
-    this.#checksums = true;
+    if (this.#checksums && !(first.features & Feature.CHECKSUM)) throw new ProtocolError('the source does not checksum its pages');
     if (key) {
       if (first.auth.length !== NONCE_SIZE + 32) throw new PostcopyError('ERR_AUTH', 'the source asks for no key, so it cannot prove it holds ours');
       const nonceSource = first.auth.subarray(0, NONCE_SIZE);

@@ -72,6 +72,12 @@ export interface FaultHandlerOptions {
   tls?: TlsMaterial;
   /** the migration's pre-shared key (protocol/auth.ts), for a source that asks for one */
   key?: PresharedKey;
+  /**
+   * A CRC32C with every page, checked here; a page that fails is fetched again (default true).
+   * Worth its CPU where pages cross a wire; where both ends share one kernel (loopback, a unix
+   * socket) the pages are only ever copied by it, and the CRCs are ~10% of a push's CPU.
+   */
+  checksums?: boolean;
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -262,6 +268,7 @@ export class FaultHandler extends EventEmitter {
       resumeMs: o.criu ? 0 : (o.resumeTimeoutMs ?? 30_000),
       replyTimeoutMs: o.replyTimeoutMs ?? 10_000,
       key: o.key,
+      checksums: o.checksums ?? true,
     };
     const push = o.push ?? true;
     const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: !!o.criu && push }];
@@ -325,11 +332,13 @@ export class FaultHandler extends EventEmitter {
     if (this.#uffd >= 0) throw new PostcopyError('ERR_INVALID_ARG', 'this handler has its userfaultfd already');
     this.#uffd = uffd;
     native.setBlocking(uffd, false);
-    this.#startKeeper();
     Atomics.store(this.#state.counters, Counter.UFFD, uffd);
     if (o.registered !== false) this.registered();
     this.#log.info({ missing: this.#state.counters[Counter.TOTAL] - Atomics.load(this.#state.counters, Counter.PRESENT) }, 'userfaultfd attached');
     this.#begin();
+    // After the threads are released: the task's first faults (during `criu restore`) need not
+    // wait for a fork and exec.
+    if (!this.#stopped) this.#startKeeper();
   }
 
   /** Every range is registered with the uffd now: the push may install anywhere (see attach). */

@@ -47,6 +47,8 @@ export interface WorkerConfig {
   replyTimeoutMs: number;
   /** the migration's pre-shared key, when the source asks for one */
   key?: PresharedKey;
+  /** ask for, and check, a CRC32C with every page */
+  checksums: boolean;
 }
 
 export type WorkerMessage =
@@ -482,7 +484,7 @@ function pushLoop(): void {
 let channel: PageChannel | null = null;
 
 function connect(): PageChannel {
-  const c = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize, config.replyTimeoutMs, config.key);
+  const c = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize, config.replyTimeoutMs, config.key, config.checksums);
   try {
     c.handshake();
     validate(c);
