@@ -80,6 +80,26 @@ describe('CRIU images', () => {
     assert.throws(() => readDump('/nonexistent'), isImageError);
   });
 
+  it('decodes varints of every length, in numbers up to 2^53 and as bigint beyond', () => {
+    const encode = (v: bigint) => {
+      const out: number[] = [];
+      do {
+        out.push(Number(v & 0x7fn) | (v > 0x7fn ? 0x80 : 0));
+        v >>= 7n;
+      } while (v > 0n);
+      return out;
+    };
+    const values = [0n, 1n, 127n, 128n, 300n, (1n << 49n) - 1n, 1n << 49n, 0x7f188e4836a0n, (1n << 53n) - 1n, 1n << 53n, (1n << 64n) - 1n];
+    for (const v of values) {
+      const fields = decodeFields(Uint8Array.from([1 << 3, ...encode(v)]), 'test');
+      const got = fields.get(1)![0];
+      assert.equal(typeof got === 'bigint' ? got : BigInt(got as number), v, `varint ${v}`);
+      assert.equal(typeof got, v <= BigInt(Number.MAX_SAFE_INTEGER) ? 'number' : 'bigint');
+    }
+    assert.throws(() => decodeFields(Uint8Array.from([1 << 3, 0x80, 0x80]), 'test'), isImageError); // truncated
+    assert.throws(() => decodeFields(Uint8Array.from([1 << 3, ...new Array(10).fill(0x80), 1]), 'test'), isImageError); // 11 bytes
+  });
+
   it('encodes the page-server header as CRIU does', () => {
     const b = Buffer.alloc(24);
     writeIov(b, 0, { cmd: PS_IOV_GET, nrPages: 3, vaddr: 0x7f25c7df3000, dstId: 1 });

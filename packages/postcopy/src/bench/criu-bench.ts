@@ -162,6 +162,7 @@ export function formatCriuReport(r: CriuBenchResult): string {
   const lines = [
     `Stock CRIU 4.1.1 lazy-pages against postcopy: medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
     'Downtime: dump start (the task freezes) -> `criu restore -d` returns. All present: dump start -> every lazy page on the target.',
+    `postcopy: TCP over loopback, ${r.options.checksums ? 'a CRC32C with every page (--checksums)' : 'no per-page CRC32C (migrate\'s default over loopback; --checksums to ask)'}.`,
     '',
     '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
     '|---|---|---|---|---|---|',
