@@ -14,6 +14,7 @@ import { LineChild } from '../src/util/child.js';
 import { runCriuBench, startInRoot } from '../src/bench/criu-bench.js';
 import { migrate } from '../src/criu/migrate.js';
 import { ensureCriuRoot, withPipeSize } from '../src/criu/root.js';
+import { privateAnonymousRanges } from '../src/source/live-process.js';
 import { caps, need } from './helpers/caps.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
@@ -181,7 +182,33 @@ describe('postcopy migrate', () => {
     }
     const memproc = r.runs.find((x) => x.workload === 'memproc' && x.mode === 'postcopy')!;
     assert.ok(memproc.bytes_sent! >= 256 << 20, 'the whole heap came from our source');
+    for (const run of r.runs.filter((x) => x.mode === 'postcopy'))
+      assert.equal(run.prepared_before_freeze, 1, `${run.workload}: the map read before the freeze is the one CRIU dumped`);
     assert.ok(r.ratios.every((x) => Number.isFinite(x.all_present) && Number.isFinite(x.downtime)));
+  });
+
+  it('prepares a task again after the dump when its map changed before the freeze, or when asked to', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    ensureCriuRoot();
+    // A stale map: the ranges as they are, less the last one (as if the task had mapped it since).
+    const stale = (hostPid: number) => privateAnonymousRanges(hostPid).slice(0, -1);
+    for (const [tag, options] of [['stale', { layoutBeforeFreeze: stale }], ['after', { prepare: 'after-dump' as const }]] as const) {
+      const w = testDir(`prepare-${tag}`);
+      const { dir, host } = w;
+      try {
+        const pid = await startInRoot(dir, `/usr/local/bin/memproc 64 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc');
+        const before = readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length;
+        const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27960 + (process.pid % 9), ...options }));
+        w.restored = result.restoredPid;
+        assert.equal(result.prepared_before_freeze, 0, `${tag}: prepared again after the dump`);
+        assert.ok(result.bytes_sent! >= 64 << 20, JSON.stringify(result));
+        const lines = await waitForLines(join(host, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+        assert.ok(lines.length >= before + 2, `${tag}: the restored process runs`);
+        assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], `${tag}: every checksum right`);
+      } finally {
+        w.cleanup('memproc');
+      }
+    }
   });
 
   it('fails clearly when the source task dies mid-migration, and never lets the restored task run on', async (t) => {

@@ -37,6 +37,11 @@ export interface LazyPagesOptions {
   pushWindow?: number;
   /** a CRC32C with every page from a postcopy source (FaultHandler's default otherwise) */
   checksums?: boolean;
+  /**
+   * A handler started beforehand for a task of the dump (threads connected to its source, no uffd
+   * yet), asked for once the restore has been told to start; undefined: one is started here.
+   */
+  handlers?: (pid: number) => Promise<FaultHandler> | undefined;
   /** how long to wait for `criu restore` to connect and hand over its tasks */
   timeoutMs?: number;
   logger?: Logger;
@@ -84,6 +89,12 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     // While `criu restore` starts, start the fault threads and connect them to the source, so the
     // restored task's first faults (its stack, during the restore itself) wait on nothing else.
     for (const t of dump.tasks) {
+      const ready = o.handlers?.(t.pid);
+      if (ready) {
+        ready.catch(() => {}); // observed below
+        prepared.set(t.pid, ready);
+        continue;
+      }
       const { regions, lazy } = lazyLayout(dump.mms.get(t.pid)!, dump.pagemaps.get(t.pid)!);
       const endpoint = typeof o.source.endpoint === 'function' ? o.source.endpoint(t.pid) : o.source.endpoint;
       const handler = Promise.resolve(endpoint).then((endpoint) => FaultHandler.start({

@@ -14,12 +14,10 @@ import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { native } from '../native/index.js';
-import { LiveProcessSource } from '../source/live-process.js';
+import { LiveProcessSource, privateAnonymousRanges } from '../source/live-process.js';
 import { PageServer } from '../source/server.js';
 import { checkPushSettings, FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
-import type { Listener } from '../transport/transport.js';
-import type { Socket } from 'node:net';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { treeMember, treePids } from '../util/proctree.js';
@@ -65,6 +63,17 @@ export interface MigrateOptions {
    * netns (the veth pair stands for a wire).
    */
   checksums?: boolean;
+  /**
+   * When each task's source, page server and handler are set up (in one network namespace):
+   * 'before-freeze' (default), over the task's map as it is then, checked against the dump's and
+   * done again for a task whose map changed; 'after-dump', from the dump, in the downtime.
+   */
+  prepare?: 'before-freeze' | 'after-dump';
+  /**
+   * The private anonymous ranges a task (by host pid) is taken to have before the freeze, for
+   * 'before-freeze'; default: those /proc/PID/maps shows then. Checked against the dump either way.
+   */
+  layoutBeforeFreeze?: (hostPid: number) => { start: number; length: number }[];
   timeoutMs?: number;
   onPhase?: (phase: string, ms: number) => void;
   logger?: Logger;
@@ -85,6 +94,8 @@ export interface MigrateResult {
   fault_p99_us: number | null;
   /** postcopy: tasks in the dump (a process tree), each served by a handler of its own */
   tasks?: number;
+  /** postcopy in one namespace: tasks whose source and handler were ready before the freeze (the rest, after the dump) */
+  prepared_before_freeze?: number;
   /** postcopy: children the tasks forked during post-copy, each served by a handler of its own */
   forked: number | null;
 }
@@ -127,19 +138,50 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     return { child, go: () => child.send('go') };
   };
   const servers: PageServer[] = [];
-  const early = new Map<number, EarlyListener>();
+  const prepared = new Map<number, PreparedTask>();
   let restoredPid = 0;
+  // Each restored task is killed if its pages cannot be fetched: its host pid, once restored.
+  const restoredHostPid = treeMember(() => restoredPid || undefined);
+  // A key for this migration alone: only our daemon can read the frozen tasks' memory.
+  const key = migrationKey();
+  /** A source over a task (by its host pid), its page server, and a handler connected to it. */
+  const prepareTask = async (vpid: number, hostPid: number, ranges: Range[], touched?: Uint8Array[]): Promise<PreparedTask> => {
+    const source = await LiveProcessSource.attach(hostPid, { freeze: 'none', ranges, touched: touched ?? ranges.map((r) => new Uint8Array(r.length / PAGE)) });
+    const server = new PageServer(source, { logger: log, grants: [key] });
+    servers.push(server);
+    const { endpoint } = await server.listen(new TcpTransport('127.0.0.1', 0));
+    const handler = await FaultHandler.start({
+      endpoint,
+      mappings: source.regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
+      pageSize: PAGE,
+      push: o.push ?? true,
+      readahead: o.readahead ?? DEFAULT_READAHEAD,
+      pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
+      pushWindow: o.pushWindow ?? DEFAULT_PUSH_WINDOW,
+      checksums: o.checksums ?? false,
+      targetPid: () => restoredHostPid(vpid),
+      key,
+      logger: log,
+    });
+    return { ranges, source, handler };
+  };
   let t0 = 0;
   try {
     if (mode === 'postcopy' && !o.netns) {
-      // Thread start-up costs CPU: do it before the tasks freeze, not while `criu restore` runs. Two
-      // connections per task (faults, push), each with a thread on both ends. (--netns runs both
-      // ends as processes of their own.)
+      // Thread start-up costs CPU: done before the tasks freeze, not while `criu restore` runs. Two
+      // connections per task (faults, push), a thread at each end of each; as many again wait as
+      // spares for tasks prepared after the dump. (--netns runs both ends as processes of their own.)
       const tree = treePids(o.pid);
       const threads = 2 * tree.size;
-      await Promise.all([PageServer.prestartThreads(threads), FaultHandler.prestartThreads(threads)]);
-      // Each task's source listens before the freeze: after it, the source only attaches.
-      for (const vpid of tree.keys()) early.set(vpid, await listenEarly());
+      const spares = o.prepare === 'after-dump' ? threads : 2 * threads;
+      await Promise.all([PageServer.prestartThreads(spares), FaultHandler.prestartThreads(spares)]);
+      if (o.prepare !== 'after-dump') {
+        // Each task's source, page server and handler, connected and authenticated before the
+        // freeze, over the task's map as it is now; checked against the dump's (and done again if it
+        // changed). The downtime then holds no thread start, no connection and no handshake.
+        const layout = o.layoutBeforeFreeze ?? privateAnonymousRanges;
+        for (const [vpid, hostPid] of tree) prepared.set(vpid, await prepareTask(vpid, hostPid, layout(hostPid)));
+      }
     }
     // What runs during the downtime is set up before the task freezes: each command waits in its
     // shell (the CRIU root entered, its mounts made: ~20 ms) for go().
@@ -194,38 +236,35 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
     const images = readDump(join(host, 'img'));
     const frozen = frozenTasks(images, o.pid);
-    // A key for this migration alone: only our daemon can read the frozen tasks' memory.
-    const key = migrationKey();
-    // A source per task, over the frozen task, serving on the listener it opened before the freeze.
-    // All are attached before `criu restore` goes: the restored tasks' first faults (during the
-    // restore itself) then wait only for their handlers to connect (measured: 4 ms less downtime
-    // than attaching them while the restore runs).
-    await Promise.all(images.tasks.map(async (t) => {
-      const slot = early.get(t.pid);
-      if (!slot) throw new PostcopyError('ERR_CRIU', `task ${t.pid} of the dump is not in the tree of process ${o.pid}`);
-      const { regions, lazy } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
-      const source = await LiveProcessSource.attach(frozen.get(t.pid)!, { freeze: 'none', ranges: regions.map((r) => ({ start: r.start, length: r.length })), touched: lazy });
-      const server = new PageServer(source, { logger: log, grants: [key] });
-      servers.push(server);
-      slot.serve(server);
-    }));
-    phase('serving', t0);
-    // Each restored task is killed if its pages cannot be fetched: its host pid, once restored.
-    const restoredHostPid = treeMember(() => restoredPid || undefined);
+    // Each task's prepared source and handler are checked against the dump once the restore has
+    // been told to go (the restore reads its images meanwhile), before its uffd is attached.
+    let again = 0;
+    const checkPrepared = async () => {
+      for (const t of images.tasks) {
+        const { regions, lazy } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
+        const ready = prepared.get(t.pid);
+        if (ready && sameRanges(ready.ranges, regions)) {
+          ready.source.setTouched(lazy);
+          continue;
+        }
+        // Not prepared, or its map changed before the freeze: prepared now, in the downtime.
+        await ready?.handler.stop();
+        prepared.set(t.pid, await prepareTask(t.pid, frozen.get(t.pid)!, regions, lazy));
+        again++;
+      }
+      for (const [vpid, p] of prepared) if (!images.tasks.some((t) => t.pid === vpid)) await p.handler.stop();
+      phase(again ? `serving (${again} of ${images.tasks.length} tasks prepared after the dump)` : 'serving', t0);
+    };
+    let checked: Promise<void> | null = null;
     let lazyResult: LazyPagesReport;
     const lazyDone = serveLazyPages({
       imagesDir: join(host, 'img'),
       dump: images,
-      source: { kind: 'postcopy', endpoint: (vpid) => early.get(vpid)!.listener.endpoint },
+      source: { kind: 'postcopy', endpoint: () => { throw new PostcopyError('ERR_CRIU', 'every task has its handler'); } },
+      handlers: (vpid) => (checked ??= checkPrepared()).then(() => prepared.get(vpid)!.handler),
       key,
-      push: o.push,
-      pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
-      pushWindow: o.pushWindow ?? DEFAULT_PUSH_WINDOW,
-      checksums: o.checksums ?? false,
-      readahead: o.readahead ?? DEFAULT_READAHEAD,
       timeoutMs,
       logger: log,
-      targetPid: restoredHostPid,
       onListening: () => {
         restore!.go();
         restoring = true;
@@ -243,40 +282,35 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     releaseCriuDump(o.criuPort);
     await dumpEnded(dump.child, host, timeoutMs);
     phase('released', t0);
-    return postcopyResult(restoredPid, downtime, allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
+    const result = postcopyResult(restoredPid, downtime, allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
+    return { ...result, prepared_before_freeze: images.tasks.length - again };
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
     throw err;
   } finally {
     for (const c of children) c.kill();
+    for (const p of prepared.values()) await p.handler.stop();
     for (const s of servers) await s.close();
-    for (const e of early.values()) await e.close();
   }
 }
 
-/** A TCP listener opened before its page server exists: connections wait, unread, for serve(). */
-interface EarlyListener {
-  listener: Listener;
-  serve(server: PageServer): void;
-  /** Closes the listener and any connection still waiting. */
-  close(): Promise<void>;
+interface Range {
+  start: number;
+  length: number;
 }
 
-async function listenEarly(): Promise<EarlyListener> {
-  let server: PageServer | null = null;
-  const waiting: Socket[] = [];
-  const listener = await new TcpTransport('127.0.0.1', 0).listen((socket) => (server ? server.accept(socket) : waiting.push(socket)), { pauseOnConnect: true });
-  return {
-    listener,
-    serve(s) {
-      server = s;
-      for (const socket of waiting.splice(0)) s.accept(socket);
-    },
-    async close() {
-      for (const socket of waiting.splice(0)) socket.destroy();
-      await listener.close();
-    },
-  };
+interface PreparedTask {
+  /** the ranges its source serves and its handler maps */
+  ranges: Range[];
+  source: LiveProcessSource;
+  handler: FaultHandler;
+}
+
+const PAGE = 4096;
+
+/** Whether two lists of ranges are the same, in the same order. */
+export function sameRanges(a: readonly Range[], b: readonly Range[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.start === b[i].start && r.length === b[i].length);
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;

@@ -34,6 +34,20 @@ export function isPrivateAnonymous(e: MapsEntry): boolean {
   return e.perms[0] === 'r' && isPrivateAnonymousAnyAccess(e);
 }
 
+/**
+ * The private anonymous mappings of a process (whatever their protection), in address order: what
+ * `criu dump` will find lazy if the map does not change before it freezes the process.
+ */
+export function privateAnonymousRanges(pid: number): { start: number; length: number }[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch {
+    throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
+  }
+  return parseMaps(text).filter(isPrivateAnonymousAnyAccess).map((e) => ({ start: e.start, length: e.end - e.start }));
+}
+
 /** Private anonymous, whatever its protection (a PROT_NONE guard area is one too). */
 function isPrivateAnonymousAnyAccess(e: MapsEntry): boolean {
   if (e.perms[3] !== 'p' || e.inode !== 0) return false;
@@ -159,6 +173,16 @@ export class LiveProcessSource implements MemorySource {
       throw new PostcopyError('ERR_SOURCE_GONE', `source process ${this.#pid} is gone`);
     }
     throw new PostcopyError('ERR_SOURCE_GONE', `process_vm_readv of ${len} bytes at 0x${(region.start + firstPage * this.pageSize).toString(16)} returned ${n}`);
+  }
+
+  /**
+   * Says which pages hold data (1) and which were never touched (0, served as ZERO), one array per
+   * region, for a source attached before the dump that tells it (the connection threads share them).
+   */
+  setTouched(touched: Uint8Array[]): void {
+    if (touched.length !== this.#touched.length || touched.some((t, i) => t.length !== this.#touched[i].length))
+      throw new PostcopyError('ERR_INVALID_ARG', 'touched must give one byte per page of each range');
+    touched.forEach((t, i) => this.#touched[i].set(t));
   }
 
   untouched(region: RegionInfo, page: number): boolean {

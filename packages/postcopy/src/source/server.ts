@@ -104,18 +104,9 @@ export class PageServer extends EventEmitter {
   }
 
   async listen(transport: Transport): Promise<Listener> {
-    this.#listener = await transport.listen((socket) => this.accept(socket), { pauseOnConnect: this.engine === 'thread' });
+    const threaded = this.engine === 'thread';
+    this.#listener = await transport.listen((socket) => (threaded ? this.#adopt(socket) : this.handle(socket)), { pauseOnConnect: threaded });
     return this.#listener;
-  }
-
-  /**
-   * Serves a connection accepted elsewhere (a listener opened before this server's source existed),
-   * unread; paused (pauseOnConnect) or not.
-   */
-  accept(socket: Socket): void {
-    if (this.engine === 'thread') return this.#adopt(socket);
-    this.handle(socket);
-    socket.resume();
   }
 
   /** Serves one already-connected stream on the event loop. */

@@ -336,15 +336,16 @@ export class FaultHandler extends EventEmitter {
     if (o.registered !== false) this.registered();
     this.#log.info({ missing: this.#state.counters[Counter.TOTAL] - Atomics.load(this.#state.counters, Counter.PRESENT) }, 'userfaultfd attached');
     this.#begin();
-    // After the threads are released: the task's first faults (during `criu restore`) need not
-    // wait for a fork and exec.
-    if (!this.#stopped) this.#startKeeper();
   }
 
-  /** Every range is registered with the uffd now: the push may install anywhere (see attach). */
+  /**
+   * Every range is registered with the uffd now: the push may install anywhere (see attach). The
+   * keeper starts now, not at attach: its fork of this process took CPU from `criu restore`.
+   */
   registered(): void {
     Atomics.store(this.#state.counters, Counter.REGISTERED, 1);
     Atomics.notify(this.#state.counters, Counter.REGISTERED);
+    if (!this.#stopped && this.#uffd >= 0 && !this.#keeper) this.#startKeeper();
   }
 
   /** Hands a copy of the uffd to a keeper process, and names the target to it once known. */

@@ -436,6 +436,10 @@ function pushLoop(): void {
   let nextId = 1;
   const ask = (r: (typeof inflight)[number]) => channel!.sendGet(r.id, state.mappings[r.mapping].regionId, r.page, r.count, Flag.BACKGROUND);
   let resend = false;
+  // Nothing can be installed before the memory is registered (criu restore registers it after
+  // handing the uffd over): pages fetched meanwhile would only take CPU from the restore itself,
+  // and from the faults it makes, which are its downtime.
+  while (!Atomics.load(state.counters, Counter.REGISTERED) && !stopping()) Atomics.wait(state.counters, Counter.REGISTERED, 0, 20);
   while (!stopping()) {
     try {
       if (resend) {
@@ -521,6 +525,15 @@ function resume(lost: ConnectionLost): PageChannel {
   }
 }
 
+function warmUp(c: PageChannel): void {
+  c.sendGet(0, state.mappings[0].regionId, 0, 1, 0);
+  for (;;) {
+    const run = c.readRun();
+    if (run.id !== 0) throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} to the warm-up GET 0`);
+    if (run.flags & Flag.END) return;
+  }
+}
+
 function main(): void {
   if (config.cpuMask) native.setAffinity(config.cpuMask);
   let latency: LatencySummary | undefined;
@@ -532,6 +545,9 @@ function main(): void {
       if (!retryable(err)) throw err;
       resume(err instanceof ConnectionLost ? err : new ConnectionLost((err as Error).message));
     }
+    // One page fetched and dropped before the uffd comes: the first real faults (criu restore's,
+    // within its downtime) then run through code both ends have run once.
+    if (config.role === 'fault' && !config.criu && state.mappings.length) warmUp(channel!);
     post({ type: 'ready' });
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);

@@ -17,12 +17,15 @@ function spawn(moduleUrl: URL, data: unknown): Worker {
   return new Worker(boot, { eval: true, workerData: data });
 }
 
-/** Starts `count` threads of a module that wait for their data; resolves once they have loaded. */
+/**
+ * Makes sure `count` threads of a module wait for their data (starting those missing); resolves once
+ * they have loaded.
+ */
 export async function prestartThreads(moduleUrl: URL, count: number): Promise<void> {
   const list = spares.get(moduleUrl.href) ?? [];
   spares.set(moduleUrl.href, list);
   const loaded: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
+  for (let i = list.length; i < count; i++) {
     const wake = new Int32Array(new SharedArrayBuffer(4));
     const worker = spawn(moduleUrl, { spare: wake });
     worker.unref(); // a spare nobody takes must not keep the process alive
@@ -31,7 +34,9 @@ export async function prestartThreads(moduleUrl: URL, count: number): Promise<vo
       worker.once('message', () => resolve());
       worker.once('exit', () => resolve());
     }));
-    list.push({ worker, wake });
+    const spare = { worker, wake };
+    worker.once('exit', () => list.includes(spare) && list.splice(list.indexOf(spare), 1));
+    list.push(spare);
   }
   await Promise.all(loaded);
 }
