@@ -20,6 +20,8 @@ export interface CriuBenchOptions {
   pushWindow?: number;
   /** postcopy: a CRC32C with every page (migrate's default: none over loopback) */
   checksums?: boolean;
+  /** memory warmed before each freeze, in both modes (migrate's warmUp; default true) */
+  warmUp?: boolean;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -98,7 +100,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
         const onPhase = (phase: string) => {
           if (workload === 'redis' && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
         };
-        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, onPhase });
+        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, onPhase });
         const gets = probe ? await (probe as RedisProbe).stop() : null;
         restored = result.restoredPid;
         let verified = false;
@@ -163,6 +165,7 @@ export function formatCriuReport(r: CriuBenchResult): string {
     `Stock CRIU 4.1.1 lazy-pages against postcopy: medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
     'Downtime: dump start (the task freezes) -> `criu restore -d` returns. All present: dump start -> every lazy page on the target.',
     `postcopy: TCP over loopback, ${r.options.checksums ? 'a CRC32C with every page (--checksums)' : 'no per-page CRC32C (migrate\'s default over loopback; --checksums to ask)'}.`,
+    r.options.warmUp === false ? 'No memory warmed before the freeze (--no-warm-up).' : 'Both modes: as much memory as the task holds written and freed just before the freeze (--no-warm-up to skip).',
     '',
     '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
     '|---|---|---|---|---|---|',

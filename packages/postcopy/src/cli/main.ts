@@ -254,11 +254,12 @@ program
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
   .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
+  .option('--no-warm-up', '--criu: no memory warmed before the freeze, in either mode')
   .option('--load <targets>', 'instead: one source serving this many targets at once, each migrating --load-mib through network namespaces', int)
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; load?: number; loadMib: number }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp: boolean; load?: number; loadMib: number }) => {
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -274,7 +275,7 @@ program
     if (o.criu) {
       let r: CriuBenchResult;
       try {
-        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, onProgress: bar?.update });
+        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, onProgress: bar?.update });
       } finally {
         bar?.stop();
       }
@@ -360,12 +361,13 @@ program
   .option('--netns', 'run the source and the target in two network namespaces joined by a veth pair')
   .option('--checksums', 'a CRC32C with every page (default: only with --netns; over loopback the kernel is all that carries them)')
   .option('--no-checksums', 'no CRC32C with the pages, with --netns too')
+  .option('--no-warm-up', 'do not write and free as much memory as the tasks hold just before the freeze')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; checksums?: boolean; json?: boolean }) => {
+  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; checksums?: boolean; warmUp: boolean; json?: boolean }) => {
     ensureCriuRoot();
     const workDir = o.workDir ?? `/var/lib/postcopy/migrate-${o.pid}`;
     const result = await withPipeSize(() =>
-      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, netns: o.netns, checksums: o.checksums, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
     );
     print(!!o.json, result, `migrated ${o.pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
   });

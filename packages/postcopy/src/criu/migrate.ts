@@ -18,6 +18,7 @@ import { LiveProcessSource, privateAnonymousRanges } from '../source/live-proces
 import { PageServer } from '../source/server.js';
 import { checkPushSettings, FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
+import { anonymousBytes, warmUpMemory } from '../target/warm-up.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { treeMember, treePids } from '../util/proctree.js';
@@ -74,6 +75,11 @@ export interface MigrateOptions {
    * 'before-freeze'; default: those /proc/PID/maps shows then. Checked against the dump either way.
    */
   layoutBeforeFreeze?: (hostPid: number) => { start: number; length: number }[];
+  /**
+   * Write and free as much memory as the tasks hold just before the freeze, so the restored tasks'
+   * pages land in memory the host backs (target/warm-up.ts); default true, in both modes.
+   */
+  warmUp?: boolean;
   timeoutMs?: number;
   onPhase?: (phase: string, ms: number) => void;
   logger?: Logger;
@@ -98,6 +104,8 @@ export interface MigrateResult {
   prepared_before_freeze?: number;
   /** postcopy: children the tasks forked during post-copy, each served by a handler of its own */
   forked: number | null;
+  /** bytes of memory written and freed just before the freeze (0: warm-up off) */
+  warmed_bytes?: number;
 }
 
 /** Ends CRIU's lazy dump: PS_IOV_CLOSE on its page server, which answers with an int32 0. */
@@ -166,6 +174,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     return { ranges, source, handler };
   };
   let t0 = 0;
+  let warmed = 0;
   try {
     if (mode === 'postcopy' && !o.netns) {
       // Thread start-up costs CPU: done before the tasks freeze, not while `criu restore` runs. Two
@@ -200,6 +209,13 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       `criu dump -t ${o.pid} -D img --lazy-pages --address 127.0.0.1 --port ${o.criuPort} --status-fd 9 -o dump.log 9>st &`,
       'D=$!; head -c1 st >/dev/null; echo ready; wait $D; echo "dump exit $?"',
     ]));
+    // Last before the freeze: memory freed any earlier may be handed back to the host meanwhile.
+    if (o.warmUp !== false) {
+      const tasks = [...treePids(o.pid).values()].reduce((n, hostPid) => n + anonymousBytes(hostPid), 0);
+      const warm = warmUpMemory(tasks);
+      warmed = warm.bytes;
+      log.info({ bytes: warm.bytes, ms: Math.round(warm.ms) }, 'target memory warmed');
+    }
     t0 = performance.now();
     dump.go();
     await dump.child.next((l) => l === 'ready', timeoutMs).catch((err: Error) => {
@@ -228,10 +244,10 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       phase('all pages present', t0);
       await dumpEnded(dump.child, host, timeoutMs);
       const transferred = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(readText(join(host, 'img/lazy.log')));
-      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null };
+      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null, warmed_bytes: warmed };
     }
 
-    if (o.netns) return await migrateAcrossNamespaces(o, host, dump.child, start, t0, phase, timeoutMs);
+    if (o.netns) return { ...(await migrateAcrossNamespaces(o, host, dump.child, start, t0, phase, timeoutMs)), warmed_bytes: warmed };
 
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
     const images = readDump(join(host, 'img'));
@@ -283,7 +299,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     await dumpEnded(dump.child, host, timeoutMs);
     phase('released', t0);
     const result = postcopyResult(restoredPid, downtime, allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
-    return { ...result, prepared_before_freeze: images.tasks.length - again };
+    return { ...result, prepared_before_freeze: images.tasks.length - again, warmed_bytes: warmed };
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
     throw err;
