@@ -183,7 +183,7 @@ describe('postcopy migrate', () => {
     const memproc = r.runs.find((x) => x.workload === 'memproc' && x.mode === 'postcopy')!;
     assert.ok(memproc.bytes_sent! >= 256 << 20, 'the whole heap came from our source');
     for (const run of r.runs.filter((x) => x.workload === 'memproc'))
-      assert.ok(run.warmed_bytes! >= 256 << 20, `${run.mode}: as much memory as the heap warmed before the freeze (${run.warmed_bytes})`);
+      assert.ok(run.warmed_bytes! >= 256 << 20 && run.warm_up_ms! > 0, `${run.mode}: as much memory as the heap warmed before the freeze (${run.warmed_bytes} B, ${run.warm_up_ms} ms)`);
     for (const run of r.runs.filter((x) => x.mode === 'postcopy'))
       assert.equal(run.prepared_before_freeze, 1, `${run.workload}: the map read before the freeze is the one CRIU dumped`);
     assert.ok(r.ratios.every((x) => Number.isFinite(x.all_present) && Number.isFinite(x.downtime)));

@@ -106,6 +106,8 @@ export interface MigrateResult {
   forked: number | null;
   /** bytes of memory written and freed just before the freeze (0: warm-up off) */
   warmed_bytes?: number;
+  /** how long that took, before the freeze (the task still runs: in neither downtime nor all present) */
+  warm_up_ms?: number;
 }
 
 /** Ends CRIU's lazy dump: PS_IOV_CLOSE on its page server, which answers with an int32 0. */
@@ -174,7 +176,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     return { ranges, source, handler };
   };
   let t0 = 0;
-  let warmed = 0;
+  let warmed = { bytes: 0, ms: 0 };
   try {
     if (mode === 'postcopy' && !o.netns) {
       // Thread start-up costs CPU: done before the tasks freeze, not while `criu restore` runs. Two
@@ -212,9 +214,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     // Last before the freeze: memory freed any earlier may be handed back to the host meanwhile.
     if (o.warmUp !== false) {
       const tasks = [...treePids(o.pid).values()].reduce((n, hostPid) => n + anonymousBytes(hostPid), 0);
-      const warm = warmUpMemory(tasks);
-      warmed = warm.bytes;
-      log.info({ bytes: warm.bytes, ms: Math.round(warm.ms) }, 'target memory warmed');
+      warmed = warmUpMemory(tasks);
+      log.info({ bytes: warmed.bytes, ms: Math.round(warmed.ms) }, 'target memory warmed');
     }
     t0 = performance.now();
     dump.go();
@@ -244,10 +245,10 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       phase('all pages present', t0);
       await dumpEnded(dump.child, host, timeoutMs);
       const transferred = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(readText(join(host, 'img/lazy.log')));
-      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null, warmed_bytes: warmed };
+      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null, ...warmedReport(warmed) };
     }
 
-    if (o.netns) return { ...(await migrateAcrossNamespaces(o, host, dump.child, start, t0, phase, timeoutMs)), warmed_bytes: warmed };
+    if (o.netns) return { ...(await migrateAcrossNamespaces(o, host, dump.child, start, t0, phase, timeoutMs)), ...warmedReport(warmed) };
 
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
     const images = readDump(join(host, 'img'));
@@ -299,7 +300,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     await dumpEnded(dump.child, host, timeoutMs);
     phase('released', t0);
     const result = postcopyResult(restoredPid, downtime, allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
-    return { ...result, prepared_before_freeze: images.tasks.length - again, warmed_bytes: warmed };
+    return { ...result, prepared_before_freeze: images.tasks.length - again, ...warmedReport(warmed) };
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
     throw err;
@@ -330,6 +331,8 @@ export function sameRanges(a: readonly Range[], b: readonly Range[]): boolean {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+
+const warmedReport = (w: { bytes: number; ms: number }) => ({ warmed_bytes: w.bytes, warm_up_ms: round(w.ms) });
 
 /**
  * The host pid of each task of the dump: the dump names them by their pids in the tree's own
