@@ -797,6 +797,26 @@ static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
   return make_i64(env, n < 0 ? -errno : 0);
 }
 
+// ---------- processes ----------
+
+// peerPid(unixSocketFd) -> pid of the process that connected (SO_PEERCRED), or -errno.
+static napi_value peer_pid(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  CHECK(get_args(env, info, 1, argv) == 0 ? napi_ok : napi_generic_failure);
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt((int)arg_i64(env, argv[0], -1), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return make_i64(env, -errno);
+  return make_i64(env, cred.pid);
+}
+
+// pidfdOpen(pid) -> a pidfd (readable once the process has exited), or -errno.
+static napi_value pidfd_open_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  CHECK(get_args(env, info, 1, argv) == 0 ? napi_ok : napi_generic_failure);
+  long fd = syscall(SYS_pidfd_open, (pid_t)arg_i64(env, argv[0], -1), 0);
+  return make_i64(env, fd < 0 ? -errno : fd);
+}
+
 // ---------- scheduling ----------
 
 // setAffinity(cpuMask) for the calling thread.
@@ -868,6 +888,8 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("eventfdSignal", eventfd_signal);
   EXPORT("setAffinity", set_affinity);
   EXPORT("gettid", gettid_js);
+  EXPORT("peerPid", peer_pid);
+  EXPORT("pidfdOpen", pidfd_open_js);
   EXPORT("nowNs", now_ns);
 
   napi_value consts;

@@ -1,6 +1,9 @@
 // Tests run against the binding itself: real syscalls, real faults from another thread.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { C, native } from '../src/native/index.js';
@@ -91,6 +94,30 @@ describe('native binding', () => {
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     assert.equal(native.processVmReadv(child.pid!, lo, buf, 0, PS), -C.ESRCH);
+  });
+
+  it('names the process at the other end of a Unix socket, and tells when a process has exited', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-peer-'));
+    const listen = native.unixListen(join(dir, 'sock'), 4);
+    const child = spawn(process.execPath, ['-e', `require('net').connect(${JSON.stringify(join(dir, 'sock'))}); setTimeout(() => {}, 30000)`]);
+    try {
+      await new Promise((r) => child.once('spawn', r));
+      assert.equal(native.pollIn(Int32Array.of(listen), 10_000), 1, 'the child connects');
+      const conn = native.accept(listen);
+      assert.equal(native.peerPid(conn), child.pid);
+      const pidfd = native.pidfdOpen(child.pid!);
+      assert.ok(pidfd >= 0);
+      assert.equal(native.pollIn(Int32Array.of(pidfd), 0), 0, 'running: not readable');
+      child.kill('SIGKILL');
+      assert.equal(native.pollIn(Int32Array.of(pidfd), 5000), 1, 'readable once it has exited');
+      for (const fd of [conn, pidfd]) native.close(fd);
+    } finally {
+      child.kill('SIGKILL');
+      native.close(listen);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.equal(native.pidfdOpen(2 ** 22 + 1), -C.ESRCH, 'no such process');
+    assert.ok(native.peerPid(-1) < 0);
   });
 
   it('rejects out-of-range buffer spans instead of overrunning', () => {

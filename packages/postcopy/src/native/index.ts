@@ -87,6 +87,10 @@ export interface NativeBinding {
   eventfdSignal(fd: number): number;
   setAffinity(cpuMask: number): void;
   gettid(): number;
+  /** pid of the process that connected to this Unix socket (SO_PEERCRED), or -errno */
+  peerPid(fd: number): number;
+  /** a pidfd, readable once the process has exited (close-on-exec), or -errno */
+  pidfdOpen(pid: number): number;
   nowNs(): number;
   constants: NativeConstants;
 }
