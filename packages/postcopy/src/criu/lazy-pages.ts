@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
-import { acceptOne, waitReadable } from '../target/handoff.js';
+import { acceptOne } from '../target/handoff.js';
+import { processExitAt } from '../util/proctree.js';
 import { FaultHandler, type HandlerReport } from '../target/handler.js';
 import type { Endpoint } from '../transport/transport.js';
 import type { PresharedKey } from '../protocol/auth.js';
@@ -56,6 +57,8 @@ export interface LazyPagesReport {
   tasks: { pid: number; report: HandlerReport; forked: HandlerReport[] }[];
   zombies: number[];
   restoreFinished: boolean;
+  /** when `criu restore` (the socket's peer) exited, as performance.timeOrigin + performance.now(); null: not seen */
+  restoreExitAt: number | null;
   /** from the restore's connection to every page present */
   ms: number;
 }
@@ -72,20 +75,6 @@ async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
 
 /** How long the push waits for `criu restore` to exit after RESTORE_FINISHED; it is a few ms. */
 const RESTORE_EXIT_WAIT_MS = 200;
-
-/** Waits until process pid (the restore on the socket's other end) has exited, at most ms. */
-async function restoreExit(pid: number, ms: number, log: Logger): Promise<void> {
-  if (pid <= 0 || pid === process.pid) return;
-  const pidfd = native.pidfdOpen(pid);
-  if (pidfd < 0) return; // ESRCH: gone already
-  try {
-    await waitReadable(pidfd, ms, `the exit of criu restore (pid ${pid})`);
-  } catch (err) {
-    log.warn({ pid, err: (err as Error).message }, 'criu restore still runs after RESTORE_FINISHED: pushing anyway');
-  } finally {
-    native.close(pidfd);
-  }
-}
 
 export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesReport> {
   const log = o.logger ?? silentLogger;
@@ -151,14 +140,15 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     // RESTORE_FINISHED: every task's memory is registered. The push (and each keeper's start) waits
     // for `criu restore` to exit as well: its last steps (resuming the tasks, letting go of them)
     // are still downtime, and on few CPUs the push took them ~4 ms longer (docs/benchmarks.md).
-    await restoreExit(restorePid, RESTORE_EXIT_WAIT_MS, log);
+    const restoreExitAt = restorePid > 0 && restorePid !== process.pid ? await processExitAt(restorePid, RESTORE_EXIT_WAIT_MS) : null;
+    if (restoreExitAt === null) log.info({ pid: restorePid }, 'criu restore not seen to exit after RESTORE_FINISHED: pushing now');
     for (const h of handlers) h.handler.registered();
     const tasks = [];
     for (const h of handlers) {
       const report = await h.handler.done();
       tasks.push({ pid: h.pid, report, forked: await forkedReports(h.handler) });
     }
-    return { tasks, zombies, restoreFinished: true, ms: Math.round((performance.now() - started) * 10) / 10 };
+    return { tasks, zombies, restoreFinished: true, restoreExitAt, ms: Math.round((performance.now() - started) * 10) / 10 };
   } catch (err) {
     for (const h of prepared.values()) await h.then((x) => x.stop(), () => {});
     throw err;

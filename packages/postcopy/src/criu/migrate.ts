@@ -21,7 +21,7 @@ import { TcpTransport } from '../transport/index.js';
 import { anonymousBytes, warmUpMemory } from '../target/warm-up.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
-import { treeMember, treePids } from '../util/proctree.js';
+import { processExitAt, treeMember, treePids } from '../util/proctree.js';
 import type { HandlerReport } from '../target/handler.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump, type DumpImages } from './image.js';
@@ -238,7 +238,9 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       lazy!.go();
       await lazy!.child.next((l) => l === 'ready', timeoutMs);
       restore!.go();
+      const exitAt = processExitAt(restore!.child.child.pid!, timeoutMs);
       await restored();
+      downtime = exitedSince(await exitAt, t0, downtime);
       const tail = await lazy!.child.rest(timeoutMs);
       const allPresent = performance.now() - t0;
       if (!tail.includes('lazy exit 0')) throw new PostcopyError('ERR_CRIU', `criu lazy-pages failed: ${readLog(host, 'img/lazy.log')}`);
@@ -299,7 +301,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     releaseCriuDump(o.criuPort);
     await dumpEnded(dump.child, host, timeoutMs);
     phase('released', t0);
-    const result = postcopyResult(restoredPid, downtime, allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
+    const result = postcopyResult(restoredPid, exitedSince(lazyResult!.restoreExitAt, t0, downtime), allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
     return { ...result, prepared_before_freeze: images.tasks.length - again, ...warmedReport(warmed) };
   } catch (err) {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
@@ -343,6 +345,15 @@ function frozenTasks(images: DumpImages, root: number): Map<number, number> {
   for (const t of images.tasks)
     if (!frozen.has(t.pid)) throw new PostcopyError('ERR_CRIU', `task ${t.pid} of the dump is not in the tree of process ${root}`);
   return frozen;
+}
+
+/**
+ * Downtime ends when `criu restore -d` exits, the restored tasks running: ms from t0 until then, as
+ * a pidfd saw it (exitAt, see processExitAt), else as this process's event loop got to it (observed,
+ * later: by as much as 4-8 ms while the push keeps both CPUs busy). Both modes are timed alike.
+ */
+function exitedSince(exitAt: number | null, t0: number, observed: number): number {
+  return exitAt === null ? observed : Math.min(observed, exitAt - performance.timeOrigin - t0);
 }
 
 /**
@@ -443,7 +454,7 @@ async function migrateAcrossNamespaces(
     await dumpEnded(dump, host, timeoutMs);
     phase('released', t0);
     if (!done.tasks?.length || !done.tasks.every((t) => t.report?.complete)) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
-    return postcopyResult(restoredPid, downtime, allPresent, bytesSent, done);
+    return postcopyResult(restoredPid, exitedSince(done.restoreExitAt ?? null, t0, downtime), allPresent, bytesSent, done);
   } finally {
     veth.destroy();
     rmSync(join(host, 'migration.key'), { force: true });

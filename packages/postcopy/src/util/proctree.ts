@@ -1,6 +1,8 @@
 // The processes of a task tree as its own pid namespace numbers them (what CRIU's images say) and as
 // this host does (what process_vm_readv and kill take).
 import { readdirSync, readFileSync } from 'node:fs';
+import { native } from '../native/index.js';
+import { waitReadable } from '../target/handoff.js';
 
 /** Direct children of a process, from every thread's children list. */
 function childrenOf(pid: number): number[] {
@@ -61,4 +63,22 @@ export function treeMember(root: () => number | undefined): (pid: number) => num
     if (!tree?.has(pid)) tree = treePids(r);
     return tree.get(pid);
   };
+}
+
+/**
+ * When process pid exits, as performance.timeOrigin + performance.now() (comparable across threads
+ * and processes), seen on a pidfd: at once, however busy the event loop is with other work. null:
+ * it had exited before, or was not seen to within timeoutMs.
+ */
+export async function processExitAt(pid: number, timeoutMs: number): Promise<number | null> {
+  const pidfd = native.pidfdOpen(pid);
+  if (pidfd < 0) return null;
+  try {
+    await waitReadable(pidfd, timeoutMs, `the exit of process ${pid}`);
+    return performance.timeOrigin + performance.now();
+  } catch {
+    return null;
+  } finally {
+    native.close(pidfd);
+  }
 }
