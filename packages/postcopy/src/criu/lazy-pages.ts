@@ -48,6 +48,11 @@ export interface LazyPagesOptions {
   logger?: Logger;
   /** called once the socket listens: start `criu restore --lazy-pages` now */
   onListening?: () => void;
+  /**
+   * A socket listening on imagesDir/lazy-pages.socket already (closed here at the end), so that
+   * `criu restore` could start before the images were read here.
+   */
+  listenFd?: number;
   /** the migration's pre-shared key, for a postcopy source that asks for one */
   key?: PresharedKey;
 }
@@ -73,6 +78,11 @@ async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
   return out;
 }
 
+/** The socket `criu restore --lazy-pages` connects to, in its images directory. */
+export function listenForRestore(imagesDir: string): number {
+  return native.unixListen(join(imagesDir, LAZY_PAGES_SOCKET), 4);
+}
+
 /** How long the push waits for `criu restore` to exit after RESTORE_FINISHED; it is a few ms. */
 const RESTORE_EXIT_WAIT_MS = 200;
 
@@ -80,7 +90,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
   const log = o.logger ?? silentLogger;
   const timeoutMs = o.timeoutMs ?? 60_000;
   const dump = o.dump ?? readDump(o.imagesDir);
-  const listenFd = native.unixListen(join(o.imagesDir, LAZY_PAGES_SOCKET));
+  const listenFd = o.listenFd ?? listenForRestore(o.imagesDir);
   const handlers: { pid: number; handler: FaultHandler }[] = [];
   const prepared = new Map<number, Promise<FaultHandler>>();
   let conn = -1;

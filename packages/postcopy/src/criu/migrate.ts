@@ -9,7 +9,7 @@
 //     (CRIU kills the frozen task).
 // mode 'stock' runs CRIU's own `criu lazy-pages` instead of 2-3, as the baseline.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import type { PresharedKey } from '../protocol/auth.js';
@@ -25,7 +25,7 @@ import { processExitAt, treeMember, treePids } from '../util/proctree.js';
 import type { HandlerReport } from '../target/handler.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump, type DumpImages } from './image.js';
-import { serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
+import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
 import { PS_IOV_CLOSE, writeIov } from './page-server.js';
 import { criuRootDir, inCriuRoot } from './root.js';
 
@@ -176,6 +176,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     return { ranges, source, handler };
   };
   let t0 = 0;
+  let restoreSocket = -1;
   let warmed = { bytes: 0, ms: 0 };
   try {
     if (mode === 'postcopy' && !o.netns) {
@@ -211,6 +212,13 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       `criu dump -t ${o.pid} -D img --lazy-pages --address 127.0.0.1 --port ${o.criuPort} --status-fd 9 -o dump.log 9>st &`,
       'D=$!; head -c1 st >/dev/null; echo ready; wait $D; echo "dump exit $?"',
     ]));
+    // Our lazy-pages socket listens before the freeze: `criu restore` starts as soon as the dump
+    // is done, and the images are read here while it starts.
+    if (mode === 'postcopy' && !o.netns) {
+      mkdirSync(join(host, 'img'), { recursive: true });
+      rmSync(join(host, 'img', LAZY_PAGES_SOCKET), { force: true });
+      restoreSocket = listenForRestore(join(host, 'img'));
+    }
     // Last before the freeze: memory freed any earlier may be handed back to the host meanwhile.
     if (o.warmUp !== false) {
       const tasks = [...treePids(o.pid).values()].reduce((n, hostPid) => n + anonymousBytes(hostPid), 0);
@@ -223,7 +231,6 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       throw new PostcopyError('ERR_CRIU', `criu dump failed: ${err.message}; ${readLog(host, 'img/dump.log')}`);
     });
     phase('dumped', t0);
-    let restoring = false;
     let downtime = 0;
     const restored = async () => {
       await restore!.child.rest(timeoutMs).catch((err: Error) => {
@@ -253,6 +260,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     if (o.netns) return { ...(await migrateAcrossNamespaces(o, host, dump.child, start, t0, phase, timeoutMs)), ...warmedReport(warmed) };
 
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
+    restore!.go();
+    phase('restoring', t0);
     const images = readDump(join(host, 'img'));
     const frozen = frozenTasks(images, o.pid);
     // Each task's prepared source and handler are checked against the dump once the restore has
@@ -284,18 +293,12 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       key,
       timeoutMs,
       logger: log,
-      onListening: () => {
-        restore!.go();
-        restoring = true;
-        phase('restoring', t0);
-      },
+      listenFd: restoreSocket,
     });
+    restoreSocket = -1; // serveLazyPages closes it
     lazyDone.catch(() => {}); // observed below
     // The restore returns (task running) long before every page is in.
-    await Promise.all([lazyDone.then((r) => (lazyResult = r)), (async () => {
-      while (!restoring) await new Promise((r) => setTimeout(r, 1));
-      await restored();
-    })()]);
+    await Promise.all([lazyDone.then((r) => (lazyResult = r)), restored()]);
     const allPresent = presentSince(lazyResult!, t0);
     phase('all pages present', t0);
     releaseCriuDump(o.criuPort);
@@ -307,6 +310,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     if (restoredPid) process.kill(restoredPid, 'SIGKILL');
     throw err;
   } finally {
+    if (restoreSocket >= 0) native.close(restoreSocket);
     for (const c of children) c.kill();
     for (const p of prepared.values()) await p.handler.stop();
     for (const s of servers) await s.close();
