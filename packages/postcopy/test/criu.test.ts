@@ -1,7 +1,8 @@
 // CRIU: images parsed from a real dump, and a real lazy migration where stock `criu dump
 // --lazy-pages` is the source and postcopy takes the place of `criu lazy-pages`.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import { migrate } from '../src/criu/migrate.js';
 import { ensureCriuRoot, withPipeSize } from '../src/criu/root.js';
 import { privateAnonymousRanges } from '../src/source/live-process.js';
 import { caps, need } from './helpers/caps.js';
+import { CLI, jsonLines, spawnTs } from './helpers/util.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
 const SCRIPT = fileURLToPath(new URL('../scripts/criu-root.sh', import.meta.url));
@@ -109,39 +111,68 @@ describe('CRIU images', () => {
   });
 });
 
+/**
+ * memproc (mib MiB) started in the CRIU root, then `criu dump --lazy-pages` of it: resolves once
+ * the dump is ready (its page server on 127.0.0.1:port). The shell prints `dump exit N` at the end.
+ */
+async function lazyDumpOfMemproc(tag: string, mib: number, port: number) {
+  const inRoot = `/var/lib/postcopy/${tag}`;
+  const onHost = join(ROOT, inRoot);
+  rmSync(onHost, { recursive: true, force: true });
+  mkdirSync(join(onHost, 'img'), { recursive: true });
+  const pipeMax = readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim();
+  writeFileSync('/proc/sys/fs/pipe-max-size', String(Math.max(Number(pipeMax), 4 << 20))); // CRIU's lazy page server wants 4 MiB pipes
+  const dumpSide = new LineChild('criu dump', ['bash', SCRIPT, 'exec', '/bin/bash', '-c', [
+    `cd ${inRoot}`,
+    'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done',
+    `( exec unshare -p -f setsid /usr/local/bin/memproc ${mib} ${inRoot}/out.txt </dev/null >/dev/null 2>&1 ) &`,
+    `for i in $(seq 200); do [ -s ${inRoot}/out.txt ] && break; sleep 0.05; done`,
+    'PID=$(pgrep -n -x memproc); echo "pid $PID"',
+    'mkfifo st',
+    `criu dump -t $PID -D img --lazy-pages --address 127.0.0.1 --port ${port} --status-fd 9 -o dump.log 9>st &`,
+    'DUMP=$!; head -c1 st >/dev/null; echo ready; wait $DUMP; echo "dump exit $?"',
+  ].join('\n')]);
+  const cleanup = (extra: (LineChild | null)[] = []) => {
+    for (const pidFile of [join(onHost, 'restored.pid'), join(onHost, 'target', 'restored.pid')])
+      if (existsSync(pidFile)) spawnSync('kill', ['-9', readFileSync(pidFile, 'utf8').trim()]);
+    dumpSide.kill();
+    for (const c of extra) c?.kill();
+    spawnSync('pkill', ['-9', '-x', 'memproc']);
+    writeFileSync('/proc/sys/fs/pipe-max-size', pipeMax);
+    rmSync(onHost, { recursive: true, force: true });
+  };
+  try {
+    const pid = Number((await dumpSide.next((l) => l.startsWith('pid '), 60_000)).slice(4));
+    await dumpSide.next((l) => l === 'ready', 60_000);
+    const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
+    return { inRoot, onHost, dumpSide, pid, before, cleanup };
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
+}
+
+/** The restored memproc keeps recomputing its checksum over every page: only "ok" lines. */
+async function assertMemprocRuns(out: string, before: number) {
+  const lines = await waitForLines(out, (l) => l.length >= before + 3, 15_000);
+  assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
+  assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
+}
+
 describe('CRIU lazy migration', () => {
   it('migrates memproc (64 MiB) from stock criu dump --lazy-pages, postcopy serving its faults', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
-    const tag = `pc${process.pid}`;
-    const inRoot = `/var/lib/postcopy/${tag}`;
-    const onHost = join(ROOT, inRoot);
-    rmSync(onHost, { recursive: true, force: true });
-    mkdirSync(join(onHost, 'img'), { recursive: true });
     const port = 27100 + (process.pid % 800);
-    const pipeMax = readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim();
-    writeFileSync('/proc/sys/fs/pipe-max-size', String(Math.max(Number(pipeMax), 4 << 20))); // CRIU's lazy page server wants 4 MiB pipes
-    const dumpScript = [
-      `cd ${inRoot}`,
-      'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done',
-      `( exec unshare -p -f setsid /usr/local/bin/memproc 64 ${inRoot}/out.txt </dev/null >/dev/null 2>&1 ) &`,
-      `for i in $(seq 200); do [ -s ${inRoot}/out.txt ] && break; sleep 0.05; done`,
-      'PID=$(pgrep -n -x memproc); echo "pid $PID"',
-      'mkfifo st',
-      `criu dump -t $PID -D img --lazy-pages --address 127.0.0.1 --port ${port} --status-fd 9 -o dump.log 9>st &`,
-      'DUMP=$!; head -c1 st >/dev/null; echo ready; wait $DUMP; echo "dump exit $?"',
-    ].join('\n');
-    const dumpSide = new LineChild('criu dump', ['bash', SCRIPT, 'exec', '/bin/bash', '-c', dumpScript]);
+    const d = await lazyDumpOfMemproc(`pc${process.pid}`, 64, port);
     let restore: LineChild | null = null;
     try {
-      await dumpSide.next((l) => l === 'ready', 60_000);
-      const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
       const result = await serveLazyPages({
-        imagesDir: join(onHost, 'img'),
+        imagesDir: join(d.onHost, 'img'),
         source: { kind: 'criu', endpoint: { kind: 'tcp', host: '127.0.0.1', port } },
         timeoutMs: 60_000,
         onListening: () => {
-          restore = new LineChild('criu restore', ['bash', SCRIPT, 'exec', 'criu', 'restore', '-D', `${inRoot}/img`, '--lazy-pages', '-d', '--pidfile', `${inRoot}/restored.pid`, '-o', 'restore.log']);
+          restore = new LineChild('criu restore', ['bash', SCRIPT, 'exec', 'criu', 'restore', '-D', `${d.inRoot}/img`, '--lazy-pages', '-d', '--pidfile', `${d.inRoot}/restored.pid`, '-o', 'restore.log']);
         },
       });
       await restore!.rest(60_000);
@@ -151,20 +182,70 @@ describe('CRIU lazy migration', () => {
       assert.equal(r.complete, true, JSON.stringify(r));
       assert.ok(r.faulted > 0 && r.pushed > 0, JSON.stringify(r));
       assert.ok(r.faulted + r.pushed >= 16384, 'every lazy page of the 64 MiB heap came over');
-      const tail = await dumpSide.rest(30_000);
-      assert.ok(tail.includes('dump exit 0'), `criu dump ended: ${tail.join(' | ')}; ${dumpSide.stderr}`);
-      // The restored memproc keeps recomputing its checksum over every page: only "ok" lines.
-      const lines = await waitForLines(join(onHost, 'out.txt'), (l) => l.length >= before + 3, 15_000);
-      assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
+      const tail = await d.dumpSide.rest(30_000);
+      assert.ok(tail.includes('dump exit 0'), `criu dump ended: ${tail.join(' | ')}; ${d.dumpSide.stderr}`);
+      await assertMemprocRuns(join(d.onHost, 'out.txt'), d.before);
     } finally {
-      const pidFile = join(onHost, 'restored.pid');
-      if (existsSync(pidFile)) spawnSync('kill', ['-9', readFileSync(pidFile, 'utf8').trim()]);
-      dumpSide.kill();
-      (restore as LineChild | null)?.kill();
-      spawnSync('pkill', ['-9', '-x', 'memproc']);
-      writeFileSync('/proc/sys/fs/pipe-max-size', pipeMax);
-      rmSync(onHost, { recursive: true, force: true });
+      d.cleanup([restore]);
+    }
+  });
+
+  it('runs the two-host recipe with the CLI: serve --dump at the source, lazy-pages --images-from at the target', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    ensureCriuRoot();
+    const port = 27900 + (process.pid % 50);
+    const d = await lazyDumpOfMemproc(`pc2h${process.pid}`, 64, port);
+    const keyFile = join(d.onHost, 'key');
+    writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+    const children: ChildProcess[] = [];
+    let restore: LineChild | null = null;
+    try {
+      // The source host: serve the frozen task's lazy memory and the images; end the dump when done.
+      const serve = spawnTs(CLI, ['serve', '--pid', String(d.pid), '--dump', join(d.onHost, 'img'), '--criu-page-server', String(port), '--listen', 'tcp://127.0.0.1:0', '--images', join(d.onHost, 'img'), '--images-listen', 'tcp://127.0.0.1:0', '--key-file', keyFile, '--json']);
+      children.push(serve);
+      const src = jsonLines(serve);
+      const pages = (await src.next((e) => e.event === 'listening')).endpoint as string;
+      const images = (await src.next((e) => e.event === 'images-listening')).endpoint as string;
+      // The target host: fetch the images, take criu restore's uffd, fetch and push the pages.
+      const targetImg = join(d.onHost, 'target', 'img');
+      const lazy = spawnTs(CLI, ['lazy-pages', '--images', targetImg, '--images-from', images, '--source', 'postcopy', '--page-server', pages, '--key-file', keyFile, '--pidfile', join(d.onHost, 'target', 'restored.pid'), '--json']);
+      children.push(lazy);
+      const dst = jsonLines(lazy);
+      await dst.next((e) => e.event === 'listening', 60_000);
+      restore = new LineChild('criu restore', ['bash', SCRIPT, 'exec', 'criu', 'restore', '-D', `${d.inRoot}/target/img`, '--lazy-pages', '-d', '--pidfile', `${d.inRoot}/target/restored.pid`, '-o', 'restore.log']);
+      await restore.rest(60_000);
+      const done = (await dst.next((e) => e.event === 'done', 60_000)) as { tasks: { report: { complete: boolean; pages: number } }[]; restoreExitAt: number | null };
+      assert.equal(done.tasks[0].report.complete, true, JSON.stringify(done));
+      assert.ok(done.restoreExitAt !== null, 'the exit of criu restore was seen');
+      const served = (await src.next((e) => e.event === 'done', 30_000)) as { complete: boolean; stats: { bytesSent: number } };
+      assert.equal(served.complete, true);
+      assert.ok(served.stats.bytesSent >= 64 << 20, 'the whole heap came from postcopy serve');
+      const tail = await d.dumpSide.rest(30_000);
+      assert.ok(tail.includes('dump exit 0'), `serve ended CRIU's dump: ${tail.join(' | ')}; ${d.dumpSide.stderr}`);
+      await assertMemprocRuns(join(d.onHost, 'out.txt'), d.before);
+    } finally {
+      for (const c of children) c.kill('SIGKILL');
+      d.cleanup([restore]);
+    }
+  });
+
+  it('refuses serve --dump options that cannot work, before serving anything', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-dump-'));
+    try {
+      const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', CLI, 'serve', '--listen', 'tcp://127.0.0.1:0', ...args], { encoding: 'utf8' });
+      for (const [args, code, text] of [
+        [['--pid', String(process.pid), '--dump', dir, '--range', '4096:4096'], 'ERR_INVALID_ARG', 'no --range'],
+        [['--dump', dir, '--image', '/dev/null'], 'ERR_INVALID_ARG', 'give its --pid'],
+        [['--pid', String(process.pid), '--criu-page-server', '1'], 'ERR_INVALID_ARG', 'goes with --dump'],
+        [['--pid', String(process.pid), '--dump', dir], 'ERR_IMAGE', 'pstree.img'],
+      ] as const) {
+        const r = run([...args]);
+        assert.notEqual(r.status, 0, args.join(' '));
+        assert.ok(r.stderr.includes(code), r.stderr);
+        assert.ok(r.stderr.includes(text), r.stderr);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -13,14 +13,15 @@ import { acceptOne, acknowledgeUffd, receiveUffd } from '../target/handoff.js';
 import { FaultHandler, type Progress } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor, type TlsMaterial } from '../transport/index.js';
 import type { Endpoint } from '../transport/transport.js';
-import { treeMember } from '../util/proctree.js';
+import { innermostPid, treeMember } from '../util/proctree.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
 import { fetchImages, serveImages } from '../criu/image-transfer.js';
 import { readFileSync } from 'node:fs';
 import { criuStatus, ensureCriuRoot, withPipeSize } from '../criu/root.js';
-import { migrate, type MigrateMode } from '../criu/migrate.js';
+import { migrate, releaseCriuDump, type MigrateMode } from '../criu/migrate.js';
+import { readDump, taskLayout } from '../criu/image.js';
 import { progressBar, stepBar } from './progress.js';
 import { runBench, type BenchResult, type BenchTransport, type Link, type Placement } from '../bench/bench.js';
 import { writePlot } from '../bench/plot.js';
@@ -130,6 +131,8 @@ program
   .option('--release', 'kill the process once a target has every page')
   .option('--images <dir>', 'also serve this CRIU images directory (see lazy-pages --images-from)')
   .option('--images-listen <endpoint>', 'where to serve --images')
+  .option('--dump <dir>', "with --pid: serve the lazy memory this task has in CRIU's dump DIR (`criu dump --lazy-pages` froze it, so --freeze none): its ranges, and which pages it had touched")
+  .option('--criu-page-server <port>', "with --dump: once the target has every page, tell CRIU's page server on 127.0.0.1:PORT (`criu dump --port`) to close; the dump ends and the frozen task goes", int)
   .option('--key-file <file>', 'serve only targets that prove they hold this pre-shared key (hex text or raw bytes, at least 16)')
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--grants <file>', 'several keys, each with what it may read: JSON [{"keyId", "key" (hex), "regions"?: [{"region", "firstPage"?, "count"?}]}]')
@@ -137,12 +140,14 @@ program
   .option('--tls-key <file>', 'its private key (PEM)')
   .option('--tls-ca <file>', 'the CA that signs the other end\'s certificate (PEM); both ends must present one')
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; keyFile?: string; keyId: string; grants?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
+  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; dump?: string; criuPageServer?: number; keyFile?: string; keyId: string; grants?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
     if ((o.pid === undefined) === (o.image === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --pid and --image');
     const log = createLogger('serve');
+    if (o.criuPageServer !== undefined && !o.dump) throw new PostcopyError('ERR_INVALID_ARG', '--criu-page-server goes with --dump');
+    const dumped = o.dump ? servedFromDump(o) : null;
     const source: MemorySource =
       o.pid !== undefined
-        ? await LiveProcessSource.attach(o.pid, { pageSize: o.pageSize, freeze: o.freeze, ranges: o.range })
+        ? await LiveProcessSource.attach(o.pid, dumped ?? { pageSize: o.pageSize, freeze: o.freeze, ranges: o.range })
         : new ImageFileSource(o.image!, { pageSize: o.pageSize, base: o.base });
     const key = readKey(o);
     const grants = [...(key ? [key] : []), ...(o.grants ? readGrants(o.grants) : [])];
@@ -152,21 +157,36 @@ program
     if (!!o.images !== !!o.imagesListen) throw new PostcopyError('ERR_INVALID_ARG', 'give --images and --images-listen together');
     const images = o.images ? await serveImages(o.images, parseEndpoint(o.imagesListen!)) : null;
     if (images) print(!!o.json, { event: 'images-listening', endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
-    await new Promise<void>((resolve) => {
+    const complete = await new Promise<boolean>((resolve) => {
       // One target, or with several keys, one per key: done once each has every page.
       const waiting = new Set(grants.length > 1 ? grants.map((g) => g.keyId) : []);
       server.on('done', (_id: number, keyId: string | null) => {
         waiting.delete(keyId ?? '');
-        if (waiting.size === 0) resolve();
+        if (waiting.size === 0) resolve(true);
       });
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
+      process.once('SIGINT', () => resolve(false));
+      process.once('SIGTERM', () => resolve(false));
     });
-    if (o.release && source instanceof LiveProcessSource) source.release();
-    print(!!o.json, { event: 'done', stats: server.stats }, `done: ${server.stats.pagesSent} pages sent`);
+    // Stopped before every target had every page: the source stays, frozen, for another try.
+    if (complete && o.release && source instanceof LiveProcessSource) source.release();
+    if (complete && o.criuPageServer !== undefined) releaseCriuDump(o.criuPageServer);
+    print(!!o.json, { event: 'done', complete, stats: server.stats }, `${complete ? 'done' : 'stopped'}: ${server.stats.pagesSent} pages sent`);
     await images?.close();
     await server.close();
   });
+
+/** serve --dump: the task's lazy ranges and touched pages from CRIU's dump, checked against the options. */
+function servedFromDump(o: { pid?: number; dump?: string; range?: unknown; release?: boolean; criuPageServer?: number; pageSize: number }) {
+  if (o.pid === undefined) throw new PostcopyError('ERR_INVALID_ARG', '--dump serves a task of the dump: give its --pid');
+  if (o.range) throw new PostcopyError('ERR_INVALID_ARG', '--dump gives the ranges to serve: no --range with it');
+  if (o.release) throw new PostcopyError('ERR_INVALID_ARG', "--dump: CRIU lets the task go when its dump ends (--criu-page-server), not --release");
+  if (o.pageSize !== 4096) throw new PostcopyError('ERR_PAGE_SIZE', `CRIU dumps 4096-byte pages, not ${o.pageSize}`);
+  const task = taskLayout(readDump(o.dump!), innermostPid(o.pid));
+  // Ending the dump kills every task of it: a tree needs every source done first.
+  if (o.criuPageServer !== undefined && task.tasks > 1)
+    throw new PostcopyError('ERR_INVALID_ARG', `the dump holds ${task.tasks} tasks: end it once every task's serve is done, not from one (--criu-page-server)`);
+  return { pageSize: 4096, freeze: 'none' as const, ranges: task.regions, touched: task.lazy };
+}
 
 program
   .command('attach')

@@ -276,3 +276,13 @@ export function readDump(dir: string): DumpImages {
   }
   return { tasks, pagemaps, mms };
 }
+
+/**
+ * The lazy layout of one task of a dump: the only one, or the one whose pid (in the tree's own
+ * namespace, as the dump names tasks) is `pid`. `tasks`: how many the dump holds.
+ */
+export function taskLayout(images: DumpImages, pid: number | null): LazyLayout & { pid: number; tasks: number } {
+  const task = images.tasks.length === 1 ? images.tasks[0] : images.tasks.find((t) => t.pid === pid);
+  if (!task) throw new PostcopyError('ERR_CRIU', `the dump holds tasks ${images.tasks.map((t) => t.pid).join(', ')}, none of them ${pid}`);
+  return { pid: task.pid, tasks: images.tasks.length, ...lazyLayout(images.mms.get(task.pid)!, images.pagemaps.get(task.pid)!) };
+}

@@ -417,15 +417,15 @@ async function migrateAcrossNamespaces(
     const keyFile = join(host, 'migration.key'); // beside the images, not among them: they travel
     writeFileSync(keyFile, Buffer.from(key.key).toString('hex'), { mode: 0o600 });
     const keyArgs = ['--key-file', keyFile, '--key-id', key.keyId];
-    // A `postcopy serve` per task, started together; the first one also serves the images.
-    const serves = images.tasks.map((t, i) => {
-      const { regions } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
-      return start('postcopy serve', [
-        ...veth.exec('a'), ...cli, 'serve', '--pid', String(frozen.get(t.pid)), '--freeze', 'none',
-        ...regions.flatMap((r) => ['--range', `${r.start}:${r.length}`]),
+    // A `postcopy serve` per task, started together, each over its task's part of the dump; the
+    // first one also serves the images. (CRIU's page server listens on this namespace's loopback,
+    // out of their reach: the dump is ended from here.)
+    const serves = images.tasks.map((t, i) =>
+      start('postcopy serve', [
+        ...veth.exec('a'), ...cli, 'serve', '--pid', String(frozen.get(t.pid)), '--dump', join(host, 'img'),
         '--listen', `tcp://${veth.a.addr}:0`, ...(i === 0 ? ['--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`] : []), ...keyArgs, '--json',
-      ]);
-    });
+      ]),
+    );
     const sources: string[] = [];
     for (const [i, serve] of serves.entries()) {
       const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;

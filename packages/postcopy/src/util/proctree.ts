@@ -24,7 +24,7 @@ function childrenOf(pid: number): number[] {
 }
 
 /** The pid a process has in its innermost pid namespace (the last NSpid field). */
-function innermostPid(pid: number): number | null {
+export function innermostPid(pid: number): number | null {
   try {
     const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('NSpid:'));
     const ids = line?.slice(6).trim().split(/\s+/).map(Number);
