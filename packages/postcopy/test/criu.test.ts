@@ -251,6 +251,12 @@ describe('CRIU lazy migration', () => {
 });
 
 describe('postcopy migrate', () => {
+  it('refuses bench settings that cannot work before any task freezes', async () => {
+    const base = { workloads: ['memproc' as const], runs: 1, memprocMiB: 8, redisKeys: 10 };
+    for (const bad of [{ idleBefore: -1 }, { idleBefore: 601 }, { pushWindow: 0 }])
+      await assert.rejects(runCriuBench({ ...base, ...bad }), (e: { code?: string }) => e.code === 'ERR_INVALID_ARG', JSON.stringify(bad));
+  });
+
   it('migrates memproc (256 MiB) and redis (100k keys) with stock CRIU, by postcopy and by CRIU alone, with every page right', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     const r = await runCriuBench({ workloads: ['memproc', 'redis'], runs: 1, memprocMiB: 256, redisKeys: 100_000 });

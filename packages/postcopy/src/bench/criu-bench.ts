@@ -22,6 +22,8 @@ export interface CriuBenchOptions {
   checksums?: boolean;
   /** memory warmed before each freeze, in both modes (migrate's warmUp; default true) */
   warmUp?: boolean;
+  /** seconds to wait before each freeze, the workload running: memory freed meanwhile may go back to the host */
+  idleBefore?: number;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -72,6 +74,8 @@ const median = (xs: number[]) => {
 
 export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult> {
   checkPushSettings(o);
+  if (o.idleBefore !== undefined && !(o.idleBefore >= 0 && o.idleBefore <= 600))
+    throw new PostcopyError('ERR_INVALID_ARG', `idle before each freeze: ${o.idleBefore} s is not within 0-600`);
   ensureCriuRoot();
   const root = criuRootDir();
   const runs: CriuRun[] = [];
@@ -94,6 +98,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
           const out = await inRoot([`redis-cli -s ${dir}/redis.sock DEBUG POPULATE ${o.redisKeys} key 100 >/dev/null`, `redis-cli -s ${dir}/redis.sock DEBUG DIGEST`]);
           digest = out.at(-1) ?? '';
         }
+        if (o.idleBefore) await new Promise((r) => setTimeout(r, o.idleBefore! * 1000));
         const before = workload === 'memproc' ? readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length : 0;
         // redis: GETs from the moment the restored server runs until every page is in.
         let probe: RedisProbe | null = null;
@@ -168,6 +173,7 @@ export function formatCriuReport(r: CriuBenchResult): string {
     r.options.warmUp === false
       ? 'No memory warmed before the freeze (--no-warm-up).'
       : `Both modes: as much memory as the task holds written and freed just before the freeze, median ${median(r.runs.map((x) => x.warm_up_ms ?? 0))} ms while the task still runs, in neither figure (--no-warm-up to skip).`,
+    ...(r.options.idleBefore ? [`${r.options.idleBefore} s idle before each freeze (--idle-before).`] : []),
     '',
     '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
     '|---|---|---|---|---|---|',

@@ -275,11 +275,12 @@ program
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
   .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
   .option('--no-warm-up', '--criu: no memory warmed before the freeze, in either mode')
+  .option('--idle-before <seconds>', '--criu: wait this long before each freeze, the workload running (freed memory may go back to the host meanwhile)', int)
   .option('--load <targets>', 'instead: one source serving this many targets at once, each migrating --load-mib through network namespaces', int)
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp: boolean; load?: number; loadMib: number }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -295,7 +296,7 @@ program
     if (o.criu) {
       let r: CriuBenchResult;
       try {
-        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, onProgress: bar?.update });
+        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, idleBefore: o.idleBefore, onProgress: bar?.update });
       } finally {
         bar?.stop();
       }
