@@ -20,7 +20,7 @@ export interface CriuBenchOptions {
   pushWindow?: number;
   /** postcopy: a CRC32C with every page (migrate's default: none over loopback) */
   checksums?: boolean;
-  /** memory warmed before each freeze, in both modes (migrate's warmUp; default true) */
+  /** memory warmed before each freeze, in both modes (migrate's warmUp; default false) */
   warmUp?: boolean;
   /** seconds to wait before each freeze, the workload running: memory freed meanwhile may go back to the host */
   idleBefore?: number;
@@ -170,9 +170,9 @@ export function formatCriuReport(r: CriuBenchResult): string {
     `Stock CRIU 4.1.1 lazy-pages against postcopy: medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
     'Downtime: dump start (the task freezes) -> `criu restore -d` returns. All present: dump start -> every lazy page on the target.',
     `postcopy: TCP over loopback, ${r.options.checksums ? 'a CRC32C with every page (--checksums)' : 'no per-page CRC32C (migrate\'s default over loopback; --checksums to ask)'}.`,
-    r.options.warmUp === false
-      ? 'No memory warmed before the freeze (--no-warm-up).'
-      : `Both modes: as much memory as the task holds written and freed just before the freeze, median ${median(r.runs.map((x) => x.warm_up_ms ?? 0))} ms while the task still runs, in neither figure (--no-warm-up to skip).`,
+    r.options.warmUp
+      ? `Both modes: as much memory as the task holds written and freed just before the freeze (--warm-up), median ${median(r.runs.map((x) => x.warm_up_ms ?? 0))} ms while the task still runs, in neither figure.`
+      : 'No memory warmed before the freeze (--warm-up to ask).',
     ...(r.options.idleBefore ? [`${r.options.idleBefore} s idle before each freeze (--idle-before).`] : []),
     '',
     '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',

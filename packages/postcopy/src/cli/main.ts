@@ -274,13 +274,13 @@ program
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
   .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
-  .option('--no-warm-up', '--criu: no memory warmed before the freeze, in either mode')
+  .option('--warm-up', '--criu: memory warmed before the freeze, in both modes (see migrate --warm-up)')
   .option('--idle-before <seconds>', '--criu: wait this long before each freeze, the workload running (freed memory may go back to the host meanwhile)', int)
   .option('--load <targets>', 'instead: one source serving this many targets at once, each migrating --load-mib through network namespaces', int)
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -382,9 +382,9 @@ program
   .option('--netns', 'run the source and the target in two network namespaces joined by a veth pair')
   .option('--checksums', 'a CRC32C with every page (default: only with --netns; over loopback the kernel is all that carries them)')
   .option('--no-checksums', 'no CRC32C with the pages, with --netns too')
-  .option('--no-warm-up', 'do not write and free as much memory as the tasks hold just before the freeze')
+  .option('--warm-up', 'write and free as much memory as the tasks hold just before the freeze (on a VM that hands free pages back to its host)')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; checksums?: boolean; warmUp: boolean; json?: boolean }) => {
+  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; checksums?: boolean; warmUp?: boolean; json?: boolean }) => {
     ensureCriuRoot();
     const workDir = o.workDir ?? `/var/lib/postcopy/migrate-${o.pid}`;
     const result = await withPipeSize(() =>

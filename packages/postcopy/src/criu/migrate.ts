@@ -77,7 +77,8 @@ export interface MigrateOptions {
   layoutBeforeFreeze?: (hostPid: number) => { start: number; length: number }[];
   /**
    * Write and free as much memory as the tasks hold just before the freeze, so the restored tasks'
-   * pages land in memory the host backs (target/warm-up.ts); default true, in both modes.
+   * pages land in memory the host backs (target/warm-up.ts), in both modes. Default false: on this
+   * VM it showed no gain that outlasted the noise, and it costs its writes (docs/benchmarks.md).
    */
   warmUp?: boolean;
   timeoutMs?: number;
@@ -220,7 +221,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       restoreSocket = listenForRestore(join(host, 'img'));
     }
     // Last before the freeze: memory freed any earlier may be handed back to the host meanwhile.
-    if (o.warmUp !== false) {
+    if (o.warmUp) {
       const tasks = [...treePids(o.pid).values()].reduce((n, hostPid) => n + anonymousBytes(hostPid), 0);
       warmed = warmUpMemory(tasks);
       log.info({ bytes: warmed.bytes, ms: Math.round(warmed.ms) }, 'target memory warmed');
