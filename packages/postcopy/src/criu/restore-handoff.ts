@@ -4,7 +4,7 @@
 // stalls mid-message gets ERR_TIMEOUT, not a hung daemon.
 import { PostcopyError } from '../errors.js';
 import { C, native } from '../native/index.js';
-import { waitReadable } from '../target/handoff.js';
+import { waitReadable } from '../util/wait-readable.js';
 
 export const LAZY_PAGES_RESTORE_FINISHED = 0x52535446;
 

@@ -13,7 +13,7 @@ import { TlsBridge, type TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { residentPages } from '../util/pagemap.js';
-import { waitReadable } from './handoff.js';
+import { waitReadable } from '../util/wait-readable.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';

@@ -2,6 +2,7 @@
 // the uffd, and a payload describing the registered ranges. CRIU's lazy-pages socket works alike.
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
+import { waitReadable } from '../util/wait-readable.js';
 import type { Mapping } from './shared-state.js';
 
 export const HANDOFF_MAGIC = 0x4f484655; // "UFHO"
@@ -34,21 +35,6 @@ export function decodeHandoff(buf: Uint8Array): { pid: number; mappings: Mapping
     mappings.push({ localStart: Number(b.readBigUInt64LE(o)), length: Number(b.readBigUInt64LE(o + 8)), regionId: b.readUInt32LE(o + 16) });
   }
   return { pid: b.readUInt32LE(8), mappings };
-}
-
-/**
- * Waits in blocking polls of at most a millisecond, the event loop running between them: the fd is
- * seen ready at once. (A 1 ms timer between non-blocking polls took 1–2 ms a step, and `criu
- * restore` waits for several such steps, its uffd handover among them, within its downtime.)
- */
-export async function waitReadable(fd: number, timeoutMs: number, what: string): Promise<void> {
-  const fds = Int32Array.of(fd);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (native.pollIn(fds, Math.max(0, Math.min(1, deadline - Date.now()))) !== 0) return;
-    if (Date.now() >= deadline) throw new PostcopyError('ERR_TIMEOUT', `${what} did not arrive in ${timeoutMs} ms`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
 }
 
 export interface ReceivedUffd {

@@ -2,7 +2,7 @@
 // this host does (what process_vm_readv and kill take).
 import { readdirSync, readFileSync } from 'node:fs';
 import { native } from '../native/index.js';
-import { waitReadable } from '../target/handoff.js';
+import { waitReadable } from './wait-readable.js';
 
 /** Direct children of a process, from every thread's children list. */
 function childrenOf(pid: number): number[] {
