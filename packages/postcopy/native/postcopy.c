@@ -817,6 +817,14 @@ static napi_value pidfd_open_js(napi_env env, napi_callback_info info) {
   return make_i64(env, fd < 0 ? -errno : fd);
 }
 
+// sameMemory(pid1, pid2) -> 1 if both share one mm (kcmp KCMP_VM), 0 if not, or -errno.
+static napi_value same_memory_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  CHECK(get_args(env, info, 2, argv) == 0 ? napi_ok : napi_generic_failure);
+  long r = syscall(SYS_kcmp, (pid_t)arg_i64(env, argv[0], -1), (pid_t)arg_i64(env, argv[1], -1), 1 /* KCMP_VM */, 0, 0);
+  return make_i64(env, r < 0 ? -errno : r == 0);
+}
+
 // ---------- scheduling ----------
 
 // setAffinity(cpuMask) for the calling thread.
@@ -890,6 +898,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("gettid", gettid_js);
   EXPORT("peerPid", peer_pid);
   EXPORT("pidfdOpen", pidfd_open_js);
+  EXPORT("sameMemory", same_memory_js);
   EXPORT("nowNs", now_ns);
 
   napi_value consts;

@@ -1,9 +1,10 @@
 // Tests run against the binding itself: real syscalls, real faults from another thread.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { C, native } from '../src/native/index.js';
@@ -118,6 +119,15 @@ describe('native binding', () => {
     }
     assert.equal(native.pidfdOpen(2 ** 22 + 1), -C.ESRCH, 'no such process');
     assert.ok(native.peerPid(-1) < 0);
+  });
+
+  it('tells a process that shares our memory from one that does not (kcmp)', () => {
+    const pkg = fileURLToPath(new URL('..', import.meta.url));
+    const script = `process.stdout.write(String(require('node-gyp-build')(${JSON.stringify(pkg)}).sameMemory(process.pid, process.ppid)))`;
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', cwd: pkg });
+    assert.equal(child.stdout, '0', `a child process has a memory of its own: ${child.stderr}`);
+    assert.equal(native.sameMemory(process.pid, process.pid), 1);
+    assert.ok(native.sameMemory(process.pid, 2 ** 22 + 1) < 0, 'no such process');
   });
 
   it('rejects out-of-range buffer spans instead of overrunning', () => {

@@ -91,6 +91,8 @@ export interface NativeBinding {
   peerPid(fd: number): number;
   /** a pidfd, readable once the process has exited (close-on-exec), or -errno */
   pidfdOpen(pid: number): number;
+  /** 1 if two processes share one address space (kcmp KCMP_VM: a thread, a vfork child), 0 if not, or -errno */
+  sameMemory(pid1: number, pid2: number): number;
   nowNs(): number;
   constants: NativeConstants;
 }

@@ -109,6 +109,12 @@ export function snapshotMap(state: SharedState): MapSnapshot {
   return { extents: state.extents.slice(0, n * EXTENT_FIELDS), moved: moved(state) };
 }
 
+/** Every run of pages at consecutive addresses now, as {mapping, first, count, addr} (-1: unmapped). */
+export function extentsNow(state: SharedState): { mapping: number; first: number; count: number; addr: number }[] {
+  if (!moved(state)) return state.mappings.map((m, i) => ({ mapping: i, first: 0, count: m.length / state.pageSize, addr: m.localStart }));
+  return readTable(state);
+}
+
 function readTable(state: SharedState): Extent[] {
   const t = state.extents;
   const n = state.counters[Counter.EXTENTS];

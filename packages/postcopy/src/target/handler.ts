@@ -1,5 +1,6 @@
 // The fault handler: owns a userfaultfd, runs a fault thread and a push thread, reports progress.
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
@@ -13,9 +14,11 @@ import { TlsBridge, type TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { residentPages } from '../util/pagemap.js';
+import { childrenOf } from '../util/proctree.js';
 import { waitReadable } from '../util/wait-readable.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
+import { verifyResident } from './verify.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 
 export interface FaultHandlerOptions {
@@ -43,7 +46,7 @@ export interface FaultHandlerOptions {
    * thread also does the push.
    */
   criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
-  /** pages already present (a forked child starts with its parent's) */
+  /** pages already present, nonzero (a forked child starts with what it surely has: presentAtFork) */
   initialPresent?: Uint8Array[];
   /** where the pages are (a forked child starts from its parent's map at the fork) */
   initialMap?: MapSnapshot;
@@ -109,10 +112,23 @@ export interface HandlerReport extends Progress {
   completedAt?: number;
   /** the process exited before every page arrived (nothing lost: nobody will read them) */
   exited?: boolean;
+  /**
+   * Pages counted as present that the task did not have when it looked complete (an internal
+   * error, fetched again before the uffd was let go); 0 when checked and none.
+   */
+  gaps: number;
+  /** whether the task's memory was checked against its pagemap before the uffd was let go */
+  verified: boolean;
+  /** the task's pid, where known (a forked child's is found among its parent's children) */
+  pid?: number;
   latency: LatencySummary | null;
 }
 
 const workerUrl = siblingModule(import.meta.url, 'worker');
+/** How often a task may still lack pages it was counted as having before its handler gives up on it. */
+const MAX_VERIFY_ROUNDS = 3;
+/** How long a fork child's pid is looked for among its parent's children. */
+const FIND_CHILD_MS = 2000;
 /** Push requests in flight are told apart by a byte (shared-state.ts: requestTag). */
 const MAX_PUSH_WINDOW = 64;
 
@@ -148,6 +164,12 @@ export class FaultHandler extends EventEmitter {
   #keeper: { sock: number; timer: NodeJS.Timeout | null } | null = null;
   #bridge: TlsBridge | null = null;
   #children: Promise<FaultHandler>[] = [];
+  /** #finish is running: every page looked present, and the task's memory is being checked */
+  #finishing = false;
+  #verifyRounds = 0;
+  #verified = false;
+  /** a fork child's pid, once found (see #findChild) */
+  #foundPid: number | undefined;
   #exitedEarly = false;
   #workers: Worker[] = [];
   #exited: Promise<void>[] = [];
@@ -180,6 +202,7 @@ export class FaultHandler extends EventEmitter {
       this.#rejectDone = reject;
     });
     this.#done.catch(() => {}); // observed through done()
+    FaultHandler.#live.add(this);
   }
 
   /** Starts `count` fault/push threads ahead, to be used by the next handlers (see util/thread.ts). */
@@ -231,7 +254,7 @@ export class FaultHandler extends EventEmitter {
     }
     native.madvise(m.localStart + firstPage * this.pageSize, n * this.pageSize, C.MADV_DONTNEED);
     let cleared = 0;
-    for (let p = firstPage; p < firstPage + n; p++) cleared += Atomics.exchange(bits, p, 0);
+    for (let p = firstPage; p < firstPage + n; p++) cleared += Atomics.exchange(bits, p, 0) ? 1 : 0;
     Atomics.sub(this.#state.counters, Counter.PRESENT, cleared);
   }
 
@@ -288,7 +311,7 @@ export class FaultHandler extends EventEmitter {
               this.#completedAt ??= m.at;
               this.#onComplete();
             }
-            else if (m.type === 'fork') this.#onFork(m.uffd, m.map);
+            else if (m.type === 'fork') this.#onFork(m.uffd, m.map, m.present);
             else if (m.type === 'fatal') {
               const fail = () => {
                 // Before the threads are up, a TLS failure is why: say so (after that, it is a lost connection).
@@ -444,7 +467,35 @@ export class FaultHandler extends EventEmitter {
   }
 
   #onComplete(): void {
-    if (this.#stopped || !allPresent(this.#state)) return;
+    if (this.#stopped || this.#finishing || !allPresent(this.#state)) return;
+    this.#finishing = true;
+    this.#finish().catch((err: PostcopyError) => this.#onFatal(err.code ? err : new PostcopyError('ERR_UFFD', err.message, { cause: err })));
+  }
+
+  /**
+   * Every page looks present: check that the task has each one before its uffd is let go (closing
+   * it would make any page it lacks read as zero), then wait for the handlers of its fork children
+   * to be connected (a source ends once no target is connected), then stop.
+   */
+  async #finish(): Promise<void> {
+    const pid = this.#targetPid();
+    if (pid) {
+      const gaps = verifyResident(this.#state, pid);
+      const pages = gaps?.reduce((n, g) => n + g.count, 0) ?? 0;
+      if (pages) {
+        this.#log.error({ pid, pages, runs: gaps!.length, first: gaps!.slice(0, 4) }, `INTERNAL ERROR: ${pages} pages counted as present were not in the memory of task ${pid}; fetching them again`);
+        this.#completedAt = undefined;
+        this.#finishing = false;
+        if (++this.#verifyRounds >= MAX_VERIFY_ROUNDS) throw new PostcopyError('ERR_UFFD', `task ${pid} still lacked ${pages} pages after ${MAX_VERIFY_ROUNDS} rounds`);
+        // The fault thread fetches them, and says complete again.
+        Atomics.add(this.#state.counters, Counter.GAPS, pages);
+        native.eventfdSignal(this.#pushFd);
+        return;
+      }
+      this.#verified = gaps !== null;
+    } else this.#log.warn('the task\'s pid is not known: its memory cannot be checked before its uffd is let go');
+    await Promise.allSettled(this.#children);
+    if (this.#stopped) return;
     this.#completedAt ??= performance.timeOrigin + performance.now();
     this.#log.info(this.progress, 'every page is present');
     this.stop().then(this.#resolveDone, this.#rejectDone);
@@ -456,14 +507,25 @@ export class FaultHandler extends EventEmitter {
    * (a page that arrived here just after the fork is fetched again when the child faults on it).
    * Children are reported through 'child' events and children().
    */
-  #onFork(uffd: number, map: MapSnapshot): void {
+  #onFork(uffd: number, map: MapSnapshot, present: Uint8Array[]): void {
     if (this.#options.criu) {
       native.close(uffd);
       this.#onFatal(new PostcopyError('ERR_UFFD', "the process forked, and CRIU's page server serves one connection: a child cannot be served"));
       return;
     }
-    const { uffd: _parent, targetPid: _pid, ...rest } = this.#options;
-    const child = FaultHandler.start({ ...rest, uffd, initialPresent: this.#state.present.map((p) => Uint8Array.from(p)), initialMap: map });
+    const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
+    const parent = this.#targetPid();
+    const found = parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined);
+    const child = FaultHandler.start({ ...rest, uffd, initialPresent: present, initialMap: map, targetPid: parent ? () => (childHandler ? childHandler.#foundPid : undefined) : undefined });
+    let childHandler: FaultHandler | undefined;
+    void child.then((h) => {
+      childHandler = h;
+      return found.then((pid) => {
+        h.#foundPid = pid;
+        if (pid) FaultHandler.#claimed.add(pid);
+        else this.#log.warn({ parent }, 'the pid of a forked child was not found: it is served without a check of its memory at the end');
+      });
+    }, () => {});
     this.#children.push(child);
     child.then(
       (h) => this.emit('child', h),
@@ -500,7 +562,46 @@ export class FaultHandler extends EventEmitter {
 
   #targetPid(): number | undefined {
     const t = this.#options.targetPid;
-    return typeof t === 'function' ? t() : t;
+    const pid = typeof t === 'function' ? t() : t;
+    if (pid) FaultHandler.#claimed.add(pid);
+    return pid;
+  }
+
+  /** Pids some handler serves (a fork child is looked for among the others). */
+  static #claimed = new Set<number>();
+  static #live = new Set<FaultHandler>();
+  /** Fork children being looked for, oldest first: concurrent forks take the new pids in order. */
+  static #looking: number[] = [];
+  static #lookSeq = 0;
+
+  /**
+   * The pid of the child whose fork event was just read: a new child of `parent` that no handler
+   * serves, has a memory of its own (not a vfork or thread) holding the migrated ranges, and is
+   * not a zombie. The kernel gives it its pid just after the event is read.
+   */
+  static async #findChild(parent: number, map: MapSnapshot): Promise<number | undefined> {
+    const me = ++FaultHandler.#lookSeq;
+    FaultHandler.#looking.push(me);
+    const probe = map.extents.length >= 4 ? firstMappedAddress(map) : -1;
+    try {
+      const deadline = performance.now() + FIND_CHILD_MS;
+      while (performance.now() < deadline) {
+        for (const h of FaultHandler.#live) h.#targetPid(); // claims the pids others serve
+        if (FaultHandler.#looking[0] === me) {
+          const pid = childrenOf(parent)
+            .filter((c) => !FaultHandler.#claimed.has(c) && native.sameMemory(c, parent) === 0 && isForkChild(c, probe))
+            .sort((a, b) => a - b)[0];
+          if (pid) {
+            FaultHandler.#claimed.add(pid);
+            return pid;
+          }
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      return undefined;
+    } finally {
+      FaultHandler.#looking.splice(FaultHandler.#looking.indexOf(me), 1);
+    }
   }
 
   /** Stops both threads (each tells the source DONE or ABORT) and returns the final report. */
@@ -513,13 +614,40 @@ export class FaultHandler extends EventEmitter {
       await Promise.all(this.#exited);
       native.close(this.#stopFd);
       native.close(this.#pushFd);
+      FaultHandler.#live.delete(this);
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.
       if (this.#uffd >= 0 && (complete || this.#targetPid())) native.close(this.#uffd);
       this.#releaseKeeper();
       await this.#bridge?.close();
-      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency };
+      const pid = this.#targetPid();
+      // A pid stays claimed while its process lives: a later fork must not take it for its child.
+      if (pid && !existsSync(`/proc/${pid}`)) FaultHandler.#claimed.delete(pid);
+      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency, gaps: Atomics.load(this.#state.counters, Counter.GAPS), verified: this.#verified, ...(pid ? { pid } : {}) };
     })();
     return this.#stopped;
+  }
+}
+
+/** The address of the first page still mapped in a fork's map snapshot, or -1. */
+function firstMappedAddress(map: MapSnapshot): number {
+  for (let e = 0; e + 3 < map.extents.length; e += 4) if (map.extents[e + 3] >= 0 && map.extents[e + 2] > 0) return map.extents[e + 3];
+  return -1;
+}
+
+/** Whether process `pid` is alive (not a zombie) and maps `addr` (-1: anything). */
+function isForkChild(pid: number, addr: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (stat[stat.lastIndexOf(')') + 2] === 'Z') return false;
+    if (addr < 0) return true;
+    for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+      const dash = line.indexOf('-');
+      const space = line.indexOf(' ');
+      if (dash > 0 && addr >= parseInt(line.slice(0, dash), 16) && addr < parseInt(line.slice(dash + 1, space), 16)) return true;
+    }
+    return false;
+  } catch {
+    return false;
   }
 }

@@ -48,8 +48,16 @@ export const Counter = {
    * push must hold its pages rather than take them for unmapped.
    */
   REGISTERED: 22,
+  /**
+   * Bumped by the fault thread before each read of the uffd. A page is marked present with the
+   * stamp of the epoch in which its install returned (presentStamp): a fork read in epoch E may
+   * postdate installs stamped E, never older ones (see presentAtFork).
+   */
+  EPOCH: 23,
+  /** pages found marked present but not in the task's memory when it looked complete (verifyResident) */
+  GAPS: 24,
 } as const;
-const COUNTERS = 23;
+const COUNTERS = 25;
 /** most extents the table holds; a process that fragments its moved memory further is refused */
 export const MAX_EXTENTS = 1 << 14;
 export const EXTENT_FIELDS = 4;
@@ -57,7 +65,7 @@ export const EXTENT_FIELDS = 4;
 export interface SharedState {
   pageSize: number;
   mappings: Mapping[];
-  /** one byte per page per mapping: 1 once installed */
+  /** one byte per page per mapping: 0 while missing, then the presentStamp of the epoch it arrived in */
   present: Uint8Array[];
   /** one byte per page per mapping: 0, or requestTag() of the push request that asked for it */
   requested: Uint8Array[];
@@ -77,13 +85,14 @@ export function createSharedState(pageSize: number, mappings: Mapping[], initial
     if (m.length % pageSize !== 0 || m.localStart % pageSize !== 0)
       throw new PostcopyError('ERR_PAGE_SIZE', `mapping 0x${m.localStart.toString(16)}+${m.length} is not aligned to ${pageSize}`);
     const bits = new Uint8Array(new SharedArrayBuffer(m.length / pageSize));
-    if (initialPresent?.[i]) bits.set(initialPresent[i]);
+    const given = initialPresent?.[i];
+    if (given) for (let p = 0; p < bits.length; p++) bits[p] = given[p] === DROPPED_MARK ? DROPPED_MARK : given[p] ? 1 : 0;
     return bits;
   });
   const requested = present.map((bits) => new Uint8Array(new SharedArrayBuffer(bits.length)));
   const counters = new Int32Array(new SharedArrayBuffer(COUNTERS * 4));
   counters[Counter.TOTAL] = present.reduce((n, p) => n + p.length, 0);
-  counters[Counter.PRESENT] = present.reduce((n, p) => n + p.reduce((a, b) => a + b, 0), 0);
+  counters[Counter.PRESENT] = present.reduce((n, p) => n + p.reduce((a, b) => a + (b ? 1 : 0), 0), 0);
   const extents = new Float64Array(new SharedArrayBuffer(MAX_EXTENTS * EXTENT_FIELDS * 8));
   if (map) {
     extents.set(map.extents);
@@ -106,14 +115,48 @@ export function allPresent(state: SharedState): boolean {
   return Atomics.load(state.counters, Counter.PRESENT) >= state.counters[Counter.TOTAL];
 }
 
-/** Marks pages present; credits newly present ones to `counter`. */
+/** The byte a page arriving in `epoch` is marked with: 1 to 254. */
+export const presentStamp = (epoch: number) => (epoch % 254) + 1;
+/**
+ * The mark of a page the process dropped or unmapped while we served it: present for our counts,
+ * but no longer in memory (verifyResident skips it). A fork child inherits it.
+ */
+export const DROPPED_MARK = 255;
+
+/**
+ * Marks pages present; credits newly present ones to `counter`. Call it after the install has
+ * returned: the epoch read here must not precede the install (presentAtFork relies on it).
+ */
 export function markPresent(state: SharedState, mapping: number, first: number, count: number, counter: number): void {
   const bits = state.present[mapping];
+  const stamp = counter === Counter.DROPPED ? DROPPED_MARK : presentStamp(Atomics.load(state.counters, Counter.EPOCH));
   let fresh = 0;
-  for (let p = first; p < first + count; p++) if (Atomics.exchange(bits, p, 1) === 0) fresh++;
+  for (let p = first; p < first + count; p++) if (Atomics.exchange(bits, p, stamp) === 0) fresh++;
   if (fresh) {
     Atomics.add(state.counters, counter, fresh);
     Atomics.add(state.counters, Counter.PRESENT, fresh);
   }
 }
 
+
+/**
+ * The pages a child forked in the current epoch surely has, for the fault thread that has just read
+ * its UFFD_EVENT_FORK. The kernel copies the parent's page tables under the mmap lock and holds
+ * every UFFDIO_COPY/ZEROPAGE at -EAGAIN (mmap_changing) from then until the event is read. So an
+ * install that returned before this epoch began (before the read) came before the copy: the child
+ * has it. Pages stamped with this epoch may have arrived after the event was read, in the parent
+ * alone: they count as missing (a child that has one anyway gets EEXIST, counted as raced). A stamp
+ * that comes round again after 254 epochs only makes a page count as missing, never the reverse.
+ * Dropped pages stay dropped (DROPPED_MARK): the child inherits the dropping, which came before.
+ */
+export function presentAtFork(state: SharedState): Uint8Array[] {
+  const recent = presentStamp(Atomics.load(state.counters, Counter.EPOCH));
+  return state.present.map((bits) => {
+    const child = new Uint8Array(new SharedArrayBuffer(bits.length));
+    for (let p = 0; p < bits.length; p++) {
+      const v = Atomics.load(bits, p);
+      child[p] = v === DROPPED_MARK ? DROPPED_MARK : v !== 0 && v !== recent ? 1 : 0;
+    }
+    return child;
+  });
+}

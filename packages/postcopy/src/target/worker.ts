@@ -13,7 +13,7 @@ import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
-import { allPresent, Counter, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
+import { allPresent, Counter, presentAtFork, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
@@ -55,7 +55,8 @@ export type WorkerMessage =
   | { type: 'ready' }
   /** at: when the last page was in, as performance.timeOrigin + performance.now() (comparable across threads and processes) */
   | { type: 'complete'; at: number }
-  | { type: 'fork'; uffd: number; map: MapSnapshot }
+  /** present: what the child surely has (presentAtFork), taken where the event was read */
+  | { type: 'fork'; uffd: number; map: MapSnapshot; present: Uint8Array[] }
   | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
   | { type: 'stopped'; latency?: LatencySummary };
 
@@ -108,10 +109,12 @@ function faultLoop(): LatencySummary {
   const uffd = config.uffd;
   const msgSize = C.UFFD_MSG_SIZE;
   const msgs = Buffer.alloc(msgSize * 64);
-  const cursor = config.inlinePush ? new PushCursor() : null;
+  let cursor = config.inlinePush ? new PushCursor() : null;
   // Only a separate push thread can bring a page while this thread waits.
   const awaitPush = !cursor && config.pushFd >= 0;
-  const fds = Int32Array.of(uffd, config.stopFd, awaitPush ? config.pushFd : -1);
+  // pushFd also says that the handler found gaps (Counter.GAPS): this thread then fetches them.
+  const fds = Int32Array.of(uffd, config.stopFd, config.pushFd);
+  let gapsSeen = 0;
   const signalBuf = Buffer.alloc(8);
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   let pushDone = !cursor;
@@ -228,6 +231,15 @@ function faultLoop(): LatencySummary {
     if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
     if (ready & 2) break;
     if (ready & 4) native.readInto(config.pushFd, signalBuf, 0, 8);
+    const gaps = Atomics.load(state.counters, Counter.GAPS);
+    if (gaps !== gapsSeen) {
+      // Pages we had counted as present were not in the task's memory (handler.ts, verifyResident):
+      // fetch them here, whether or not a push thread ran.
+      gapsSeen = gaps;
+      cursor ??= new PushCursor();
+      pushDone = false;
+      completed = false;
+    }
     settleAwaited();
     if (deferred.length && performance.now() - deferredSince > 2) wakeDeferred();
     if (!(ready & 1)) {
@@ -248,6 +260,8 @@ function faultLoop(): LatencySummary {
       let n: number;
       let events = 0;
       try {
+        // A new epoch before each read: a fork read now sees what was installed before it (presentAtFork).
+        Atomics.add(state.counters, Counter.EPOCH, 1);
         n = native.readInto(uffd, msgs, 0, msgs.length);
         for (let off = 0; off + msgSize <= n; off += msgSize) {
           if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) {
@@ -375,7 +389,7 @@ function memoryEvent(event: number, msgs: Buffer, off: number): void {
   }
   if (event === C.UFFD_EVENT_FORK) {
     // The child's userfaultfd arrived in this process: the handler's main thread serves it.
-    post({ type: 'fork', uffd: msgs.readUInt32LE(off + 8), map: snapshotMap(state) });
+    post({ type: 'fork', uffd: msgs.readUInt32LE(off + 8), map: snapshotMap(state), present: presentAtFork(state) });
     return;
   }
   throw new PostcopyError('ERR_UFFD', `the process sent userfaultfd event ${event}, which this handler does not know`);

@@ -5,7 +5,7 @@ import { native } from '../native/index.js';
 import { waitReadable } from './wait-readable.js';
 
 /** Direct children of a process, from every thread's children list. */
-function childrenOf(pid: number): number[] {
+export function childrenOf(pid: number): number[] {
   const out: number[] = [];
   let tids: string[];
   try {

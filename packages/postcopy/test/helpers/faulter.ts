@@ -4,6 +4,8 @@
 // its last quarter (not read; its hashes stay 0), while most pages are still missing.
 // --remap 1: a sixteenth of the way through it moves the range (mremap), and at an eighth it moves its
 // first half again, so that missing pages are fetched for places other than where they started.
+// --wait-file PATH: it reads nothing until PATH exists (at most 60 s), so a handler can finish first.
+import { existsSync } from 'node:fs';
 import { C, native } from '../../src/native/index.js';
 import { encodeHandoff } from '../../src/target/handoff.js';
 import { hashPages } from '../../src/util/pagehash.js';
@@ -28,6 +30,10 @@ if (native.readFull(sock, ack, 0, 1) !== 1) {
   process.exit(3);
 }
 process.stdout.write(`${JSON.stringify({ event: 'attached' })}\n`);
+if (args.has('wait-file')) {
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 12_000 && !existsSync(args.get('wait-file')!); i++) Atomics.wait(nap, 0, 0, 5);
+}
 // --slow: pause 1 ms every 16 pages, so a test can break things mid-migration.
 const slow = args.get('slow') === '1';
 const pause = new Int32Array(new SharedArrayBuffer(4));
