@@ -67,6 +67,8 @@ workloads() {
 enter() {
   [ -e "$MARK" ] || die "no root at $ROOT: run '$0 ensure' first"
   export CRIU_ROOT_DIR="$ROOT"
+  # Step with PTRACE_SYSCALL, not hardware breakpoints (they never fire in some VMs): see src/criu/root.ts.
+  export CRIU_FAULT="${CRIU_FAULT:-130}"
   exec unshare -m --propagation private bash -c '
 set -e
 R=$CRIU_ROOT_DIR

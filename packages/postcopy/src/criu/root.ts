@@ -8,6 +8,16 @@ import { PostcopyError } from '../errors.js';
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CRIU_ROOT_SCRIPT = join(packageRoot, 'scripts', 'criu-root.sh');
 
+/**
+ * CRIU stops a task at the end of its parasite and restorer code with a hardware breakpoint. In
+ * some VMs (this one: kernel 6.18, AMD EPYC under Firecracker) debug registers take the breakpoint
+ * but it never fires, and `criu dump` waits in wait4 for ever. Fault-injection switch 130
+ * (FI_NO_BREAKPOINTS) makes CRIU step to that point with PTRACE_SYSCALL instead, as it does where
+ * breakpoints are missing: a few syscall stops more, everywhere correct. Set for every CRIU run
+ * started from this process (some enter the task's mounts with nsenter, not criu-root.sh).
+ */
+process.env.CRIU_FAULT ??= '130';
+
 export function criuRootDir(): string {
   return process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
 }
