@@ -1,24 +1,26 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { PostcopyError } from '../errors.js';
 import { checkKey, parseKeyFile, type PresharedKey } from '../protocol/auth.js';
 import { native } from '../native/index.js';
 import { runDemo, type DemoResult } from '../demo/demo.js';
 import { ImageFileSource } from '../source/image-file.js';
-import { LiveProcessSource, type FreezeMethod } from '../source/live-process.js';
+import { checkAligned, checkRanges, LiveProcessSource, type FreezeMethod } from '../source/live-process.js';
 import type { MemorySource } from '../source/memory-source.js';
 import { PageServer } from '../source/server.js';
 import type { Grant } from '../source/session.js';
 import { acceptOne, acknowledgeUffd, receiveUffd } from '../target/handoff.js';
-import { FaultHandler, type Progress } from '../target/handler.js';
+import { checkPushSettings, FaultHandler } from '../target/handler.js';
 import { formatEndpoint, parseEndpoint, transportFor, type TlsMaterial } from '../transport/index.js';
-import type { Endpoint } from '../transport/transport.js';
+import type { Endpoint, Listener } from '../transport/transport.js';
 import { innermostPid, treeMember } from '../util/proctree.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
 import { fetchImages, serveImages } from '../criu/image-transfer.js';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync, type Stats } from 'node:fs';
+import { dirname } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { criuStatus, ensureCriuRoot, withPipeSize } from '../criu/root.js';
 import { migrate, releaseCriuDump, type MigrateMode } from '../criu/migrate.js';
 import { readDump, taskLayout } from '../criu/image.js';
@@ -30,10 +32,29 @@ import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/c
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
 
 function int(value: string): number {
-  const n = Number(value);
+  const n = value.trim() === '' ? NaN : Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`"${value}" is not a non-negative integer`);
   return n;
 }
+
+/** An integer option of at least `min` (and at most `max`). */
+function intIn(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = int(value);
+    if (n < min || n > max) throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `${min} to ${max}`);
+    return n;
+  };
+}
+
+/** A count that must not be 0. */
+const positive = intIn(1);
+/** A timer's span: setTimeout takes at most 2^31-1 ms (more fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const seconds = intIn(1, Math.floor(MAX_TIMER_MS / 1000));
+const secondsOrNone = intIn(0, Math.floor(MAX_TIMER_MS / 1000));
+const millis = intIn(1, MAX_TIMER_MS);
+/** A TCP port to connect to. */
+const port = intIn(1, 65535);
 
 function pageSize(value: string): number {
   const n = int(value);
@@ -51,9 +72,122 @@ function print(json: boolean, data: object, text: string): void {
   process.stdout.write(json ? `${JSON.stringify(data)}\n` : `${text}\n`);
 }
 
+// Checks of arguments, one per kind, each throwing ERR_INVALID_ARG that names the option. Every
+// command runs all of its checks before it freezes a process, takes a userfaultfd or listens.
+
+const invalid = (message: string) => new PostcopyError('ERR_INVALID_ARG', message);
+
+/** Whether an option was given on the command line (not its default). */
+const given = (cmd: Command, name: string) => cmd.getOptionValueSource(name) === 'cli';
+
+function statOf(option: string, path: string): Stats {
+  try {
+    return statSync(path);
+  } catch (err) {
+    throw invalid(`${option} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (err as Error).message}`);
+  }
+}
+
+/** A file that exists and that we may read. */
+function fileArg(option: string, path: string): string {
+  if (!statOf(option, path).isFile()) throw invalid(`${option} ${path}: not a regular file`);
+  try {
+    accessSync(path, fsConstants.R_OK);
+  } catch (err) {
+    throw invalid(`${option} ${path}: cannot read it (${(err as Error).message})`);
+  }
+  return path;
+}
+
+/** The bytes of such a file. */
+function readArg(option: string, path: string): Buffer {
+  fileArg(option, path);
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw invalid(`${option} ${path}: cannot read it (${(err as Error).message})`);
+  }
+}
+
+/** A directory that exists. */
+function dirArg(option: string, path: string): string {
+  if (!statOf(option, path).isDirectory()) throw invalid(`${option} ${path}: not a directory`);
+  return path;
+}
+
+/**
+ * Where a Unix socket can be made (listen: in a directory that exists, and where nothing but an old
+ * socket is, which listening replaces) or looked for (connect).
+ */
+function socketPathArg(option: string, path: string, use: 'listen' | 'connect'): string {
+  if (Buffer.byteLength(path) > 107) throw invalid(`${option} ${path}: a Unix socket path has at most 107 bytes`);
+  if (use === 'listen') {
+    dirArg(`${option}'s directory`, dirname(path));
+    const there = statOrNull(path);
+    if (there && !there.isSocket()) throw invalid(`${option} ${path}: something that is not a socket is there (it would be removed)`);
+  }
+  return path;
+}
+
+/** A live process, not this one. */
+function pidArg(option: string, pid: number): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    throw invalid(`${option} ${pid}: no such process`);
+  }
+  if (pid < 1 || stat.charAt(stat.lastIndexOf(')') + 2) === 'Z') throw invalid(`${option} ${pid}: no such process (it has exited)`);
+  if (pid === process.pid) throw invalid(`${option} ${pid}: that is this postcopy process`);
+  return pid;
+}
+
+/** A port in range: 1-65535, or 0 too where 0 asks for any free one. */
+function portArg(option: string, n: number, zero = false): number {
+  if (!Number.isSafeInteger(n) || n < (zero ? 0 : 1) || n > 65535) throw invalid(`${option} ${n}: a port is ${zero ? 0 : 1} to 65535`);
+  return n;
+}
+
+/**
+ * An endpoint of one of the allowed kinds: a known scheme, a port in range (to connect: not 0), a
+ * Unix path that fits (to listen: in a directory that exists).
+ */
+function endpointArg(option: string, text: string, use: 'listen' | 'connect', kinds: readonly Endpoint['kind'][] = ['tcp', 'tls', 'unix']): Endpoint {
+  let e: Endpoint;
+  try {
+    e = parseEndpoint(text);
+  } catch (err) {
+    throw invalid(`${option}: ${(err as Error).message}`);
+  }
+  if (!kinds.includes(e.kind)) throw invalid(`${option} ${text}: ${kinds.map((k) => (k === 'unix' ? 'unix:PATH' : `${k}://HOST:PORT`)).join(' or ')} here`);
+  if (e.kind === 'unix') socketPathArg(option, e.path, use);
+  else portArg(`${option} ${text}:`, e.port, use === 'listen');
+  return e;
+}
+
+/** TLS material goes with a tls:// endpoint, and a tls:// endpoint needs it. */
+function checkTlsPairing(option: string, e: Endpoint, tls: TlsMaterial | undefined): void {
+  if (e.kind === 'tls' && !tls) throw invalid(`${option}: a tls:// endpoint needs --tls-cert, --tls-key and --tls-ca`);
+  if (e.kind !== 'tls' && tls) throw invalid(`--tls-cert, --tls-key and --tls-ca go with a tls:// endpoint, not ${formatEndpoint(e)}`);
+}
+
+/** Where a command listens, as a PostcopyError when it cannot (the port is taken, say). */
+async function listenOn(option: string, endpoint: Endpoint, listen: () => Promise<Listener>): Promise<Listener> {
+  try {
+    return await listen();
+  } catch (err) {
+    if (err instanceof PostcopyError) throw err;
+    throw invalid(`${option} ${formatEndpoint(endpoint)}: cannot listen there (${(err as Error).message})`);
+  }
+}
+
 const program = new Command('postcopy')
   .description('Remote page faults over userfaultfd, and post-copy migration built on them')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (an unknown option, a bad number) carry our code too, and end in main() (the
+  // commands below inherit this).
+  .exitOverride()
+  .configureOutput({ outputError: (text, write) => write(`postcopy: ERR_INVALID_ARG: ${text.replace(/^error: /, '')}`) });
 
 program
   .command('demo')
@@ -88,34 +222,71 @@ program
 const DEFAULT_KEY_ID = 'postcopy';
 
 /** The pre-shared key named by --key-file / --key-id, if any. */
-function readKey(o: { keyFile?: string; keyId: string }): PresharedKey | undefined {
-  if (!o.keyFile) return undefined;
-  const key = { keyId: o.keyId, key: parseKeyFile(readFileSync(o.keyFile)) };
-  checkKey(key);
+function readKey(o: { keyFile?: string; keyId: string }, cmd: Command): PresharedKey | undefined {
+  if (!o.keyFile) {
+    if (given(cmd, 'keyId')) throw invalid('--key-id names the key of --key-file: give both');
+    return undefined;
+  }
+  const key = { keyId: o.keyId, key: parseKeyFile(readArg('--key-file', o.keyFile)) };
+  try {
+    checkKey(key);
+  } catch (err) {
+    throw invalid(`--key-file ${o.keyFile} (--key-id ${JSON.stringify(o.keyId)}): ${(err as Error).message}`);
+  }
   return key;
 }
 
-/** --tls-cert, --tls-key and --tls-ca, all three or none. */
+/** --tls-cert, --tls-key and --tls-ca, all three or none, each readable PEM that TLS accepts. */
 function readTls(o: { tlsCert?: string; tlsKey?: string; tlsCa?: string }): TlsMaterial | undefined {
-  const given = [o.tlsCert, o.tlsKey, o.tlsCa].filter(Boolean).length;
-  if (given === 0) return undefined;
-  if (given !== 3) throw new PostcopyError('ERR_INVALID_ARG', 'give --tls-cert, --tls-key and --tls-ca together');
-  return { cert: readFileSync(o.tlsCert!), key: readFileSync(o.tlsKey!), ca: readFileSync(o.tlsCa!) };
+  const count = [o.tlsCert, o.tlsKey, o.tlsCa].filter((f) => f !== undefined).length;
+  if (count === 0) return undefined;
+  if (count !== 3) throw invalid('give --tls-cert, --tls-key and --tls-ca together');
+  const tls = { cert: readArg('--tls-cert', o.tlsCert!), key: readArg('--tls-key', o.tlsKey!), ca: readArg('--tls-ca', o.tlsCa!) };
+  try {
+    createSecureContext(tls);
+  } catch (err) {
+    throw invalid(`--tls-cert ${o.tlsCert}, --tls-key ${o.tlsKey}, --tls-ca ${o.tlsCa}: ${(err as Error).message}`);
+  }
+  return tls;
 }
 
-/** A grants file: JSON [{keyId, key (hex), regions?}]. */
+const isCount = (v: unknown) => v === undefined || (Number.isSafeInteger(v) && (v as number) >= 0);
+
+/** A grants file: JSON [{keyId, key (hex), regions?: [{region, firstPage?, count?}]}], each key id once. */
 function readGrants(path: string): Grant[] {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    parsed = JSON.parse(readArg('--grants', path).toString('utf8'));
   } catch (err) {
-    throw new PostcopyError('ERR_INVALID_ARG', `cannot read the grants in ${path}: ${(err as Error).message}`);
+    if (err instanceof PostcopyError) throw err;
+    throw invalid(`--grants ${path}: ${(err as Error).message}`);
   }
-  if (!Array.isArray(parsed)) throw new PostcopyError('ERR_INVALID_ARG', `${path}: a JSON array of grants expected`);
-  return parsed.map((g: { keyId?: unknown; key?: unknown; regions?: Grant['regions'] }, i) => {
-    if (typeof g.keyId !== 'string' || typeof g.key !== 'string' || !/^[0-9a-fA-F]+$/.test(g.key)) throw new PostcopyError('ERR_INVALID_ARG', `${path}: grant ${i} needs a keyId and a hex key`);
-    return { keyId: g.keyId, key: Buffer.from(g.key, 'hex'), regions: g.regions };
+  if (!Array.isArray(parsed) || parsed.length === 0) throw invalid(`--grants ${path}: a JSON array of grants expected`);
+  const grants = parsed.map((g: { keyId?: unknown; key?: unknown; regions?: unknown } | null, i): Grant => {
+    const bad = (why: string) => invalid(`--grants ${path}: grant ${i} ${why}`);
+    if (!g || typeof g.keyId !== 'string' || typeof g.key !== 'string' || !/^([0-9a-fA-F]{2})+$/.test(g.key)) throw bad('needs a keyId and a hex key');
+    const regions = g.regions as Grant['regions'];
+    if (regions !== undefined && !(Array.isArray(regions) && regions.every((r) => r && Number.isSafeInteger(r.region) && r.region >= 0 && isCount(r.firstPage) && isCount(r.count))))
+      throw bad('has regions that are not [{"region": N, "firstPage"?: N, "count"?: N}]');
+    const grant = { keyId: g.keyId, key: Buffer.from(g.key, 'hex'), regions };
+    try {
+      checkKey(grant);
+    } catch (err) {
+      throw bad(`(${JSON.stringify(g.keyId)}): ${(err as Error).message}`);
+    }
+    return grant;
   });
+  return grants;
+}
+
+/** --key-file and --grants together: the keys a target may prove, each key id once. */
+function readGrantsAndKey(o: { keyFile?: string; keyId: string; grants?: string }, cmd: Command): Grant[] {
+  const key = readKey(o, cmd);
+  const grants = [...(key ? [key] : []), ...(o.grants ? readGrants(o.grants) : [])];
+  const ids = grants.map((g) => g.keyId);
+  const twice = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (twice !== undefined) throw invalid(`key id ${JSON.stringify(twice)} is given twice (--key-file, --grants): a target could not tell which`);
+  return grants;
 }
 
 program
@@ -132,7 +303,7 @@ program
   .option('--images <dir>', 'also serve this CRIU images directory (see lazy-pages --images-from)')
   .option('--images-listen <endpoint>', 'where to serve --images')
   .option('--dump <dir>', "with --pid: serve the lazy memory this task has in CRIU's dump DIR (`criu dump --lazy-pages` froze it, so --freeze none): its ranges, and which pages it had touched")
-  .option('--criu-page-server <port>', "with --dump: once the target has every page, tell CRIU's page server on 127.0.0.1:PORT (`criu dump --port`) to close; the dump ends and the frozen task goes", int)
+  .option('--criu-page-server <port>', "with --dump: once the target has every page, tell CRIU's page server on 127.0.0.1:PORT (`criu dump --port`) to close; the dump ends and the frozen task goes", port)
   .option('--key-file <file>', 'serve only targets that prove they hold this pre-shared key (hex text or raw bytes, at least 16)')
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--grants <file>', 'several keys, each with what it may read: JSON [{"keyId", "key" (hex), "regions"?: [{"region", "firstPage"?, "count"?}]}]')
@@ -140,30 +311,41 @@ program
   .option('--tls-key <file>', 'its private key (PEM)')
   .option('--tls-ca <file>', 'the CA that signs the other end\'s certificate (PEM); both ends must present one')
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { pid?: number; range?: { start: number; length: number }[]; freeze: FreezeMethod; image?: string; base: number; pageSize: number; listen: string; release?: boolean; images?: string; imagesListen?: string; dump?: string; criuPageServer?: number; keyFile?: string; keyId: string; grants?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
-    if ((o.pid === undefined) === (o.image === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --pid and --image');
+  .action(async (o: ServeOptions, cmd: Command) => {
     const log = createLogger('serve');
-    if (o.criuPageServer !== undefined && !o.dump) throw new PostcopyError('ERR_INVALID_ARG', '--criu-page-server goes with --dump');
-    const dumped = o.dump ? servedFromDump(o) : null;
+    const args = checkServe(o, cmd);
     const source: MemorySource =
       o.pid !== undefined
-        ? await LiveProcessSource.attach(o.pid, dumped ?? { pageSize: o.pageSize, freeze: o.freeze, ranges: o.range })
+        ? await LiveProcessSource.attach(o.pid, args.dumped ?? { pageSize: o.pageSize, freeze: o.freeze, ranges: o.range })
         : new ImageFileSource(o.image!, { pageSize: o.pageSize, base: o.base });
-    const key = readKey(o);
-    const grants = [...(key ? [key] : []), ...(o.grants ? readGrants(o.grants) : [])];
-    const server = new PageServer(source, { logger: log, grants });
-    const listener = await server.listen(transportFor(parseEndpoint(o.listen), readTls(o)));
-    print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
-    if (!!o.images !== !!o.imagesListen) throw new PostcopyError('ERR_INVALID_ARG', 'give --images and --images-listen together');
-    const images = o.images ? await serveImages(o.images, parseEndpoint(o.imagesListen!)) : null;
-    if (images) print(!!o.json, { event: 'images-listening', endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
+    // From here the process is frozen: whatever fails before we serve lets it go again.
+    let server: PageServer | null = null;
+    let images: Listener | null = null;
+    try {
+      const pages = new PageServer(source, { logger: log, grants: args.grants });
+      server = pages;
+      const listener = await listenOn('--listen', args.listen, () => pages.listen(transportFor(args.listen, args.tls)));
+      print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
+      if (args.imagesListen) images = await listenOn('--images-listen', args.imagesListen, () => serveImages(o.images!, args.imagesListen!));
+      if (images) print(!!o.json, { event: 'images-listening', endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
+    } catch (err) {
+      try {
+        if (source instanceof LiveProcessSource) source.thaw();
+      } finally {
+        await images?.close();
+        await server?.close();
+      }
+      throw err;
+    }
+    // Done once every target is (PageServer.isComplete): no connection open, a DONE, and none that
+    // ended otherwise without a DONE on a connection accepted after it (a resumed one); with several
+    // keys, one target per key. A task that forks during post-copy has its child served by a handler
+    // of its own, connected here before the parent's handler closes. The 200 ms grace with no
+    // connection is for what that cannot see coming: a connection opened just after the last one
+    // closed (a late fork child, a handler that connects its threads one after the other). A lost
+    // connection holds completion by itself until its target reconnects, however long that takes.
     const complete = await new Promise<boolean>((resolve) => {
-      // One target, or with several keys, one per key: done once each has every page.
-      const waiting = new Set(grants.length > 1 ? grants.map((g) => g.keyId) : []);
-      server.on('done', (_id: number, keyId: string | null) => {
-        waiting.delete(keyId ?? '');
-        if (waiting.size === 0) resolve(true);
-      });
+      void server.whenComplete({ keyIds: args.grants.length > 1 ? args.grants.map((g) => g.keyId) : [], graceMs: 200 }).then(() => resolve(true));
       process.once('SIGINT', () => resolve(false));
       process.once('SIGTERM', () => resolve(false));
     });
@@ -174,6 +356,57 @@ program
     await images?.close();
     await server.close();
   });
+
+interface ServeOptions {
+  pid?: number;
+  range?: { start: number; length: number }[];
+  freeze: FreezeMethod;
+  image?: string;
+  base: number;
+  pageSize: number;
+  listen: string;
+  release?: boolean;
+  images?: string;
+  imagesListen?: string;
+  dump?: string;
+  criuPageServer?: number;
+  keyFile?: string;
+  keyId: string;
+  grants?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  json?: boolean;
+}
+
+/** Every argument of serve, checked before anything is frozen: what the command will use. */
+function checkServe(o: ServeOptions, cmd: Command) {
+  if ((o.pid === undefined) === (o.image === undefined)) throw invalid('give exactly one of --pid and --image');
+  if (o.pid !== undefined) {
+    pidArg('--pid', o.pid);
+    if (given(cmd, 'base')) throw invalid('--base goes with --image (a process has its own addresses)');
+  } else {
+    if (o.dump) throw invalid('--dump serves a task of the dump: give its --pid');
+    for (const [flag, name] of [['--range', 'range'], ['--release', 'release'], ['--freeze', 'freeze']] as const)
+      if (given(cmd, name)) throw invalid(`${flag} goes with --pid`);
+    fileArg('--image', o.image!);
+    if (statOf('--image', o.image!).size === 0) throw invalid(`--image ${o.image}: the file is empty`);
+  }
+  if (o.dump && given(cmd, 'freeze') && o.freeze !== 'none') throw invalid('--dump: `criu dump --lazy-pages` keeps the task frozen (--freeze none)');
+  if (o.criuPageServer !== undefined && !o.dump) throw invalid('--criu-page-server goes with --dump');
+  if (o.dump) dirArg('--dump', o.dump);
+  for (const r of o.range ?? []) checkAligned(r, o.pageSize);
+  const dumped = o.dump ? servedFromDump(o) : null;
+  if (o.pid !== undefined && !dumped && o.range) checkRanges(o.pid, o.range);
+  const tls = readTls(o);
+  const listen = endpointArg('--listen', o.listen, 'listen');
+  checkTlsPairing('--listen', listen, tls);
+  if (!!o.images !== !!o.imagesListen) throw invalid('give --images and --images-listen together');
+  if (o.images) dirArg('--images', o.images);
+  const imagesListen = o.imagesListen ? endpointArg('--images-listen', o.imagesListen, 'listen', ['tcp', 'unix']) : null;
+  const grants = readGrantsAndKey(o, cmd);
+  return { dumped, tls, listen, imagesListen, grants };
+}
 
 /** serve --dump: the task's lazy ranges and touched pages from CRIU's dump, checked against the options. */
 function servedFromDump(o: { pid?: number; dump?: string; range?: unknown; release?: boolean; criuPageServer?: number; pageSize: number }) {
@@ -194,29 +427,29 @@ program
   .requiredOption('--connect <endpoint>', 'the source: tcp://HOST:PORT or unix:PATH')
   .option('--uffd-socket <path>', 'Unix socket where the process sends its userfaultfd')
   .option('--recover-at <path>', 'if this daemon dies, its keeper waits on this Unix socket for `attach --recover` to take over')
-  .option('--recover-grace <seconds>', 'how long the keeper waits there before it kills the process', int, 30)
+  .option('--recover-grace <seconds>', 'how long the keeper waits there before it kills the process', seconds, 30)
   .option('--recover <path>', 'instead of --uffd-socket: take over the migration of a daemon that died (its --recover-at)')
   .addOption(new Option('--page-size <bytes>', 'page size').argParser(pageSize).default(4096))
   .option('--readahead <pages>', 'extra pages fetched with each fault', int, 0)
   .option('--no-push', 'fetch on fault only, no background push')
-  .option('--timeout <seconds>', 'how long to wait for the process', int, 300)
+  .option('--timeout <seconds>', 'how long to wait for the process', seconds, 300)
   .option('--key-file <file>', "the migration's pre-shared key, when the source asks for one")
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
-  .option('--resume-timeout <seconds>', 'after a lost connection, keep reconnecting this long before failing', int, 30)
-  .option('--reply-timeout <ms>', 'a reply that brings no byte for this long counts as a lost connection', int, 10_000)
+  .option('--resume-timeout <seconds>', 'after a lost connection, keep reconnecting this long before failing', secondsOrNone, 30)
+  .option('--reply-timeout <ms>', 'a reply that brings no byte for this long counts as a lost connection', millis, 10_000)
   .option('--tls-cert <file>', 'with a tls:// source: this end\'s certificate (PEM)')
   .option('--tls-key <file>', 'its private key (PEM)')
   .option('--tls-ca <file>', 'the CA that signs the source\'s certificate (PEM)')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { connect: string; uffdSocket?: string; recoverAt?: string; recoverGrace: number; recover?: string; pageSize: number; readahead: number; push: boolean; timeout: number; keyFile?: string; keyId: string; resumeTimeout: number; replyTimeout: number; tlsCert?: string; tlsKey?: string; tlsCa?: string; json?: boolean }) => {
+  .action(async (o: AttachOptions, cmd: Command) => {
     const log = createLogger('attach');
-    if (!o.uffdSocket === !o.recover) throw new PostcopyError('ERR_INVALID_ARG', 'give exactly one of --uffd-socket and --recover');
+    const args = checkAttach(o, cmd);
     const options = {
-      endpoint: parseEndpoint(o.connect),
+      endpoint: args.endpoint,
       readahead: o.readahead,
       push: o.push,
-      key: readKey(o),
-      tls: readTls(o),
+      key: args.key,
+      tls: args.tls,
       resumeTimeoutMs: o.resumeTimeout * 1000,
       replyTimeoutMs: o.replyTimeout,
       recoverAt: o.recoverAt ? { path: o.recoverAt, graceMs: o.recoverGrace * 1000 } : undefined,
@@ -246,6 +479,54 @@ program
       if (listenFd >= 0) native.close(listenFd);
     }
   });
+
+interface AttachOptions {
+  connect: string;
+  uffdSocket?: string;
+  recoverAt?: string;
+  recoverGrace: number;
+  recover?: string;
+  pageSize: number;
+  readahead: number;
+  push: boolean;
+  timeout: number;
+  keyFile?: string;
+  keyId: string;
+  resumeTimeout: number;
+  replyTimeout: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  json?: boolean;
+}
+
+/** Every argument of attach, checked before it listens for a userfaultfd or takes one over. */
+function checkAttach(o: AttachOptions, cmd: Command) {
+  if (!o.uffdSocket === !o.recover) throw invalid('give exactly one of --uffd-socket and --recover');
+  const tls = readTls(o);
+  const endpoint = endpointArg('--connect', o.connect, 'connect');
+  checkTlsPairing('--connect', endpoint, tls);
+  if (o.uffdSocket) {
+    socketPathArg('--uffd-socket', o.uffdSocket, 'listen');
+    if (statOrNull(o.uffdSocket)) throw invalid(`--uffd-socket ${o.uffdSocket}: something is there already (remove it, or pick another path)`);
+  }
+  if (o.recover) {
+    socketPathArg('--recover', o.recover, 'connect');
+    if (!statOf('--recover', o.recover).isSocket()) throw invalid(`--recover ${o.recover}: not a Unix socket (the --recover-at of the daemon that died)`);
+  }
+  if (o.recoverAt) socketPathArg('--recover-at', o.recoverAt, 'listen');
+  else if (given(cmd, 'recoverGrace')) throw invalid('--recover-grace goes with --recover-at');
+  const key = readKey(o, cmd);
+  return { tls, endpoint, key };
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
 
 function list<T extends string | number>(parse: (v: string) => T, allowed: readonly T[]) {
   return (value: string): T[] => {
@@ -333,17 +614,18 @@ program
   .option('--images-from <endpoint>', 'fetch the images first, from `postcopy serve --images-listen`')
   .option('--pidfile <path>', "the restored task's pid file (`criu restore --pidfile`): killed (with its tree) if its pages cannot be fetched")
   .option('--no-push', 'fetch on fault only, no background push')
-  .option('--push-batch <pages>', 'pages per background request', int)
-  .option('--push-window <n>', 'background requests in flight', int)
+  .option('--push-batch <pages>', 'pages per background request', positive)
+  .option('--push-window <n>', 'background requests in flight', positive)
   .option('--no-checksums', 'ask a postcopy source for no CRC32C with each page (both ends on one kernel)')
-  .option('--timeout <seconds>', 'how long to wait for criu restore', int, 300)
+  .option('--timeout <seconds>', 'how long to wait for criu restore', seconds, 300)
   .option('--key-file <file>', "the migration's pre-shared key (--source postcopy), when the source asks for one")
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--json', 'JSON lines on stdout')
-  .action(async (o: { images: string; pageServer: string[]; source: 'criu' | 'postcopy'; imagesFrom?: string; pidfile?: string; push: boolean; pushBatch?: number; pushWindow?: number; checksums: boolean; timeout: number; keyFile?: string; keyId: string; json?: boolean }) => {
+  .action(async (o: LazyPagesOptions, cmd: Command) => {
     const log = createLogger('lazy-pages');
-    if (o.imagesFrom) {
-      const names = await fetchImages(parseEndpoint(o.imagesFrom), o.images, o.timeout * 1000);
+    const args = checkLazyPages(o, cmd);
+    if (args.imagesFrom) {
+      const names = await fetchImages(args.imagesFrom, o.images, o.timeout * 1000);
       print(!!o.json, { event: 'images', files: names.length }, `fetched ${names.length} image files into ${o.images}`);
     }
     const rootPid = () => {
@@ -357,14 +639,14 @@ program
     const targetPid = treeMember(rootPid);
     const result = await serveLazyPages({
       imagesDir: o.images,
-      source: { kind: o.source, endpoint: sourceEndpoints(o.pageServer) },
+      source: { kind: o.source, endpoint: args.sources },
       push: o.push,
       pushBatch: o.pushBatch,
       pushWindow: o.pushWindow,
       checksums: o.checksums,
       targetPid,
       timeoutMs: o.timeout * 1000,
-      key: readKey(o),
+      key: args.key,
       logger: log,
       onListening: () => print(!!o.json, { event: 'listening', socket: `${o.images}/lazy-pages.socket` }, `waiting for criu restore on ${o.images}/lazy-pages.socket`),
     });
@@ -372,26 +654,108 @@ program
     print(!!o.json, { event: 'done', ...result }, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
   });
 
+interface LazyPagesOptions {
+  images: string;
+  pageServer: string[];
+  source: 'criu' | 'postcopy';
+  imagesFrom?: string;
+  pidfile?: string;
+  push: boolean;
+  pushBatch?: number;
+  pushWindow?: number;
+  checksums: boolean;
+  timeout: number;
+  keyFile?: string;
+  keyId: string;
+  json?: boolean;
+}
+
+/** Every argument of lazy-pages, checked before it fetches images or listens for criu restore. */
+function checkLazyPages(o: LazyPagesOptions, cmd: Command) {
+  if (o.imagesFrom) {
+    // fetched into it (made if missing)
+    if (statOrNull(o.images) && !statOf('--images', o.images).isDirectory()) throw invalid(`--images ${o.images}: not a directory`);
+  } else dirArg('--images', o.images);
+  const imagesFrom = o.imagesFrom ? endpointArg('--images-from', o.imagesFrom, 'connect', ['tcp', 'unix']) : null;
+  const sources = sourceEndpoints(o.pageServer, o.source);
+  try {
+    checkPushSettings(o);
+  } catch (err) {
+    throw invalid(`--push-batch, --push-window: ${(err as Error).message}`);
+  }
+  if (o.source === 'criu' && o.keyFile) throw invalid("--key-file goes with --source postcopy (CRIU's page server asks for no key)");
+  const key = readKey(o, cmd);
+  return { imagesFrom, sources, key };
+}
+
 program
   .command('migrate')
   .description('post-copy migration of a process with stock CRIU: CRIU moves the state, postcopy the memory')
-  .requiredOption('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)', int)
+  .requiredOption('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)')
   .addOption(new Option('--mode <mode>', "postcopy, or stock (CRIU's own lazy-pages, the baseline)").choices(['postcopy', 'stock']).default('postcopy'))
-  .option('--work-dir <dir>', 'images and logs, a path inside the CRIU root')
-  .option('--criu-port <port>', "port of CRIU's page server on loopback", int, 27001)
+  .option('--work-dir <dir>', 'images and logs, an absolute path inside the CRIU root')
+  .option('--criu-port <port>', "port of CRIU's page server on loopback", '27001')
   .option('--netns', 'run the source and the target in two network namespaces joined by a veth pair')
   .option('--checksums', 'a CRC32C with every page (default: only with --netns; over loopback the kernel is all that carries them)')
   .option('--no-checksums', 'no CRC32C with the pages, with --netns too')
   .option('--warm-up', 'write and free as much memory as the tasks hold just before the freeze (on a VM that hands free pages back to its host)')
   .option('--json', 'print the result as JSON')
-  .action(async (o: { pid: number; mode: MigrateMode; workDir?: string; criuPort: number; netns?: boolean; checksums?: boolean; warmUp?: boolean; json?: boolean }) => {
-    ensureCriuRoot();
-    const workDir = o.workDir ?? `/var/lib/postcopy/migrate-${o.pid}`;
-    const result = await withPipeSize(() =>
-      migrate({ pid: o.pid, mode: o.mode, workDir, criuPort: o.criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
-    );
-    print(!!o.json, result, `migrated ${o.pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
+  .action(async (o: { pid: string; mode: MigrateMode; workDir?: string; criuPort: string; netns?: boolean; checksums?: boolean; warmUp?: boolean; json?: boolean }) => {
+    let migrating = false;
+    try {
+      // Checked before the CRIU root is set up or the task frozen.
+      const pid = pidArg('--pid', numberArg('--pid', o.pid));
+      const criuPort = portArg('--criu-port', numberArg('--criu-port', o.criuPort));
+      const workDir = workDirArg(o.workDir ?? `/var/lib/postcopy/migrate-${pid}`);
+      ensureCriuRoot();
+      migrating = true;
+      const result = await withPipeSize(() =>
+        migrate({ pid, mode: o.mode, workDir, criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+      );
+      print(!!o.json, { ok: true, ...result }, `migrated ${pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
+    } catch (err) {
+      throw migrateFailure(err, migrating, !!o.json);
+    }
   });
+
+type Running = 'original' | 'restored' | 'none';
+
+const RUNNING: Record<Running, string> = {
+  original: 'the original task runs (it was not migrated)',
+  restored: 'the restored task runs',
+  none: 'neither the original nor the restored task runs',
+};
+
+/**
+ * A failed migrate, said so that its caller knows which copy of the task runs now: migrate() says
+ * it in the error's `running` (and may add a `report`); a failure before migrate() was called left
+ * the original alone. With --json, also one line {ok: false, code, message, running, report?} on stdout.
+ */
+function migrateFailure(err: unknown, migrating: boolean, json: boolean): PostcopyError {
+  const e = err as Partial<PostcopyError> & { running?: Running; report?: object };
+  const code = typeof e.code === 'string' && e.code.startsWith('ERR_') ? e.code : 'ERR_CRIU';
+  const message = e.message ?? String(err);
+  const running = e.running ?? (migrating ? undefined : 'original');
+  if (json) print(true, { ok: false, code, message, running: running ?? null, ...(e.report !== undefined ? { report: e.report } : {}) }, '');
+  const failure = new PostcopyError(code, `${message}; ${running ? RUNNING[running] : 'which copy of the task runs is not known'}`, { cause: err });
+  return Object.assign(failure, { running, report: e.report });
+}
+
+/** A whole number given as text (options checked in the action rather than by commander). */
+function numberArg(option: string, text: string): number {
+  try {
+    return int(text);
+  } catch (err) {
+    throw invalid(`${option} ${text}: ${(err as Error).message}`);
+  }
+}
+
+/** migrate's --work-dir: an absolute path inside the CRIU root, spelt plainly (CRIU's shell commands use it). */
+function workDirArg(path: string): string {
+  if (!/^\/[A-Za-z0-9._/-]*$/.test(path) || path.split('/').includes('..'))
+    throw invalid(`--work-dir ${path}: an absolute path of letters, digits, '.', '_', '-' and '/', without '..'`);
+  return path;
+}
 
 program
   .command('doctor')
@@ -411,14 +775,21 @@ program
     print(!!o.json, c, text);
   });
 
-/** `--page-server` values: one endpoint, or PID=ENDPOINT for each task of a tree. */
-function sourceEndpoints(values: string[]): Endpoint | ((pid: number) => Endpoint) {
-  if (values.length === 1 && !/^\d+=/.test(values[0])) return parseEndpoint(values[0]);
+/**
+ * `--page-server` values: one endpoint, or PID=ENDPOINT for each task of a tree, every one checked
+ * now (CRIU's page server listens on TCP; lazy-pages has no TLS options).
+ */
+function sourceEndpoints(values: string[], kind: 'criu' | 'postcopy'): Endpoint | ((pid: number) => Endpoint) {
+  const kinds: Endpoint['kind'][] = kind === 'criu' ? ['tcp'] : ['tcp', 'unix'];
+  if (values.length === 1 && !/^\d+=/.test(values[0])) return endpointArg('--page-server', values[0], 'connect', kinds);
   const byPid = new Map<number, Endpoint>();
   for (const v of values) {
     const m = /^(\d+)=(.+)$/.exec(v);
-    if (!m) throw new PostcopyError('ERR_INVALID_ARG', `--page-server ${v}: several sources are given as PID=ENDPOINT, one per task`);
-    byPid.set(Number(m[1]), parseEndpoint(m[2]));
+    if (!m) throw invalid(`--page-server ${v}: several sources are given as PID=ENDPOINT, one per task`);
+    const pid = Number(m[1]);
+    if (!Number.isSafeInteger(pid) || pid < 1) throw invalid(`--page-server ${v}: no task has pid ${m[1]}`);
+    if (byPid.has(pid)) throw invalid(`--page-server ${v}: task ${pid} has a source already`);
+    byPid.set(pid, endpointArg(`--page-server ${pid}=`, m[2], 'connect', kinds));
   }
   return (pid) => {
     const e = byPid.get(pid);
@@ -431,6 +802,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (err) {
+    // A usage error commander caught: it has said so already (outputError above); --help: exit 0.
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
     const e = err as PostcopyError;
     process.stderr.write(`postcopy: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
     process.exitCode = e.code === 'ERR_PRIVILEGE' ? 77 : 1;

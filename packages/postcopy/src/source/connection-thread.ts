@@ -38,6 +38,7 @@ class Connection {
         const answer = this.#handshake.step(frame);
         if ('code' in answer) return this.#reject(0, answer.code, answer.message);
         this.#write(answer.send);
+        if (this.#handshake.done) post({ type: 'served', keyId: this.#handshake.keyId });
         continue;
       }
       if (frame.type === FrameType.GET) this.#serve(frame);

@@ -91,6 +91,40 @@ function cgroupDir(pid: number): string {
   return `/sys/fs/cgroup${line.slice(3)}`;
 }
 
+/** Throws ERR_PAGE_SIZE for a range that is empty or does not start and end on a page boundary. */
+export function checkAligned(r: { start: number; length: number }, pageSize: number): void {
+  if (r.start % pageSize !== 0 || r.length % pageSize !== 0 || r.length <= 0)
+    throw new PostcopyError('ERR_PAGE_SIZE', `range 0x${r.start.toString(16)}+${r.length} is not aligned to ${pageSize}`);
+}
+
+/** Lets a process frozen by `freeze` run again; one that is gone needs nothing. */
+function unfreeze(pid: number, freeze: FreezeMethod): void {
+  try {
+    if (freeze === 'sigstop') process.kill(pid, 'SIGCONT');
+    else if (freeze === 'cgroup') writeFileSync(`${cgroupDir(pid)}/cgroup.freeze`, '0');
+  } catch (err) {
+    if (processState(pid) !== null) throw err;
+  }
+}
+
+/**
+ * Throws ERR_OUT_OF_RANGE unless each range lies inside one private anonymous mapping of the
+ * process now (checked again once it is frozen): for callers that check before they freeze.
+ */
+export function checkRanges(pid: number, ranges: readonly { start: number; length: number }[]): void {
+  if (!ranges.length) return;
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch {
+    throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
+  }
+  const maps = parseMaps(text).filter(isPrivateAnonymousAnyAccess);
+  for (const r of ranges)
+    if (!maps.some((e) => r.start >= e.start && r.start + r.length <= e.end))
+      throw new PostcopyError('ERR_OUT_OF_RANGE', `range 0x${r.start.toString(16)}+${r.length} is not inside one private anonymous mapping of ${pid}`);
+}
+
 export class LiveProcessSource implements MemorySource {
   readonly pageSize: number;
   readonly regions: RegionInfo[];
@@ -115,8 +149,25 @@ export class LiveProcessSource implements MemorySource {
   static async attach(pid: number, options: LiveProcessOptions = {}): Promise<LiveProcessSource> {
     const pageSize = options.pageSize ?? 4096;
     if (pageSize % KERNEL_PAGE !== 0) throw new PostcopyError('ERR_PAGE_SIZE', `page size ${pageSize} is not a multiple of ${KERNEL_PAGE}`);
-    if (processState(pid) === null) throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
+    for (const r of options.ranges ?? []) checkAligned(r, pageSize);
+    const state = processState(pid);
+    if (state === null) throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
     const freeze = options.freeze ?? 'sigstop';
+    // Whatever fails once the process is frozen lets it go again: a task is never left stopped by
+    // us (one that was stopped already stays so).
+    try {
+      return await LiveProcessSource.#freezeAndMap(pid, pageSize, freeze, options);
+    } catch (err) {
+      try {
+        if (!(freeze === 'sigstop' && (state === 'T' || state === 't'))) unfreeze(pid, freeze);
+      } catch {
+        // the error that stopped the attach says more; a gone process needs nothing
+      }
+      throw err;
+    }
+  }
+
+  static async #freezeAndMap(pid: number, pageSize: number, freeze: FreezeMethod, options: LiveProcessOptions): Promise<LiveProcessSource> {
     if (freeze === 'sigstop') {
       process.kill(pid, 'SIGSTOP');
       await waitFor(() => {
@@ -134,8 +185,7 @@ export class LiveProcessSource implements MemorySource {
     const maps = all.filter(options.ranges ? isPrivateAnonymousAnyAccess : isPrivateAnonymous);
     const wanted = options.ranges ?? maps.map((e) => ({ start: e.start, length: e.end - e.start }));
     const regions: RegionInfo[] = wanted.map((r, id) => {
-      if (r.start % pageSize !== 0 || r.length % pageSize !== 0 || r.length <= 0)
-        throw new PostcopyError('ERR_PAGE_SIZE', `range 0x${r.start.toString(16)}+${r.length} is not aligned to ${pageSize}`);
+      checkAligned(r, pageSize);
       const inside = maps.some((e) => r.start >= e.start && r.start + r.length <= e.end);
       if (!inside)
         throw new PostcopyError('ERR_OUT_OF_RANGE', `range 0x${r.start.toString(16)}+${r.length} is not inside one private anonymous mapping of ${pid}`);
@@ -192,8 +242,7 @@ export class LiveProcessSource implements MemorySource {
   /** Lets the process run again (the migration was aborted). */
   thaw(): void {
     if (this.#gone) return;
-    if (this.#freeze === 'sigstop') process.kill(this.#pid, 'SIGCONT');
-    else if (this.#freeze === 'cgroup') writeFileSync(`${cgroupDir(this.#pid)}/cgroup.freeze`, '0');
+    unfreeze(this.#pid, this.#freeze);
   }
 
   /** Ends the source process: the target has every page. */

@@ -50,11 +50,46 @@ interface ThreadConnection {
   exited: Promise<void>;
 }
 
+/** How one connection ended, as the server saw it. */
+export interface ConnectionEnd {
+  /** connections are numbered in the order they were accepted */
+  id: number;
+  /** it got through the handshake (a target that read, or could have read, pages) */
+  served: boolean;
+  /** the key it proved it holds (null: none asked, or it never got that far) */
+  keyId: string | null;
+  /** it said BYE DONE: its target has every page */
+  done: boolean;
+}
+
+export interface CompletionOptions {
+  /** with several keys: each of these must have said DONE on some connection (default: none) */
+  keyIds?: readonly string[];
+  /** how long the server must stay without a connection, complete, before the promise resolves (default 200 ms) */
+  graceMs?: number;
+}
+
+const DEFAULT_GRACE_MS = 200;
+
+/** Whether `ends` (every connection ended so far, none open) make a complete migration: see PageServer.isComplete. */
+export function completeAfter(ends: readonly ConnectionEnd[], keyIds: readonly string[] = []): boolean {
+  if (!ends.some((e) => e.done)) return false;
+  if (!keyIds.every((k) => ends.some((e) => e.done && e.keyId === k))) return false;
+  // A served connection that ended without DONE (BYE ABORT, an error, or lost: a target resumes on a
+  // new connection) counts only once a connection accepted after it, with the same key, said DONE.
+  // "Accepted after it", not "after it ended": a handler reconnects at once, and the server may see
+  // the new connection before the old one's end (a FIN held up by a cut link comes late). The price:
+  // a handler's DONE covers a failure of another handler accepted before it (a fork child's DONE, a
+  // parent's failure); a DONE says its target has every page, so a handler's own threads are right.
+  return ends.every((f) => !f.served || f.done || ends.some((d) => d.done && d.id > f.id && d.keyId === f.keyId));
+}
+
 const threadUrl = siblingModule(import.meta.url, 'connection-thread');
 
 /**
  * Events: 'done' (connection id, key id or null) when a target reports every page present;
- * 'error-frame' ({ code, message }) for each ERROR sent.
+ * 'error-frame' ({ code, message }) for each ERROR sent; 'connection' (id) when one is accepted;
+ * 'connection-end' (ConnectionEnd) when one has ended; 'idle' when the last open one has ended.
  */
 export class PageServer extends EventEmitter {
   readonly engine: ServerEngine;
@@ -70,6 +105,9 @@ export class PageServer extends EventEmitter {
   #loopStats = new Float64Array(STAT_SLOTS);
   #threadStats: Float64Array[] = [];
   #connections = 0;
+  /** connections accepted and not yet ended, by id: whether each got through the handshake, its key, DONE */
+  #open = new Map<number, ConnectionEnd>();
+  #ended: ConnectionEnd[] = [];
 
   constructor(source: MemorySource, options: PageServerOptions = {}) {
     super();
@@ -85,6 +123,74 @@ export class PageServer extends EventEmitter {
   /** Starts `count` connection threads ahead, to be used by the next connections (see util/thread.ts). */
   static prestartThreads(count: number): Promise<void> {
     return prestartThreads(threadUrl, count);
+  }
+
+  /** Connections accepted and not ended yet (a thread connection ends when its thread has exited). */
+  get openConnections(): number {
+    return this.#open.size;
+  }
+
+  /** How every connection that has ended so far ended, in the order they were accepted. */
+  get ended(): readonly ConnectionEnd[] {
+    return [...this.#ended].sort((a, b) => a.id - b.id);
+  }
+
+  /**
+   * Whether every target this server serves is done, as far as it can tell now: no connection is
+   * open, at least one said BYE DONE (with keyIds: one for each of these keys), and every served
+   * connection that ended otherwise (BYE ABORT, an error, a lost connection) was followed by a
+   * connection with the same key that said DONE (the target resumed, or another handler took over).
+   * A target that forks serves its child from a handler of its own, with connections of their own:
+   * the child's handler connects before the parent's closes, so this holds only once both are done.
+   */
+  isComplete(keyIds: readonly string[] = []): boolean {
+    return this.#open.size === 0 && completeAfter(this.#ended, keyIds);
+  }
+
+  /**
+   * Resolves once isComplete() has held for graceMs with no connection accepted meanwhile. The grace
+   * covers a connection that opens just after the last one closed, which isComplete() cannot see
+   * coming: a handler's thread that reconnects after its connection broke, or a handler that opens
+   * a second connection after its first one ended. Never rejects; stop waiting with a signal.
+   */
+  whenComplete(options: CompletionOptions = {}): Promise<void> {
+    const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
+    const keyIds = options.keyIds ?? [];
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | null = null;
+      const check = () => {
+        if (timer || !this.isComplete(keyIds)) return;
+        timer = setTimeout(() => {
+          timer = null;
+          if (!this.isComplete(keyIds)) return;
+          this.off('connection', opened);
+          this.off('connection-end', check);
+          resolve();
+        }, graceMs);
+      };
+      const opened = () => {
+        if (timer) clearTimeout(timer);
+        timer = null;
+      };
+      this.on('connection', opened);
+      this.on('connection-end', check);
+      check();
+    });
+  }
+
+  #opened(id: number): ConnectionEnd {
+    const conn: ConnectionEnd = { id, served: false, keyId: null, done: false };
+    this.#connections++;
+    this.#open.set(id, conn);
+    this.emit('connection', id);
+    return conn;
+  }
+
+  #closed(conn: ConnectionEnd): void {
+    if (!this.#open.delete(conn.id)) return;
+    this.#ended.push(conn);
+    this.emit('connection-end', { ...conn });
+    if (this.#open.size === 0) this.emit('idle');
   }
 
   get maxGetPages(): number {
@@ -112,7 +218,7 @@ export class PageServer extends EventEmitter {
   /** Serves one already-connected stream on the event loop. */
   handle(socket: Socket): void {
     const id = this.#nextConnection++;
-    this.#connections++;
+    const conn = this.#opened(id);
     this.#sockets.add(socket);
     const decoder = new FrameDecoder();
     const handshake = new SourceHandshake(this.#source, this.#grants);
@@ -131,6 +237,7 @@ export class PageServer extends EventEmitter {
           const answer = handshake.step(frame);
           if ('code' in answer) return this.#fail(socket, 0, answer.code, answer.message, log);
           socket.write(answer.send);
+          if (handshake.done) Object.assign(conn, { served: true, keyId: handshake.keyId });
           continue;
         }
         switch (frame.type) {
@@ -138,7 +245,10 @@ export class PageServer extends EventEmitter {
             this.#serve(socket, frame, handshake, log);
             break;
           case FrameType.BYE:
-            if (frame.reason === ByeReason.DONE) this.emit('done', id, handshake.keyId);
+            if (frame.reason === ByeReason.DONE) {
+              conn.done = true;
+              this.emit('done', id, handshake.keyId);
+            }
             socket.end();
             return;
           default:
@@ -148,7 +258,10 @@ export class PageServer extends EventEmitter {
       }
     });
     socket.on('error', (err) => log.debug({ err }, 'socket error'));
-    socket.on('close', () => this.#sockets.delete(socket));
+    socket.on('close', () => {
+      this.#sockets.delete(socket);
+      this.#closed(conn);
+    });
   }
 
   /** Moves a paused, unread connection to a thread of its own. */
@@ -163,7 +276,7 @@ export class PageServer extends EventEmitter {
     }
     socket.destroy(); // closes Node's fd; ours stays open on the same connection
     const id = this.#nextConnection++;
-    this.#connections++;
+    const conn = this.#opened(id);
     const log = this.#log.child({ connection: id });
     const stats = new Float64Array(new SharedArrayBuffer(STAT_SLOTS * 8));
     const control = new Int32Array(new SharedArrayBuffer(4));
@@ -171,19 +284,24 @@ export class PageServer extends EventEmitter {
     const config: ConnectionThreadConfig = { fd, source: this.#source.describe!(), maxGetPages: this.#maxGetPages, stats, control, grants: this.#grants };
     const worker = startThread(threadUrl, config);
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-    const conn: ThreadConnection = { fd, worker, control, exited };
-    this.#threads.add(conn);
+    const thread: ThreadConnection = { fd, worker, control, exited };
+    this.#threads.add(thread);
     worker.on('message', (m: ConnectionMessage) => {
-      if (m.type === 'done') this.emit('done', id, m.keyId);
-      else if (m.type === 'error-frame') {
+      if (m.type === 'served') Object.assign(conn, { served: true, keyId: m.keyId });
+      else if (m.type === 'done') {
+        conn.done = true;
+        this.emit('done', id, m.keyId);
+      } else if (m.type === 'error-frame') {
         log.warn({ code: m.code }, m.message);
         this.emit('error-frame', { code: m.code, message: m.message });
       }
     });
     worker.on('error', (err) => log.error({ err }, 'connection thread crashed'));
+    // Node delivers every message the thread posted before 'exit': conn is final here.
     void exited.then(() => {
       native.close(fd); // only now: the thread may have been blocked on it
-      this.#threads.delete(conn);
+      this.#threads.delete(thread);
+      this.#closed(conn);
     });
   }
 

@@ -180,4 +180,4 @@ export interface ConnectionThreadConfig {
 export const StatSlot = { GETS: 0, PAGES: 1, ZERO: 2, BYTES: 3, ERRORS: 4 } as const;
 export const STAT_SLOTS = 5;
 
-export type ConnectionMessage = { type: 'done'; keyId: string | null } | { type: 'error-frame'; code: ErrorCode; message: string } | { type: 'closed' };
+export type ConnectionMessage = { type: 'served'; keyId: string | null } | { type: 'done'; keyId: string | null } | { type: 'error-frame'; code: ErrorCode; message: string } | { type: 'closed' };
