@@ -15,6 +15,7 @@ import { PageServer } from '../src/source/server.js';
 import { acknowledgeUffd, receiveUffd } from '../src/target/handoff.js';
 import { FaultHandler } from '../src/target/handler.js';
 import { TcpTransport } from '../src/transport/index.js';
+import { createLogger } from '../src/util/log.js';
 import { caps, need } from './helpers/caps.js';
 import { FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
 
@@ -57,7 +58,8 @@ describe('forks during post-copy', () => {
           const pid = await startInRoot(dir, `/usr/local/bin/forkstorm ${MIB} ${dir}/out.txt ${FORKS} ${run + 1}`, `[ -s ${dir}/out.txt ]`, 'forkstorm');
           // The storm starts the moment `criu restore` has returned, while most pages are on the source.
           const onPhase = (phase: string) => phase === 'restored' && writeFileSync(`${out}.fork`, '');
-          const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: (netns ? 27860 : 27870) + (process.pid % 9), netns, onPhase }));
+          const logger = process.env.POSTCOPY_TEST_VERBOSE ? createLogger('migrate', 'info') : undefined;
+          const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: (netns ? 27860 : 27870) + (process.pid % 9), netns, onPhase, logger, timeoutMs: 60_000 }));
           const lines = await linesWhen(out, (l) => l.some((x) => x.startsWith('storm done')) && /^(ok|BAD) /.test(l[l.length - 1]), 120_000);
           const children = lines.filter((l) => l.startsWith('child '));
           const bad = children.filter((l) => !l.startsWith('child ok '));

@@ -46,6 +46,13 @@ export interface FaultHandlerOptions {
    * thread also does the push.
    */
   criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
+  /**
+   * One thread, which also pushes between faults, instead of a fault and a push thread: for fork
+   * children, which come in storms and often live briefly (a thread's start costs ~0.1 s of CPU).
+   */
+  singleThread?: boolean;
+  /** for a fork child: its pid, once found among its parent's children (undefined: not found); its targetPid then */
+  forkPid?: Promise<number | undefined>;
   /** pages already present, nonzero (a forked child starts with what it surely has: presentAtFork) */
   initialPresent?: Uint8Array[];
   /** where the pages are (a forked child starts from its parent's map at the fork) */
@@ -168,8 +175,9 @@ export class FaultHandler extends EventEmitter {
   #finishing = false;
   #verifyRounds = 0;
   #verified = false;
-  /** a fork child's pid, once found (see #findChild) */
+  /** a fork child's pid, once found (see #findChild), and the search for it */
   #foundPid: number | undefined;
+  #pidSearch: Promise<unknown> | null = null;
   #exitedEarly = false;
   #workers: Worker[] = [];
   #exited: Promise<void>[] = [];
@@ -203,6 +211,10 @@ export class FaultHandler extends EventEmitter {
     });
     this.#done.catch(() => {}); // observed through done()
     FaultHandler.#live.add(this);
+    this.#pidSearch = options.forkPid?.then((pid) => {
+      this.#foundPid = pid;
+      if (!pid) this.#log.warn('the pid of a forked child was not found: it is served without a check of its memory at the end');
+    }) ?? null;
   }
 
   /** Starts `count` fault/push threads ahead, to be used by the next handlers (see util/thread.ts). */
@@ -294,8 +306,9 @@ export class FaultHandler extends EventEmitter {
       checksums: o.checksums ?? true,
     };
     const push = o.push ?? true;
-    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: !!o.criu && push }];
-    if (push && !o.criu) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
+    const oneThread = !!o.criu || !!o.singleThread;
+    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: oneThread && push }];
+    if (push && !oneThread) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
     const ready = roles.map(
       (config) =>
         new Promise<void>((resolve, reject) => {
@@ -373,7 +386,7 @@ export class FaultHandler extends EventEmitter {
 
   /** Hands a copy of the uffd to a keeper process, and names the target to it once known. */
   #startKeeper(): void {
-    if (this.#options.keeper === false || this.#options.targetPid === undefined) return;
+    if (this.#options.keeper === false || (this.#options.targetPid === undefined && !this.#options.forkPid)) return;
     if (this.#options.keeperSocket !== undefined) return this.#useKeeper(this.#options.keeperSocket, false);
     const [ours, theirs] = native.socketpair(true);
     const child = spawn(keeperBinary(), [], { stdio: ['ignore', 'ignore', 'inherit', theirs] });
@@ -478,6 +491,7 @@ export class FaultHandler extends EventEmitter {
    * to be connected (a source ends once no target is connected), then stop.
    */
   async #finish(): Promise<void> {
+    await this.#pidSearch; // a fork child's memory is checked too, once its pid is known
     const pid = this.#targetPid();
     if (pid) {
       const gaps = verifyResident(this.#state, pid);
@@ -516,16 +530,7 @@ export class FaultHandler extends EventEmitter {
     const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
     const parent = this.#targetPid();
     const found = parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined);
-    const child = FaultHandler.start({ ...rest, uffd, initialPresent: present, initialMap: map, targetPid: parent ? () => (childHandler ? childHandler.#foundPid : undefined) : undefined });
-    let childHandler: FaultHandler | undefined;
-    void child.then((h) => {
-      childHandler = h;
-      return found.then((pid) => {
-        h.#foundPid = pid;
-        if (pid) FaultHandler.#claimed.add(pid);
-        else this.#log.warn({ parent }, 'the pid of a forked child was not found: it is served without a check of its memory at the end');
-      });
-    }, () => {});
+    const child = FaultHandler.start({ ...rest, uffd, singleThread: true, initialPresent: present, initialMap: map, forkPid: parent ? found : undefined });
     this.#children.push(child);
     child.then(
       (h) => this.emit('child', h),
@@ -562,7 +567,7 @@ export class FaultHandler extends EventEmitter {
 
   #targetPid(): number | undefined {
     const t = this.#options.targetPid;
-    const pid = typeof t === 'function' ? t() : t;
+    const pid = this.#options.forkPid ? this.#foundPid : typeof t === 'function' ? t() : t;
     if (pid) FaultHandler.#claimed.add(pid);
     return pid;
   }
@@ -596,7 +601,7 @@ export class FaultHandler extends EventEmitter {
             return pid;
           }
         }
-        await new Promise((r) => setTimeout(r, 1));
+        await new Promise((r) => setTimeout(r, 5));
       }
       return undefined;
     } finally {
