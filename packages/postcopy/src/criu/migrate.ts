@@ -8,9 +8,13 @@
 //  4. once every page is in, the source sends PS_IOV_CLOSE to CRIU's page server and the dump ends
 //     (CRIU kills the frozen task).
 // mode 'stock' runs CRIU's own `criu lazy-pages` instead of 2-3, as the baseline.
+// Exactly one copy runs at the end, always: on success the restored tree (the original is seen
+// gone); on a failure, every restored task is killed and seen dead before the dump's end lets the
+// frozen original run again, unless the original was released already (see Run.settle).
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, normalize } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { native } from '../native/index.js';
@@ -89,6 +93,8 @@ export interface MigrateOptions {
 export interface MigrateResult {
   mode: MigrateMode;
   restoredPid: number;
+  /** which copy runs now: the restored tree alone (the original is gone); a failure says it in MigrateError.running */
+  running: 'restored';
   /** dump start (the task is frozen at once) -> `criu restore -d` returns with the task running */
   downtime_ms: number;
   /** dump start -> every lazy page is on the target */
@@ -111,12 +117,17 @@ export interface MigrateResult {
   warm_up_ms?: number;
 }
 
-/** Ends CRIU's lazy dump: PS_IOV_CLOSE on its page server, which answers with an int32 0. */
-export function releaseCriuDump(port: number): void {
+/**
+ * Ends CRIU's lazy dump: PS_IOV_CLOSE on its page server, which answers with an int32 0. onSent is
+ * called just before the request goes out: from then on CRIU may kill the frozen tasks.
+ */
+export function releaseCriuDump(port: number, onSent?: () => void): void {
   const fd = native.tcpConnect('127.0.0.1', port);
+  if (fd < 0) throw new PostcopyError('ERR_CRIU', `cannot reach CRIU's page server on 127.0.0.1:${port} (errno ${-fd})`);
   try {
     const msg = Buffer.alloc(24);
     writeIov(msg, 0, { cmd: PS_IOV_CLOSE, nrPages: 0, vaddr: 0, dstId: 0 });
+    onSent?.();
     if (native.writeAll(fd, msg, 0, msg.length) !== msg.length) throw new PostcopyError('ERR_CRIU', 'cannot tell CRIU\'s page server to close');
     const status = Buffer.alloc(4);
     if (native.readFull(fd, status, 0, 4) !== 4 || status.readInt32LE(0) !== 0) throw new PostcopyError('ERR_CRIU', 'CRIU\'s page server did not acknowledge PS_IOV_CLOSE');
@@ -125,21 +136,57 @@ export function releaseCriuDump(port: number): void {
   }
 }
 
-/** argv, run once a line `go` arrives on stdin. */
-const waitForGo = (argv: string[]) => ['/bin/bash', '-c', 'read -r go && [ "$go" = go ] && exec "$@"', 'armed', ...argv];
+/**
+ * Which copy of the task runs once migrate() is over: the original (the migration failed before the
+ * original was let go), the restored tree (it had every page), or none of them.
+ */
+export type Running = 'original' | 'restored' | 'none';
+
+/** What migrate() throws: a PostcopyError (the first failure's code) that says which copy runs. */
+export type MigrateError = PostcopyError & { running: Running };
+
+/** argv, run once a line `go` arrives on stdin; it says `armed` when it waits (in the CRIU root, its mounts made). */
+const waitForGo = (argv: string[]) => ['/bin/bash', '-c', 'echo armed; read -r go && [ "$go" = go ] && exec "$@"', 'armed', ...argv];
 const sh = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n')]);
 const inTaskMounts = (pid: number, lines: string[]) => ['nsenter', '-t', String(pid), '-m', '-r', '/bin/bash', '-c', lines.join('\n')];
+/**
+ * Waits for CRIU's status byte on fifo $1 while process $2 runs: `ready` only once a byte came (CRIU
+ * writes none when it fails: head then returns at EOF), then `NAME exit N` when it ends.
+ */
+const readyOnStatus = (fifo: string, pidVar: string, name: string) =>
+  `[ "$(head -c1 ${fifo} | wc -c)" = 1 ] && echo ready; wait $${pidVar}; echo "${name} exit $?"`;
 
+/** The longest path a Unix socket takes (sun_path, less its NUL). */
+const MAX_SOCKET_PATH = 107;
+const KILL_WAIT_MS = 10_000;
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/**
+ * Migrates task o.pid (and its tree). Every option is checked before anything freezes. Resolves
+ * once the restored tree alone runs (`running: 'restored'`); throws a MigrateError: the first
+ * failure's PostcopyError, with `running` saying which copy runs then ('original', 'restored' or
+ * 'none'), every other one killed and seen dead.
+ */
 export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
   const mode = o.mode ?? 'postcopy';
-  // Bad settings are refused before the task freezes, not once it is down.
-  checkPushSettings(o);
   const timeoutMs = o.timeoutMs ?? 120_000;
   const log = o.logger ?? silentLogger;
+  // Bad settings are refused before the task freezes, not once it is down.
+  let originalFd: number;
+  try {
+    originalFd = await checkOptions(o, mode, timeoutMs);
+  } catch (err) {
+    // Nothing was frozen: the task runs on, if it is there at all.
+    throw failure(err, Number.isInteger(o.pid) && o.pid > 0 && alive(o.pid) ? 'original' : 'none');
+  }
   const host = join(criuRootDir(), o.workDir);
-  const phase = (name: string, t0: number) => o.onPhase?.(name, Math.round(performance.now() - t0));
+  const run = new Run(o.pid, originalFd, join(host, o.netns && mode === 'postcopy' ? 'target' : '', 'restored.pid'), log);
+  const phase = (name: string, t0: number) => {
+    if (!run.failed && !run.over) o.onPhase?.(name, Math.round(performance.now() - t0));
+  };
   const children: LineChild[] = [];
   const start = (name: string, argv: string[]) => {
+    run.guard();
     const c = new LineChild(name, argv);
     children.push(c);
     return c;
@@ -150,17 +197,19 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
   };
   const servers: PageServer[] = [];
   const prepared = new Map<number, PreparedTask>();
-  let restoredPid = 0;
   // Each restored task is killed if its pages cannot be fetched: its host pid, once restored.
-  const restoredHostPid = treeMember(() => restoredPid || undefined);
+  const restoredHostPid = treeMember(() => run.restoredPid || undefined);
   // A key for this migration alone: only our daemon can read the frozen tasks' memory.
   const key = migrationKey();
   /** A source over a task (by its host pid), its page server, and a handler connected to it. */
   const prepareTask = async (vpid: number, hostPid: number, ranges: Range[], touched?: Uint8Array[]): Promise<PreparedTask> => {
+    run.guard();
     const source = await LiveProcessSource.attach(hostPid, { freeze: 'none', ranges, touched: touched ?? ranges.map((r) => new Uint8Array(r.length / PAGE)) });
     const server = new PageServer(source, { logger: log, grants: [key] });
     servers.push(server);
+    run.guard();
     const { endpoint } = await server.listen(new TcpTransport('127.0.0.1', 0));
+    run.guard();
     const handler = await FaultHandler.start({
       endpoint,
       mappings: source.regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
@@ -174,12 +223,17 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       key,
       logger: log,
     });
+    if (run.failed || run.over) {
+      await handler.stop();
+      run.guard();
+    }
     return { ranges, source, handler };
   };
-  let t0 = 0;
   let restoreSocket = -1;
+  let veth: VethPair | null = null;
   let warmed = { bytes: 0, ms: 0 };
-  try {
+
+  const flow = async (): Promise<Omit<MigrateResult, 'running'>> => {
     if (mode === 'postcopy' && !o.netns) {
       // Thread start-up costs CPU: done before the tasks freeze, not while `criu restore` runs. Two
       // connections per task (faults, push), a thread at each end of each; as many again wait as
@@ -196,6 +250,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
         for (const [vpid, hostPid] of tree) prepared.set(vpid, await prepareTask(vpid, hostPid, layout(hostPid)));
       }
     }
+    // The two namespaces exist before the freeze (making them can fail).
+    if (mode === 'postcopy' && o.netns) veth = VethPair.create(`pcm${process.pid % 100000}`, '10.233.0');
     // What runs during the downtime is set up before the task freezes: each command waits in its
     // shell (the CRIU root entered, its mounts made: ~20 ms) for go().
     const restoreArgv = ['criu', 'restore', '-D', `${o.workDir}/img`, '--lazy-pages', '-d', '--pidfile', `${o.workDir}/restored.pid`, '-o', 'restore.log'];
@@ -204,15 +260,21 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       'read -r go; [ "$go" = go ] || exit 1',
       `cd ${o.workDir} && rm -f lst && mkfifo lst`,
       `criu lazy-pages --page-server --address 127.0.0.1 --port ${o.criuPort} -D img --status-fd 9 -o lazy.log 9>lst &`,
-      'L=$!; head -c1 lst >/dev/null; echo ready; wait $L; echo "lazy exit $?"',
+      'L=$!',
+      readyOnStatus('lst', 'L', 'lazy'),
     ])) : null;
     // CRIU must dump from the task's own mount namespace (another one trips its mount code).
     const dump = armed('criu dump', inTaskMounts(o.pid, [
       `mkdir -p ${o.workDir}/img && cd ${o.workDir} && rm -f st && mkfifo st`,
       'read -r go; [ "$go" = go ] || exit 1',
       `criu dump -t ${o.pid} -D img --lazy-pages --address 127.0.0.1 --port ${o.criuPort} --status-fd 9 -o dump.log 9>st &`,
-      'D=$!; head -c1 st >/dev/null; echo ready; wait $D; echo "dump exit $?"',
+      'D=$!',
+      readyOnStatus('st', 'D', 'dump'),
     ]));
+    run.dump = dump.child;
+    // The tasks `criu restore` makes share its mount namespace (made by criu-root.sh, its own): a
+    // restore cut short leaves them without a pid file, and they are found by it.
+    if (restore) await run.armed(restore.child, timeoutMs);
     // Our lazy-pages socket listens before the freeze: `criu restore` starts as soon as the dump
     // is done, and the images are read here while it starts.
     if (mode === 'postcopy' && !o.netns) {
@@ -226,11 +288,17 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       warmed = warmUpMemory(tasks);
       log.info({ bytes: warmed.bytes, ms: Math.round(warmed.ms) }, 'target memory warmed');
     }
-    t0 = performance.now();
+    run.guard();
+    const t0 = performance.now();
+    run.frozen = true;
     dump.go();
-    await dump.child.next((l) => l === 'ready', timeoutMs).catch((err: Error) => {
+    // `ready`: CRIU wrote its status byte (the images are written, its page server listens); a dump
+    // that fails writes none, and its shell says how it ended instead.
+    const said = await dump.child.next((l) => l === 'ready' || l.startsWith('dump exit'), timeoutMs).catch((err: Error) => {
       throw new PostcopyError('ERR_CRIU', `criu dump failed: ${err.message}; ${readLog(host, 'img/dump.log')}`);
     });
+    if (said !== 'ready') throw new PostcopyError('ERR_CRIU', `criu dump failed (${said.slice(5)}): ${readLog(host, 'img/dump.log')}`);
+    run.watchDump(host, mode);
     phase('dumped', t0);
     let downtime = 0;
     const restored = async () => {
@@ -238,30 +306,39 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
         throw new PostcopyError('ERR_CRIU', `criu restore failed: ${err.message}; ${readLog(host, 'img/restore.log')}`);
       });
       downtime = performance.now() - t0;
-      restoredPid = Number(readFileSync(join(host, 'restored.pid'), 'utf8').trim());
+      run.setRestored(Number(readFileSync(join(host, 'restored.pid'), 'utf8').trim()));
       phase('restored', t0);
     };
 
     if (mode === 'stock') {
+      run.guard();
       lazy!.go();
-      await lazy!.child.next((l) => l === 'ready', timeoutMs);
+      const lazySaid = await lazy!.child.next((l) => l === 'ready' || l.startsWith('lazy exit'), timeoutMs);
+      if (lazySaid !== 'ready') throw new PostcopyError('ERR_CRIU', `criu lazy-pages failed (${lazySaid.slice(5)}): ${readLog(host, 'img/lazy.log')}`);
+      run.guard();
       restore!.go();
+      run.watchRestore(restore!.child, host);
       const exitAt = processExitAt(restore!.child.child.pid!, timeoutMs);
       await restored();
       downtime = exitedSince(await exitAt, t0, downtime);
+      // criu lazy-pages ends the dump itself once it has sent every page.
       const tail = await lazy!.child.rest(timeoutMs);
       const allPresent = performance.now() - t0;
       if (!tail.includes('lazy exit 0')) throw new PostcopyError('ERR_CRIU', `criu lazy-pages failed: ${readLog(host, 'img/lazy.log')}`);
+      run.allPresent = true;
+      run.releaseSent = true;
       phase('all pages present', t0);
-      await dumpEnded(dump.child, host, timeoutMs);
+      await run.dumpEnded(host, timeoutMs);
       const transferred = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(readText(join(host, 'img/lazy.log')));
-      return { mode, restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null, ...warmedReport(warmed) };
+      return { mode, restoredPid: run.restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null, ...warmedReport(warmed) };
     }
 
-    if (o.netns) return { ...(await migrateAcrossNamespaces(o, host, dump.child, start, t0, phase, timeoutMs)), ...warmedReport(warmed) };
+    if (o.netns) return { ...(await migrateAcrossNamespaces(o, run, host, veth!, start, t0, phase, timeoutMs)), ...warmedReport(warmed) };
 
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
+    run.guard();
     restore!.go();
+    run.watchRestore(restore!.child, host);
     phase('restoring', t0);
     const images = readDump(join(host, 'img'));
     const frozen = frozenTasks(images, o.pid);
@@ -286,6 +363,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     };
     let checked: Promise<void> | null = null;
     let lazyResult: LazyPagesReport;
+    const socketPath = join(host, 'img', LAZY_PAGES_SOCKET);
     const lazyDone = serveLazyPages({
       imagesDir: join(host, 'img'),
       dump: images,
@@ -297,24 +375,467 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       listenFd: restoreSocket,
     });
     restoreSocket = -1; // serveLazyPages closes it
+    // Cut short (the migration failed elsewhere), it may still wait for `criu restore` to connect:
+    // a connection that says nothing ends that wait.
+    run.onOver(() => pokeSocket(socketPath), lazyDone);
     lazyDone.catch(() => {}); // observed below
     // The restore returns (task running) long before every page is in.
     await Promise.all([lazyDone.then((r) => (lazyResult = r)), restored()]);
     const allPresent = presentSince(lazyResult!, t0);
+    run.checkWhole(lazyResult!.tasks);
     phase('all pages present', t0);
-    releaseCriuDump(o.criuPort);
-    await dumpEnded(dump.child, host, timeoutMs);
+    run.release(o.criuPort);
+    await run.dumpEnded(host, timeoutMs);
     phase('released', t0);
-    const result = postcopyResult(restoredPid, exitedSince(lazyResult!.restoreExitAt, t0, downtime), allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
+    const result = postcopyResult(run.restoredPid, exitedSince(lazyResult!.restoreExitAt, t0, downtime), allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
     return { ...result, prepared_before_freeze: images.tasks.length - again, ...warmedReport(warmed) };
+  };
+
+  const flowDone = flow();
+  flowDone.catch(() => {}); // observed below, or it lost the race to a failure seen elsewhere
+  try {
+    const result = await Promise.race([flowDone, run.failure]);
+    // Exactly one copy: the original is gone (CRIU killed it as the dump ended), the restored tree runs.
+    await run.confirmOriginalGone();
+    if (!run.restoredAlive()) throw new PostcopyError('ERR_TARGET_GONE', `the restored task ${run.restoredPid} is gone`);
+    return { ...result, running: 'restored' };
   } catch (err) {
-    if (restoredPid) process.kill(restoredPid, 'SIGKILL');
-    throw err;
+    run.fail(err);
+    const running = await run.settle(children);
+    log.info({ running }, 'migration failed');
+    throw failure(run.failed, running);
   } finally {
+    run.end();
     if (restoreSocket >= 0) native.close(restoreSocket);
     for (const c of children) c.kill();
-    for (const p of prepared.values()) await p.handler.stop();
-    for (const s of servers) await s.close();
+    const stopAll = async () => {
+      for (const p of prepared.values()) await p.handler.stop();
+      for (const s of servers) await s.close();
+    };
+    await stopAll();
+    // Whatever the flow still does ends now (its children are gone, its handlers stopped).
+    await within(flowDone.catch(() => {}), 5000);
+    await stopAll();
+    (veth as VethPair | null)?.destroy();
+    run.close();
+  }
+}
+
+/** The error migrate() throws: a PostcopyError (the first failure's) with the copy that runs. */
+function failure(err: unknown, running: Running): MigrateError {
+  const e = err instanceof PostcopyError ? err : new PostcopyError('ERR_CRIU', (err as Error)?.message ?? String(err), { cause: err });
+  return Object.assign(e, { running });
+}
+
+/** Every option checked before anything is frozen; returns a pidfd of the task. */
+async function checkOptions(o: MigrateOptions, mode: MigrateMode, timeoutMs: number): Promise<number> {
+  const bad = (what: string) => new PostcopyError('ERR_INVALID_ARG', what);
+  if (mode !== 'postcopy' && mode !== 'stock') throw bad(`mode must be postcopy or stock, not ${String(mode)}`);
+  checkPushSettings(o);
+  if (o.readahead !== undefined && !(Number.isInteger(o.readahead) && o.readahead >= 0)) throw bad(`readahead must be a number of pages, 0 or more, not ${o.readahead}`);
+  if (o.prepare !== undefined && o.prepare !== 'before-freeze' && o.prepare !== 'after-dump') throw bad(`prepare must be before-freeze or after-dump, not ${String(o.prepare)}`);
+  if (!(typeof timeoutMs === 'number' && timeoutMs >= 1 && timeoutMs <= MAX_TIMEOUT_MS)) throw bad(`timeoutMs must be 1 to ${MAX_TIMEOUT_MS} ms, not ${timeoutMs}`);
+  if (!(Number.isInteger(o.criuPort) && o.criuPort >= 1 && o.criuPort <= 65535)) throw bad(`criuPort must be a TCP port, 1 to 65535, not ${o.criuPort}`);
+  // The work directory is a path inside the CRIU root, written into shell commands as it is.
+  const w = o.workDir;
+  if (typeof w !== 'string' || !/^\/[A-Za-z0-9._+@%=,:/-]*$/.test(w) || w.split('/').some((s) => s === '..' || s === '.') || normalize(w) === '/')
+    throw bad(`workDir must be an absolute path inside the CRIU root (letters, digits and ._+@%=,:/- only, no . or ..), not ${JSON.stringify(w)}`);
+  const root = criuRootDir();
+  let rootStat;
+  try {
+    rootStat = statSync(root);
+  } catch {
+    throw new PostcopyError('ERR_CRIU', `no CRIU root at ${root}: \`postcopy criu-setup\` builds it`);
+  }
+  const host = join(root, w);
+  const socket = join(host, mode === 'postcopy' && o.netns ? 'target' : '', 'img', LAZY_PAGES_SOCKET);
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) throw bad(`workDir ${w} is too long: ${socket} must fit in ${MAX_SOCKET_PATH} bytes (a Unix socket's path)`);
+  const pid = o.pid;
+  if (!(Number.isInteger(pid) && pid > 1) || pid === process.pid) throw bad(`pid must be the pid of a task to migrate, not ${pid}`);
+  const fd = native.pidfdOpen(pid);
+  if (fd < 0) throw bad(`no process ${pid}`);
+  try {
+    let status = '';
+    let taskRoot;
+    try {
+      status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      taskRoot = statSync(`/proc/${pid}/root`);
+    } catch (err) {
+      throw bad(`cannot inspect process ${pid}: ${(err as Error).message}`);
+    }
+    const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
+    if (/^[ZX]/.test(field('State'))) throw bad(`process ${pid} has exited`);
+    if (field('TracerPid') !== '0') throw bad(`process ${pid} is traced by process ${field('TracerPid')} (a dump or a debugger): it cannot be dumped now`);
+    if (taskRoot.dev !== rootStat.dev || taskRoot.ino !== rootStat.ino)
+      throw bad(`process ${pid} does not run in the CRIU root ${root}: CRIU there cannot dump it, nor restore it there (start it inside, see \`postcopy criu-setup\`)`);
+    try {
+      mkdirSync(host, { recursive: true });
+    } catch (err) {
+      throw bad(`cannot make the work directory ${host}: ${(err as Error).message}`);
+    }
+    if (!(await portFree(o.criuPort))) throw bad(`port ${o.criuPort} on 127.0.0.1 is taken: CRIU's page server could not listen there (criuPort)`);
+    // An earlier migration's pid files must not be taken for this one's (their tasks are killed on a failure).
+    for (const old of ['restored.pid', 'target/restored.pid']) rmSync(join(host, old), { force: true });
+    return fd;
+  } catch (err) {
+    native.close(fd);
+    throw err;
+  }
+}
+
+/** Whether a TCP port on 127.0.0.1 is free to listen on. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * How a child process ended ('exit N', 'killed by SIG...'), as soon as it has: LineChild.exited
+ * waits for its output to close too, and tasks that `criu restore` left behind hold that open.
+ */
+function ended(c: LineChild): Promise<string> {
+  const p = c.child;
+  const how = (code: number | null, signal: NodeJS.Signals | null) => (signal ? `killed by ${signal}` : `exit ${code}`);
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(how(p.exitCode, p.signalCode));
+  return new Promise((resolve) => {
+    p.once('exit', (code, signal) => resolve(how(code, signal)));
+    p.once('error', (err) => resolve(`could not start: ${err.message}`));
+  });
+}
+
+/** A connection to a Unix socket, closed at once. */
+function pokeSocket(path: string): void {
+  const fd = native.unixConnect(path);
+  if (fd >= 0) native.close(fd);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** p, or null once ms have passed (the timer cleared either way). */
+function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** Whether a pidfd's process has exited (a zombie counts as exited). */
+const exited = (pidfd: number) => native.pollIn(Int32Array.of(pidfd), 0) !== 0;
+
+/** Whether process pid is there and has not exited. */
+function alive(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  const fd = native.pidfdOpen(pid);
+  if (fd < 0) return false;
+  try {
+    return !exited(fd);
+  } finally {
+    native.close(fd);
+  }
+}
+
+/** Waits (bounded) for a pidfd's process to exit; whether it did. */
+async function exitedWithin(pidfd: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!exited(pidfd)) {
+    if (Date.now() >= deadline) return false;
+    await sleep(2);
+  }
+  return true;
+}
+
+/** Direct children of a process (every thread's), by host pid. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')) if (c.trim()) out.push(Number(c));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** Host pids of processes and everything under them (bounded). */
+function withDescendants(roots: Iterable<number>): Set<number> {
+  const out = new Set<number>();
+  const queue = [...roots];
+  for (let i = 0; i < queue.length && out.size < 65536; i++) {
+    if (out.has(queue[i])) continue;
+    out.add(queue[i]);
+    queue.push(...childrenOf(queue[i]));
+  }
+  return out;
+}
+
+/** Host pids of the processes in mount namespace ns (as readlink /proc/PID/ns/mnt says it). */
+function inMountNamespace(ns: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readlinkSync(`/proc/${name}/ns/mnt`) === ns) out.push(Number(name));
+    } catch {
+      // gone, or a zombie (no namespaces left)
+    }
+  }
+  return out;
+}
+
+/**
+ * SIGKILLs the processes find() names (found again after each round: a task may fork while it is
+ * killed) until none is left, each seen dead on a pidfd; false if some were not within ms.
+ */
+async function killAll(find: () => Iterable<number>, spare: (pid: number) => boolean, ms: number, killed: number[] = []): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (let round = 0; round < 100; round++) {
+    const fds: number[] = [];
+    try {
+      for (const pid of new Set(find())) {
+        if (pid === process.pid || spare(pid)) continue;
+        const fd = native.pidfdOpen(pid);
+        if (fd < 0) continue; // gone
+        if (exited(fd)) {
+          native.close(fd);
+          continue;
+        }
+        fds.push(fd);
+        killed.push(pid);
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // it exited meanwhile
+        }
+      }
+      if (!fds.length) return true;
+      for (const fd of fds) if (!(await exitedWithin(fd, deadline - Date.now()))) return false;
+    } finally {
+      for (const fd of fds) native.close(fd);
+    }
+  }
+  return false;
+}
+
+/** One migration's state, for settling it whatever failed: which copy of the task runs at the end. */
+class Run {
+  /** the first failure */
+  failed: unknown = null;
+  /** migrate() has returned or thrown */
+  over = false;
+  /** the dump was told to go: the original may be frozen */
+  frozen = false;
+  dump: LineChild | null = null;
+  /** how the dump ended (its shell's `dump exit N`), once it has */
+  dumpEnd: string | null = null;
+  #dumpEnded: Promise<string> | null = null;
+  /** the restored tree's root (host pid), once `criu restore` has said */
+  restoredPid = 0;
+  #restoredFd = -1;
+  /** the mount namespace `criu restore` runs in, and so the tasks it makes */
+  restoreMountNs: string | null = null;
+  /** every task of the restored tree has every page (or exited) */
+  allPresent = false;
+  /** PS_IOV_CLOSE went out (or CRIU's lazy-pages ended the dump): CRIU may have killed the original */
+  releaseSent = false;
+  /** the host pids of the original tree before the freeze: never taken for restored tasks */
+  readonly originalTree: Set<number>;
+  readonly failure: Promise<never>;
+  #reject!: (err: unknown) => void;
+  #onOver: (() => void)[] = [];
+
+  constructor(
+    readonly original: number,
+    readonly originalFd: number,
+    readonly restoredPidFile: string,
+    readonly log: Logger,
+  ) {
+    this.originalTree = withDescendants([original]);
+    this.failure = new Promise<never>((_, reject) => (this.#reject = reject));
+    this.failure.catch(() => {});
+  }
+
+  /** Records the first failure; the migration stops at once (migrate() races its flow against it). */
+  fail(err: unknown): void {
+    if (this.failed || this.over) return;
+    this.failed = err ?? new PostcopyError('ERR_CRIU', 'failed');
+    this.#reject(this.failed);
+  }
+
+  /** Throws the failure, if there was one: nothing more is started once the migration failed. */
+  guard(): void {
+    if (this.failed) throw this.failed;
+    if (this.over) throw new PostcopyError('ERR_CRIU', 'the migration is over');
+  }
+
+  /** Waits for an armed `criu restore` to be in its mount namespace, and notes which that is. */
+  async armed(restore: LineChild, timeoutMs: number): Promise<void> {
+    await restore.next((l) => l === 'armed', timeoutMs);
+    const ns = readlinkSync(`/proc/${restore.child.pid}/ns/mnt`);
+    // Its own, made by criu-root.sh: never this process's, nor the original's (their tasks are not the restore's).
+    const others = [process.pid, this.original].map((pid) => {
+      try {
+        return readlinkSync(`/proc/${pid}/ns/mnt`);
+      } catch {
+        return null;
+      }
+    });
+    if (others.includes(ns)) throw new PostcopyError('ERR_CRIU', `criu restore runs in the mount namespace of this process or of the task (${ns}), not one of its own`);
+    this.restoreMountNs = ns;
+  }
+
+  setRestored(pid: number): void {
+    if (!(pid > 0)) throw new PostcopyError('ERR_CRIU', `criu restore wrote no pid to ${this.restoredPidFile}`);
+    this.restoredPid = pid;
+    this.#restoredFd = native.pidfdOpen(pid);
+  }
+
+  restoredAlive(): boolean {
+    return this.#restoredFd >= 0 && !exited(this.#restoredFd);
+  }
+
+  /**
+   * From the dump's `ready` on: the dump must not end before it is released (it lets the frozen
+   * original go: it runs again), nor end badly. (CRIU's lazy-pages, mode stock, ends it itself.)
+   */
+  watchDump(host: string, mode: MigrateMode): void {
+    this.#dumpEnded = this.dump!.next((l) => l.startsWith('dump exit'), MAX_TIMEOUT_MS).catch((err: Error) => `dump ${err.message}`);
+    void this.#dumpEnded.then((line) => {
+      this.dumpEnd = line;
+      if (line === 'dump exit 0' && (this.releaseSent || mode === 'stock')) return;
+      this.fail(new PostcopyError('ERR_CRIU', `criu dump ended (${line.slice(5)}) before the migration was done, and let the original run again: ${readLog(host, 'img/dump.log')}`));
+    });
+  }
+
+  /** `criu restore`, told to go: it fails the migration at once if it ends badly. */
+  watchRestore(restore: LineChild, hostDir: string): void {
+    void ended(restore).then((how) => {
+      if (how !== 'exit 0') this.fail(new PostcopyError('ERR_CRIU', `criu restore failed (${how}): ${readLog(hostDir, 'img/restore.log')}`));
+    });
+  }
+
+  /** Waits for the dump to end, as it does once released; it must end well. */
+  async dumpEnded(host: string, timeoutMs: number): Promise<void> {
+    const line = await within(this.#dumpEnded!, timeoutMs);
+    if (line === null) throw new PostcopyError('ERR_TIMEOUT', `criu dump did not end within ${timeoutMs} ms of its release`);
+    if (line !== 'dump exit 0') throw new PostcopyError('ERR_CRIU', `criu dump ended badly (${line.slice(5)}): ${readLog(host, 'img/dump.log')}`);
+  }
+
+  /**
+   * Before the release: the restored tree runs, and each of its tasks has every page (or exited,
+   * nothing lost); the dump still holds the original.
+   */
+  checkWhole(tasks: { pid: number; report: HandlerReport }[]): void {
+    this.guard();
+    const short = tasks.filter((t) => !t.report?.complete && !t.report?.exited);
+    if (!tasks.length || short.length) throw new PostcopyError('ERR_CRIU', `the target did not get every page (tasks ${short.map((t) => t.pid).join(', ') || 'none'}): ${JSON.stringify(tasks.map((t) => ({ pid: t.pid, ...t.report, latency: undefined })))}`);
+    if (!this.restoredAlive()) throw new PostcopyError('ERR_TARGET_GONE', `the restored task ${this.restoredPid} ended before the migration was done`);
+    if (this.dumpEnd !== null) throw new PostcopyError('ERR_CRIU', `criu dump ended (${this.dumpEnd}) before its release`);
+    this.allPresent = true;
+  }
+
+  /** Ends CRIU's dump: CRIU kills the original. */
+  release(port: number): void {
+    this.guard();
+    releaseCriuDump(port, () => (this.releaseSent = true));
+  }
+
+  /** On success: the original tree is gone; CRIU kills it as the dump ends (else it is killed here). */
+  async confirmOriginalGone(): Promise<void> {
+    if (await exitedWithin(this.originalFd, KILL_WAIT_MS)) return;
+    if (!(await killAll(() => withDescendants([this.original]), () => false, KILL_WAIT_MS)) || !exited(this.originalFd))
+      throw new PostcopyError('ERR_CRIU', `the original task ${this.original} is still there after its dump ended`);
+  }
+
+  /** Runs fn when the migration is over, if `pending` has not settled by then. */
+  onOver(fn: () => void, pending: Promise<unknown>): void {
+    let settled = false;
+    pending.then(() => (settled = true), () => (settled = true));
+    this.#onOver.push(() => settled || fn());
+  }
+
+  end(): void {
+    this.over = true;
+    for (const fn of this.#onOver) {
+      try {
+        fn();
+      } catch {
+        // best effort
+      }
+    }
+  }
+
+  close(): void {
+    native.close(this.originalFd);
+    if (this.#restoredFd >= 0) native.close(this.#restoredFd);
+  }
+
+  /** The restored tasks: the restored tree (by its pid file) and whatever `criu restore` made, with every child they forked. */
+  #restoredTasks(): Set<number> {
+    const roots: number[] = [];
+    let root = this.restoredPid;
+    if (!root) {
+      try {
+        root = Number(readFileSync(this.restoredPidFile, 'utf8').trim()) || 0;
+      } catch {
+        // not restored (yet)
+      }
+    }
+    if (root > 0) roots.push(root);
+    if (this.restoreMountNs) roots.push(...inMountNamespace(this.restoreMountNs));
+    return withDescendants(roots);
+  }
+
+  /**
+   * After a failure, exactly one copy runs: every restored task is killed and seen dead before the
+   * original is let go (the dump holds it frozen until its process ends); or, once the original
+   * was released and the restored tree has every page, the restored tree alone. Never throws.
+   */
+  async settle(children: LineChild[]): Promise<Running> {
+    try {
+      if (!this.frozen) {
+        for (const c of children) c.kill();
+        return exited(this.originalFd) ? 'none' : 'original';
+      }
+      // The dump stays where it is: it neither lets the original go nor kills it. Everything else
+      // stops (CRIU's lazy-pages could end the dump; `criu restore` could make more tasks).
+      this.dump?.kill('SIGSTOP');
+      for (const c of children) if (c !== this.dump) c.kill();
+      const originalAlive = !exited(this.originalFd);
+      const spareOriginal = (pid: number) => this.originalTree.has(pid);
+      const killed: number[] = [];
+      let running: Running;
+      if (this.allPresent && this.restoredAlive() && (this.releaseSent || !originalAlive)) {
+        // Released (or the original is gone), and the restored tree has every page: it stays.
+        if (originalAlive) await killAll(() => withDescendants([this.original]), () => false, KILL_WAIT_MS);
+        running = 'restored';
+      } else if (await killAll(() => this.#restoredTasks(), spareOriginal, KILL_WAIT_MS, killed)) {
+        this.log.info({ killed }, 'every restored task killed, and seen dead');
+        running = originalAlive ? 'original' : 'none';
+      } else {
+        // A restored task that cannot be seen dead: the original must not run beside it.
+        this.log.error({ killed }, 'a restored task was not seen dead: the original is killed too');
+        await killAll(() => withDescendants([this.original]), () => false, KILL_WAIT_MS);
+        running = 'none';
+      }
+      // The dump's end lets the original go (if it is there): it runs again.
+      if (this.dump) {
+        this.dump.kill('SIGKILL');
+        await within(this.dump.exited, KILL_WAIT_MS);
+      }
+      if (running === 'original' && exited(this.originalFd)) running = 'none';
+      return running;
+    } catch {
+      return exited(this.originalFd) ? 'none' : 'original';
+    }
   }
 }
 
@@ -373,14 +894,8 @@ function presentSince(lazy: LazyPagesReport, t0: number): number {
 
 const migrationKey = (): PresharedKey => ({ keyId: `migration-${randomBytes(4).toString('hex')}`, key: randomBytes(32) });
 
-/** Waits for `criu dump` to end, which it does once released; it must end well. */
-async function dumpEnded(dump: LineChild, host: string, timeoutMs: number): Promise<void> {
-  const tail = await dump.rest(timeoutMs);
-  if (!tail.includes('dump exit 0')) throw new PostcopyError('ERR_CRIU', `criu dump ended badly: ${readLog(host, 'img/dump.log')}`);
-}
-
 /** Pages summed over the tasks; fault latency is the root task's. */
-function postcopyResult(restoredPid: number, downtime: number, allPresent: number, bytesSent: number, lazy: LazyPagesReport): MigrateResult {
+function postcopyResult(restoredPid: number, downtime: number, allPresent: number, bytesSent: number, lazy: LazyPagesReport): Omit<MigrateResult, 'running'> {
   const r = lazy.tasks[0].report;
   const sum = (f: (x: HandlerReport) => number) => lazy.tasks.reduce((n, t) => n + f(t.report), 0);
   return {
@@ -402,16 +917,16 @@ function postcopyResult(restoredPid: number, downtime: number, allPresent: numbe
 /** The postcopy mode with each end in a network namespace of its own, as separate processes. */
 async function migrateAcrossNamespaces(
   o: MigrateOptions,
+  run: Run,
   host: string,
-  dump: LineChild,
+  veth: VethPair,
   start: (name: string, argv: string[]) => LineChild,
   t0: number,
   phase: (name: string, t0: number) => void,
   timeoutMs: number,
-): Promise<MigrateResult> {
+): Promise<Omit<MigrateResult, 'running'>> {
   const images = readDump(join(host, 'img'));
   const frozen = frozenTasks(images, o.pid);
-  const veth = VethPair.create(`pcm${process.pid % 100000}`, '10.233.0');
   try {
     const cli = nodeModuleArgv(import.meta.url, '../cli/main');
     const key = migrationKey();
@@ -427,6 +942,14 @@ async function migrateAcrossNamespaces(
         '--listen', `tcp://${veth.a.addr}:0`, ...(i === 0 ? ['--images', join(host, 'img'), '--images-listen', `tcp://${veth.a.addr}:0`] : []), ...keyArgs, '--json',
       ]),
     );
+    // A source that ends badly fails the migration at once (the target would retry it for long).
+    for (const [i, serve] of serves.entries())
+      void ended(serve).then((how) => {
+        if (how !== 'exit 0') run.fail(new PostcopyError('ERR_CHILD', `postcopy serve (task ${images.tasks[i].pid}) ended (${how}) before the target had every page${serve.stderr ? `: ${serve.stderr}` : ''}`));
+      });
+    // `criu restore` waits in the target's namespace, its mounts made, while the images travel.
+    const target = join(o.workDir, 'target');
+    const restore = start('criu restore', [...veth.exec('b'), ...inCriuRoot(waitForGo(['criu', 'restore', '-D', `${target}/img`, '--lazy-pages', '-d', '--pidfile', `${target}/restored.pid`, '-o', 'restore.log']))]);
     const sources: string[] = [];
     for (const [i, serve] of serves.entries()) {
       const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;
@@ -434,7 +957,6 @@ async function migrateAcrossNamespaces(
     }
     const imagesAt = (JSON.parse(await serves[0].next((l) => l.includes('"images-listening"'), timeoutMs)) as { endpoint: string }).endpoint;
     phase('serving', t0);
-    const target = join(o.workDir, 'target');
     const lazy = start('postcopy lazy-pages', [
       ...veth.exec('b'), ...cli, 'lazy-pages', '--images', join(host, 'target', 'img'), '--images-from', imagesAt,
       '--source', 'postcopy', '--page-server', ...sources, '--pidfile', join(host, 'target', 'restored.pid'),
@@ -443,25 +965,27 @@ async function migrateAcrossNamespaces(
     await lazy.next((l) => l.includes('"event":"images"'), timeoutMs);
     phase('images on the target', t0);
     await lazy.next((l) => l.includes('"event":"listening"'), timeoutMs);
-    const restore = start('criu restore', [...veth.exec('b'), ...inCriuRoot(['criu', 'restore', '-D', `${target}/img`, '--lazy-pages', '-d', '--pidfile', `${target}/restored.pid`, '-o', 'restore.log'])]);
+    await run.armed(restore, timeoutMs);
+    run.guard();
+    restore.send('go');
+    run.watchRestore(restore, join(host, 'target'));
     await restore.rest(timeoutMs).catch((err: Error) => {
       throw new PostcopyError('ERR_CRIU', `criu restore failed: ${err.message}; ${readLog(join(host, 'target'), 'img/restore.log')}`);
     });
     const downtime = performance.now() - t0;
-    const restoredPid = Number(readFileSync(join(host, 'target', 'restored.pid'), 'utf8').trim());
+    run.setRestored(Number(readFileSync(join(host, 'target', 'restored.pid'), 'utf8').trim()));
     phase('restored', t0);
     const done = JSON.parse((await lazy.rest(timeoutMs)).find((l) => l.includes('"event":"done"')) ?? '{}') as LazyPagesReport;
     const allPresent = presentSince(done, t0);
-    phase('all pages present', t0);
     let bytesSent = 0;
     for (const serve of serves) bytesSent += (JSON.parse(await serve.next((l) => l.includes('"event":"done"'), timeoutMs)) as { stats: { bytesSent: number } }).stats.bytesSent;
-    releaseCriuDump(o.criuPort);
-    await dumpEnded(dump, host, timeoutMs);
+    run.checkWhole(done.tasks ?? []);
+    phase('all pages present', t0);
+    run.release(o.criuPort);
+    await run.dumpEnded(host, timeoutMs);
     phase('released', t0);
-    if (!done.tasks?.length || !done.tasks.every((t) => t.report?.complete)) throw new PostcopyError('ERR_CRIU', `the target did not get every page: ${JSON.stringify(done)}`);
-    return postcopyResult(restoredPid, exitedSince(done.restoreExitAt ?? null, t0, downtime), allPresent, bytesSent, done);
+    return postcopyResult(run.restoredPid, exitedSince(done.restoreExitAt ?? null, t0, downtime), allPresent, bytesSent, done);
   } finally {
-    veth.destroy();
     rmSync(join(host, 'migration.key'), { force: true });
   }
 }
