@@ -2,13 +2,14 @@
 // exactly the memory its parent had at the fork, never a page read as zero (issue 15).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startInRoot } from '../src/bench/criu-bench.js';
 import { migrate } from '../src/criu/migrate.js';
-import { criuRootDir, ensureCriuRoot, withPipeSize } from '../src/criu/root.js';
+import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../src/criu/root.js';
 import { native } from '../src/native/index.js';
 import { ImageFileSource } from '../src/source/image-file.js';
 import { PageServer } from '../src/source/server.js';
@@ -68,6 +69,7 @@ describe('forks during post-copy', () => {
           assert.equal(children.length, FORKS, `run ${run}: every child reported`);
           assert.deepEqual(lines.filter((l) => l.startsWith('BAD ')), [], `run ${run}: the parent's memory is whole`);
           assert.ok(!alive(pid) || result.restoredPid === pid, `run ${run}: the original is gone`);
+          if (process.env.POSTCOPY_TEST_VERBOSE) t.diagnostic(`run ${run}: ${result.forked} forks served, ${readdirSync('/proc/self/task').length} threads here after it`);
           totals.forked += result.forked ?? 0;
           totals.ok += children.length - bad.length;
         } finally {
@@ -77,6 +79,63 @@ describe('forks during post-copy', () => {
       }
       t.diagnostic(`${RUNS} runs: ${totals.ok} children right, ${totals.forked} forks served during post-copy`);
       assert.ok(totals.forked >= RUNS, `forks came while pages were missing (${totals.forked} served by handlers of their own)`);
+    });
+  }
+});
+
+const REDIS_RUNS = Number(process.env.POSTCOPY_BGSAVE_RUNS ?? 10);
+const REDIS_KEYS = Number(process.env.POSTCOPY_BGSAVE_KEYS ?? 300_000);
+
+/** Runs shell lines inside the CRIU root; their output, or a thrown error. */
+function inRoot(script: string): string {
+  const [cmd, ...args] = inCriuRoot(['/bin/bash', '-c', script]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`in the CRIU root: ${script}: ${r.stderr || r.stdout}`);
+  return r.stdout.trim();
+}
+
+/** Sends one command to a redis on a Unix socket, without waiting for its answer. */
+function sendRedis(sock: string, ...words: string[]): void {
+  const c = createConnection(sock);
+  c.on('error', () => {});
+  c.end(`*${words.length}\r\n${words.map((w) => `$${w.length}\r\n${w}\r\n`).join('')}`);
+}
+
+describe('redis BGSAVE right after the restore', () => {
+  for (const netns of [false, true]) {
+    it(`writes an RDB with the digest of the dataset at the fork (${REDIS_RUNS} runs, ${REDIS_KEYS} keys${netns ? ', two network namespaces' : ''})`, async (t) => {
+      if (!need(t, caps.root && caps.uffd.ok && (!netns || caps.netns.ok), `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+      ensureCriuRoot();
+      let forked = 0;
+      for (let run = 0; run < REDIS_RUNS; run++) {
+        const dir = `/var/lib/postcopy/bgsave${netns ? 'ns' : ''}-${process.pid}-${run}`;
+        const host = join(criuRootDir(), dir);
+        const cli = `redis-cli -s ${dir}/redis.sock`;
+        try {
+          const pid = await startInRoot(dir, `redis-server --port 0 --unixsocket ${dir}/redis.sock --dir ${dir} --dbfilename dump.rdb --save '' --appendonly no --enable-debug-command yes --daemonize no`, `[ -S ${dir}/redis.sock ]`, 'redis-server');
+          const digest = inRoot(`${cli} DEBUG POPULATE ${REDIS_KEYS} key 100 >/dev/null && ${cli} DEBUG DIGEST`);
+          // BGSAVE the moment the restored server runs: its child reads the whole dataset while most pages are on the source.
+          const onPhase = (phase: string) => phase === 'restored' && sendRedis(join(host, 'redis.sock'), 'BGSAVE');
+          const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: (netns ? 27840 : 27850) + (process.pid % 9), netns, onPhase, timeoutMs: 60_000 }));
+          forked += result.forked ?? 0;
+          let info = '';
+          for (let i = 0; i < 300; i++) {
+            info = inRoot(`${cli} INFO persistence`);
+            if (/rdb_bgsave_in_progress:0/.test(info) && /rdb_last_save_time:/.test(info) && existsSync(join(host, 'dump.rdb'))) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          assert.match(info, /rdb_last_bgsave_status:ok/, `run ${run}: the BGSAVE child finished well`);
+          assert.equal(inRoot(`${cli} DEBUG DIGEST`), digest, `run ${run}: the restored dataset is whole`);
+          // The RDB, loaded by a redis of its own, has the dataset's digest.
+          const check = `redis-server --port 0 --unixsocket ${dir}/check.sock --dir ${dir} --dbfilename dump.rdb --save '' --appendonly no --enable-debug-command yes --daemonize yes --pidfile ${dir}/check.pid`;
+          const saved = inRoot(`${check} && for i in $(seq 200); do redis-cli -s ${dir}/check.sock PING 2>/dev/null | grep -q PONG && break; sleep 0.05; done; redis-cli -s ${dir}/check.sock DEBUG DIGEST; redis-cli -s ${dir}/check.sock SHUTDOWN NOSAVE >/dev/null 2>&1; true`).split('\n').at(-1);
+          assert.equal(saved, digest, `run ${run}: the RDB written during post-copy holds the dataset`);
+        } finally {
+          spawnSync('pkill', ['-9', '-f', `unixsocket ${dir}/`]);
+          rmSync(host, { recursive: true, force: true });
+        }
+      }
+      t.diagnostic(`${REDIS_RUNS} runs: every RDB right; ${forked} BGSAVE children served during post-copy`);
     });
   }
 });
