@@ -59,7 +59,8 @@ workloads() {
   for c in "$src"/*.c; do
     local bin="$ROOT/usr/local/bin/$(basename "$c" .c)"
     if [ ! -x "$bin" ] || [ "$c" -nt "$bin" ]; then
-      cc -O2 -static -o "$bin.tmp" "$c" && mv "$bin.tmp" "$bin" || die "cannot build $c (needs gcc and libc6-dev)"
+      # A temporary name of its own: two runs of `ensure` may build at once.
+      cc -O2 -static -o "$bin.tmp.$$" "$c" && mv "$bin.tmp.$$" "$bin" || die "cannot build $c (needs gcc and libc6-dev)"
     fi
   done
 }
