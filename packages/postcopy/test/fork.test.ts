@@ -83,6 +83,30 @@ describe('forks during post-copy', () => {
   }
 });
 
+describe('a fork child that dies during post-copy', () => {
+  it('is reported with its signal in the result', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
+    ensureCriuRoot();
+    const dir = `/var/lib/postcopy/forkcrash-${process.pid}`;
+    const host = join(criuRootDir(), dir);
+    try {
+      // The first 3 children read a word and kill themselves with SIGUSR1, right after the restore.
+      const pid = await startInRoot(dir, `/usr/local/bin/forkstorm 64 ${dir}/out.txt 6 7 3`, `[ -s ${dir}/out.txt ]`, 'forkstorm');
+      const onPhase = (phase: string) => phase === 'restored' && writeFileSync(join(host, 'out.txt.fork'), '');
+      // A slow push (a page per request) so that the children die while pages are still missing.
+      const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27830 + (process.pid % 9), onPhase, pushBatch: 1, pushWindow: 1, timeoutMs: 60_000 }));
+      const lines = await linesWhen(join(host, 'out.txt'), (l) => l.some((x) => x.startsWith('storm done')), 60_000);
+      assert.equal(lines.filter((l) => l.startsWith('child signal ')).length, 3, `three children died of a signal: ${lines.slice(0, 12).join(' | ')}`);
+      const died = result.died_of_signal ?? [];
+      assert.ok(died.length >= 1, `the result names them: ${JSON.stringify(result)}`);
+      assert.ok(died.every((d) => d.signal === 10 && d.pid! > 0), `by pid and SIGUSR1: ${JSON.stringify(died)}`);
+    } finally {
+      spawnSync('pkill', ['-9', '-x', 'forkstorm']);
+      rmSync(host, { recursive: true, force: true });
+    }
+  });
+});
+
 const REDIS_RUNS = Number(process.env.POSTCOPY_BGSAVE_RUNS ?? 10);
 const REDIS_KEYS = Number(process.env.POSTCOPY_BGSAVE_KEYS ?? 300_000);
 

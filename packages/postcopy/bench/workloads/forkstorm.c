@@ -1,10 +1,12 @@
-// forkstorm MIB OUT FORKS [SEED]: a fork storm for migration tests. It fills MIB of heap with a
+// forkstorm MIB OUT FORKS [SEED [CRASH]]: a fork storm for migration tests. It fills MIB of heap with a
 // known pattern and writes "ready" to OUT, then idles (never touching its heap) until OUT.fork
 // exists. From then on it forks FORKS children at random moments (0-40 ms apart, at most 4 alive
 // at once), touching and changing random words of its heap in between. Each child sums every word
 // it inherited and appends "child ok I" or "child BAD I SUM EXPECTED" to OUT; the parent appends
 // "child signal I SIG" for a child killed by a signal. Then "storm done FORKS", and every 200 ms
-// after that "ok N" or "BAD N SUM" for its own heap, like memproc.
+// after that "ok N" or "BAD N SUM" for its own heap, like memproc. With CRASH = K, the first K
+// children read one word and kill themselves with SIGUSR1 instead (a child that dies of a signal
+// during post-copy, for the migration's report).
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -52,13 +54,14 @@ static void reap(int block, int *alive, const pid_t *pids, int n) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4 && argc != 5) {
-    fprintf(stderr, "usage: forkstorm MIB OUT FORKS [SEED]\n");
+  if (argc < 4 || argc > 6) {
+    fprintf(stderr, "usage: forkstorm MIB OUT FORKS [SEED [CRASH]]\n");
     return 2;
   }
   size_t words = ((size_t)atoi(argv[1]) << 20) / 8;
   int forks = atoi(argv[3]);
-  srand(argc == 5 ? (unsigned)atoi(argv[4]) : (unsigned)time(NULL));
+  srand(argc >= 5 ? (unsigned)atoi(argv[4]) : (unsigned)time(NULL));
+  int crash = argc == 6 ? atoi(argv[5]) : 0;
   char trigger[4096];
   snprintf(trigger, sizeof trigger, "%s.fork", argv[2]);
   out = open(argv[2], O_WRONLY | O_APPEND | O_CREAT, 0644);
@@ -84,6 +87,11 @@ int main(int argc, char **argv) {
       return 1;
     }
     if (child == 0) {
+      if (i < crash) {
+        volatile uint64_t first = p[words / 2];
+        (void)first;
+        raise(SIGUSR1);
+      }
       uint64_t got = sum_of(p, words);
       if (got == expected) say("child ok %d\n", i);
       else say("child BAD %d %llu %llu\n", i, (unsigned long long)got, (unsigned long long)expected);

@@ -111,6 +111,8 @@ export interface MigrateResult {
   prepared_before_freeze?: number;
   /** postcopy: children the tasks forked during post-copy, each served by a handler of its own */
   forked: number | null;
+  /** postcopy: tasks and fork children killed by a signal while their pages were still coming (pid: as this host sees it) */
+  died_of_signal?: { pid: number | null; signal: number }[];
   /** bytes of memory written and freed just before the freeze (0: warm-up off) */
   warmed_bytes?: number;
   /** how long that took, before the freeze (the task still runs: in neither downtime nor all present) */
@@ -911,6 +913,7 @@ function postcopyResult(restoredPid: number, downtime: number, allPresent: numbe
     fault_p99_us: r.latency ? round(r.latency.p99Ns / 1000) : null,
     tasks: lazy.tasks.length,
     forked: lazy.tasks.reduce((n, t) => n + t.forked.length, 0),
+    died_of_signal: lazy.tasks.flatMap((t) => [t.report, ...t.forked]).filter((x) => x?.exitSignal).map((x) => ({ pid: x.pid ?? null, signal: x.exitSignal! })),
   };
 }
 

@@ -128,6 +128,8 @@ export interface HandlerReport extends Progress {
   verified: boolean;
   /** the task's pid, where known (a forked child's is found among its parent's children) */
   pid?: number;
+  /** it exited early, killed by this signal (as far as its zombie could still be seen) */
+  exitSignal?: number;
   latency: LatencySummary | null;
 }
 
@@ -175,6 +177,7 @@ export class FaultHandler extends EventEmitter {
   #finishing = false;
   #verifyRounds = 0;
   #verified = false;
+  #exitSignal: number | undefined;
   /** a fork child's pid, once found (see #findChild), and the search for it */
   #foundPid: number | undefined;
   #pidSearch: Promise<unknown> | null = null;
@@ -545,9 +548,16 @@ export class FaultHandler extends EventEmitter {
 
   #onFatal(err: PostcopyError): void {
     if (err.code === 'ERR_TARGET_GONE') {
-      // The process exited: nothing of it is left to lose. Not a failure of the migration.
+      // The process exited: nothing of it is left to lose. Not a failure of the migration, but
+      // a task killed by a signal during post-copy is worth saying.
       this.#exitedEarly = true;
-      this.stop().then(this.#resolveDone, this.#rejectDone);
+      const pid = this.#targetPid();
+      void exitSignalOf(pid)
+        .then((signal) => {
+          this.#exitSignal = signal;
+          if (signal) this.#log.warn({ pid, signal }, `task ${pid} died of signal ${signal} during post-copy`);
+        })
+        .finally(() => this.stop().then(this.#resolveDone, this.#rejectDone));
       return;
     }
     if (this.#fatal || allPresent(this.#state)) return;
@@ -628,7 +638,7 @@ export class FaultHandler extends EventEmitter {
       const pid = this.#targetPid();
       // A pid stays claimed while its process lives: a later fork must not take it for its child.
       if (pid && !existsSync(`/proc/${pid}`)) FaultHandler.#claimed.delete(pid);
-      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency, gaps: Atomics.load(this.#state.counters, Counter.GAPS), verified: this.#verified, ...(pid ? { pid } : {}) };
+      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency, gaps: Atomics.load(this.#state.counters, Counter.GAPS), verified: this.#verified, ...(pid ? { pid } : {}), ...(this.#exitSignal ? { exitSignal: this.#exitSignal } : {}) };
     })();
     return this.#stopped;
   }
@@ -655,4 +665,27 @@ function isForkChild(pid: number, addr: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The signal that killed process `pid`, read from its zombie's /proc/PID/stat (exit_code, field
+ * 52) within a few ms of its exit; undefined if it exited normally or was reaped before we looked.
+ */
+async function exitSignalOf(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  for (let tries = 0; tries < 20; tries++) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return undefined; // reaped
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') {
+      const status = Number(fields[49]);
+      return status & 0x7f || undefined;
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return undefined;
 }
