@@ -102,7 +102,9 @@ describe('fault handler', () => {
 describe('fault and push together', () => {
   it('leaves a fault on a page the push is about to bring to the push, instead of fetching it twice', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const pages = 2048;
+    // Enough pages that the reader meets the push often, however fast the push is here (2048 gave
+    // 19-36 faults on this VM, on the old code too).
+    const pages = 8192;
     await withServedRegion('await', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
       native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
       // Small push requests, two in flight: a sequential reader keeps running into the oldest one.
@@ -113,7 +115,10 @@ describe('fault and push together', () => {
         const report = await handler.done();
         assert.deepEqual(hashes(), Array.from(expected), 'every page intact');
         assert.equal(report.complete, true);
-        assert.ok(report.faults >= 50, `the reader faulted ${report.faults} times`);
+        // The reader must meet the push at all for this to say anything (how often depends on this
+        // machine's speed: 19-140 times here), and may fetch at most a tenth of those pages itself.
+        assert.ok(report.faults >= 10, `the reader faulted ${report.faults} times`);
+        t.diagnostic(`${report.faults} faults, ${report.faulted + report.raced} fetched by the fault path or twice`);
         // Fetched by the fault path (and so sent twice, if the push brought it too): only a page the
         // push had not asked for yet, as at the very start.
         const twice = report.faulted + report.raced;
