@@ -201,3 +201,37 @@ describe('the safety net before a uffd is let go', () => {
     }
   });
 });
+
+describe('a handler ends when its work ends', () => {
+  it('with no push, ends by itself once its process exits, pages still missing', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const pages = 1024;
+    const dir = mkdtempSync(join(tmpdir(), 'pc-end-'));
+    makeImage(join(dir, 'img'), pages * PS);
+    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
+    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
+    const [ours, theirs] = native.socketpair();
+    // It waits for a file that never comes: no fault, and no push to notice that it is gone.
+    const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--wait-file', join(dir, 'never')], { fd3: theirs });
+    native.close(theirs);
+    let handler: FaultHandler | null = null;
+    try {
+      const handoff = await receiveUffd(ours, 30_000);
+      handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, push: false });
+      acknowledgeUffd(ours);
+      await jsonLines(faulter).next((e) => e.event === 'attached', 30_000);
+      faulter.kill('SIGKILL');
+      const report = await Promise.race([handler.done(), new Promise<null>((r) => setTimeout(() => r(null), 10_000).unref())]);
+      assert.ok(report, 'the handler ended within 10 s of its process');
+      assert.equal(report.exited, true);
+      assert.equal(report.complete, false);
+      // (its signal is not asserted here: this process, its parent, may reap it before the handler looks)
+    } finally {
+      await handler?.stop();
+      faulter.kill('SIGKILL');
+      native.close(ours);
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -178,6 +178,8 @@ export class FaultHandler extends EventEmitter {
   #verifyRounds = 0;
   #verified = false;
   #exitSignal: number | undefined;
+  /** a pidfd of the target, once its pid is known: the fault thread watches it (Counter.PIDFD) */
+  #pidfd = -1;
   /** a fork child's pid, once found (see #findChild), and the search for it */
   #foundPid: number | undefined;
   #pidSearch: Promise<unknown> | null = null;
@@ -199,14 +201,14 @@ export class FaultHandler extends EventEmitter {
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
     this.#state = createSharedState(this.pageSize, options.mappings, options.initialPresent, options.initialMap);
     this.#uffd = options.uffd ?? -1;
+    this.#stopFd = native.eventfd();
+    this.#pushFd = native.eventfd();
     // poll(2) on a blocking userfaultfd always reports POLLERR, so the fault thread needs it non-blocking.
     if (this.#uffd >= 0) {
       native.setBlocking(this.#uffd, false);
       this.#startKeeper();
       this.#state.counters[Counter.REGISTERED] = 1;
     }
-    this.#stopFd = native.eventfd();
-    this.#pushFd = native.eventfd();
     this.#log = options.logger ?? silentLogger;
     this.#done = new Promise((resolve, reject) => {
       this.#resolveDone = resolve;
@@ -216,6 +218,7 @@ export class FaultHandler extends EventEmitter {
     FaultHandler.#live.add(this);
     this.#pidSearch = options.forkPid?.then((pid) => {
       this.#foundPid = pid;
+      this.#targetPid(); // watched from now on
       if (!pid) this.#log.warn('the pid of a forked child was not found: it is served without a check of its memory at the end');
     }) ?? null;
   }
@@ -472,6 +475,7 @@ export class FaultHandler extends EventEmitter {
   }
 
   #begin(): void {
+    this.#targetPid(); // watched from now on, if known
     this.#go();
     if (allPresent(this.#state)) this.#onComplete();
   }
@@ -578,8 +582,20 @@ export class FaultHandler extends EventEmitter {
   #targetPid(): number | undefined {
     const t = this.#options.targetPid;
     const pid = this.#options.forkPid ? this.#foundPid : typeof t === 'function' ? t() : t;
-    if (pid) FaultHandler.#claimed.add(pid);
+    if (pid) {
+      FaultHandler.#claimed.add(pid);
+      if (this.#pidfd < 0 && !this.#stopped) this.#watch(pid);
+    }
     return pid;
+  }
+
+  /** Hands the fault thread a pidfd of the target: a target that exits ends the handler (ERR_TARGET_GONE). */
+  #watch(pid: number): void {
+    const fd = native.pidfdOpen(pid);
+    if (fd < 0) return;
+    this.#pidfd = fd;
+    Atomics.store(this.#state.counters, Counter.PIDFD, fd);
+    native.eventfdSignal(this.#pushFd); // a fault thread asleep in poll looks again
   }
 
   /** Pids some handler serves (a fork child is looked for among the others). */
@@ -629,6 +645,7 @@ export class FaultHandler extends EventEmitter {
       await Promise.all(this.#exited);
       native.close(this.#stopFd);
       native.close(this.#pushFd);
+      if (this.#pidfd >= 0) native.close(this.#pidfd);
       FaultHandler.#live.delete(this);
       const complete = allPresent(this.#state);
       // Closing the uffd unregisters it; only safe when nothing is missing or the target is dead.

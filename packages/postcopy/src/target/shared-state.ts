@@ -56,8 +56,10 @@ export const Counter = {
   EPOCH: 23,
   /** pages found marked present but not in the task's memory when it looked complete (verifyResident) */
   GAPS: 24,
+  /** a pidfd of the task, once its pid is known (0 before): the fault thread ends when it exits */
+  PIDFD: 25,
 } as const;
-const COUNTERS = 25;
+const COUNTERS = 26;
 /** most extents the table holds; a process that fragments its moved memory further is refused */
 export const MAX_EXTENTS = 1 << 14;
 export const EXTENT_FIELDS = 4;

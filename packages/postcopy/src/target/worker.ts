@@ -113,7 +113,8 @@ function faultLoop(): LatencySummary {
   // Only a separate push thread can bring a page while this thread waits.
   const awaitPush = !cursor && config.pushFd >= 0;
   // pushFd also says that the handler found gaps (Counter.GAPS): this thread then fetches them.
-  const fds = Int32Array.of(uffd, config.stopFd, config.pushFd);
+  // The task's pidfd, once the handler knows its pid: a task that exits ends the handler, faults or not.
+  const fds = Int32Array.of(uffd, config.stopFd, config.pushFd, -1);
   let gapsSeen = 0;
   const signalBuf = Buffer.alloc(8);
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
@@ -227,9 +228,11 @@ function faultLoop(): LatencySummary {
     return ms;
   };
   while (!stopping()) {
+    fds[3] = Atomics.load(state.counters, Counter.PIDFD) || -1;
     const ready = native.pollIn(fds, pollTimeout());
     if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
     if (ready & 2) break;
+    if (ready & 8 && !(ready & 1)) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
     if (ready & 4) native.readInto(config.pushFd, signalBuf, 0, 8);
     const gaps = Atomics.load(state.counters, Counter.GAPS);
     if (gaps !== gapsSeen) {
