@@ -530,8 +530,16 @@ export class FaultHandler extends EventEmitter {
    */
   #onFork(uffd: number, map: MapSnapshot, present: Uint8Array[]): void {
     if (this.#options.criu) {
-      native.close(uffd);
-      this.#onFatal(new PostcopyError('ERR_UFFD', "the process forked, and CRIU's page server serves one connection: a child cannot be served"));
+      // The child must die before its uffd closes, or it would read zeros where pages are missing:
+      // found first (under its parent), killed, then the parent (#onFatal), then the uffd let go.
+      const parent = this.#targetPid();
+      void (parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined)).then((child) => {
+        if (child) {
+          killQuietly(child);
+          native.close(uffd);
+        } else this.#log.error('a forked child was not found: its userfaultfd stays open, so that it never reads a page it did not get');
+        this.#onFatal(new PostcopyError('ERR_UFFD', "the process forked, and CRIU's page server serves one connection: a child cannot be served"));
+      });
       return;
     }
     const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
@@ -705,4 +713,12 @@ async function exitSignalOf(pid: number | undefined): Promise<number | undefined
     await new Promise((r) => setTimeout(r, 1));
   }
   return undefined;
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
 }
