@@ -74,6 +74,29 @@ describe('CRIU images', () => {
     for (const r of layout.regions) assert.ok(r.length % 4096 === 0 && r.start % 4096 === 0);
   });
 
+  it('skips a zombie of the dump (no pagemap, no mm image), and refuses a task that lacks only one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-zombie-'));
+    try {
+      spawnSync('cp', ['-a', `${FIXTURE}/.`, dir]);
+      // pstree: task 1 (alive, the fixture's) and task 2, its zombie child, with no memory images.
+      const header = readFileSync(join(FIXTURE, 'pstree.img')).subarray(0, 8);
+      const entry = (pid: number, ppid: number) => {
+        const body = Buffer.from([0x08, pid, 0x10, ppid]);
+        const len = Buffer.alloc(4);
+        len.writeUInt32LE(body.length);
+        return Buffer.concat([len, body]);
+      };
+      writeFileSync(join(dir, 'pstree.img'), Buffer.concat([header, entry(1, 0), entry(2, 1)]));
+      const dump = readDump(dir);
+      assert.deepEqual(dump.tasks.map((t) => t.pid), [1]);
+      assert.deepEqual(dump.zombies, [2]);
+      rmSync(join(dir, 'mm-1.img'));
+      assert.throws(() => readDump(dir), isImageError, 'a live task without its mm image');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses bad images with ERR_IMAGE', () => {
     const good = readFileSync(join(FIXTURE, 'pagemap-1.img'));
     assert.throws(() => parsePagemap(good.subarray(0, 6)), isImageError);

@@ -1,7 +1,7 @@
 // CRIU image files, read-only: the framing (two magics, then records of u32 length + protobuf)
 // and the few messages post-copy needs (pagemap, mm/vma, pstree). The protobuf wire format is
 // decoded by hand for just these fields; every malformed input ends in ERR_IMAGE.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 
@@ -260,21 +260,30 @@ function readImage(dir: string, file: string): Buffer {
 
 /** The images a post-copy target needs from a CRIU dump directory. */
 export interface DumpImages {
+  /** the live tasks, each with its memory */
   tasks: PstreeEntry[];
+  /** pids of the zombies the dump lists: no memory to serve (criu restore hands them over as -pid) */
+  zombies?: number[];
   pagemaps: Map<number, Pagemap>;
   mms: Map<number, { vmas: Vma[] }>;
 }
 
 export function readDump(dir: string): DumpImages {
-  const tasks = parsePstree(readImage(dir, 'pstree.img'), 'pstree.img');
-  if (tasks.length === 0) throw imageError(`${dir}/pstree.img lists no task`);
+  const listed = parsePstree(readImage(dir, 'pstree.img'), 'pstree.img');
+  if (listed.length === 0) throw imageError(`${dir}/pstree.img lists no task`);
+  // A zombie has no memory: CRIU writes neither its pagemap nor its mm image (and restores it
+  // without a uffd). A task that lacks only one of them is a broken dump.
+  const has = (t: PstreeEntry, kind: string) => existsSync(join(dir, `${kind}-${t.pid}.img`));
+  const zombies = listed.filter((t) => !has(t, 'pagemap') && !has(t, 'mm')).map((t) => t.pid);
+  const tasks = listed.filter((t) => !zombies.includes(t.pid));
+  if (tasks.length === 0) throw imageError(`${dir}/pstree.img lists only zombies (${zombies.join(', ')})`);
   const pagemaps = new Map<number, Pagemap>();
   const mms = new Map<number, { vmas: Vma[] }>();
   for (const t of tasks) {
     pagemaps.set(t.pid, parsePagemap(readImage(dir, `pagemap-${t.pid}.img`), `pagemap-${t.pid}.img`));
     mms.set(t.pid, parseMm(readImage(dir, `mm-${t.pid}.img`), `mm-${t.pid}.img`));
   }
-  return { tasks, pagemaps, mms };
+  return { tasks, zombies, pagemaps, mms };
 }
 
 /**

@@ -135,7 +135,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     const started = performance.now();
     const restorePid = native.peerPid(conn);
     const { zombies } = await readRestoreHandoff(conn, {
-      pids: dump.tasks.map((t) => t.pid),
+      pids: [...dump.tasks.map((t) => t.pid), ...(dump.zombies ?? [])],
       timeoutMs,
       onTask: async (pid, uffd) => {
         const handler = await prepared.get(pid)!.catch((err: Error) => {
