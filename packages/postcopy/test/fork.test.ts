@@ -7,6 +7,8 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { startInRoot } from '../src/bench/criu-bench.js';
 import { migrate } from '../src/criu/migrate.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../src/criu/root.js';
@@ -45,6 +47,14 @@ const alive = (pid: number) => {
   }
 };
 
+if (process.env.POSTCOPY_STALL_FILE) {
+  // Debugging aid: the main thread's native stack whenever its event loop stalls for 3 s.
+  const beat = new Int32Array(new SharedArrayBuffer(4));
+  setInterval(() => Atomics.store(beat, 0, Math.floor(Date.now() / 1000)), 100).unref();
+  Atomics.store(beat, 0, Math.floor(Date.now() / 1000));
+  new Worker(new URL('./helpers/stall-watch.mjs', import.meta.url), { workerData: { beat, file: process.env.POSTCOPY_STALL_FILE } }).unref();
+}
+
 describe('forks during post-copy', () => {
   for (const netns of [false, true]) {
     it(`a fork storm (${FORKS} forks from the restore on, ${MIB} MiB, ${RUNS} runs${netns ? ', two network namespaces' : ''}): every child sees its parent's memory at the fork`, async (t) => {
@@ -55,6 +65,11 @@ describe('forks during post-copy', () => {
         const dir = `/var/lib/postcopy/forkstorm${netns ? 'ns' : ''}-${process.pid}-${run}`;
         const host = join(criuRootDir(), dir);
         const out = join(host, 'out.txt');
+        const lag = monitorEventLoopDelay({ resolution: 20 });
+        lag.enable();
+        const stall = setInterval(() => {
+          if (process.env.POSTCOPY_TEST_VERBOSE && lag.max > 2e9) console.error(`event loop stalled: max ${Math.round(lag.max / 1e6)} ms`);
+        }, 1000);
         try {
           const pid = await startInRoot(dir, `/usr/local/bin/forkstorm ${MIB} ${dir}/out.txt ${FORKS} ${run + 1}`, `[ -s ${dir}/out.txt ]`, 'forkstorm');
           // The storm starts the moment `criu restore` has returned, while most pages are on the source.
@@ -69,10 +84,12 @@ describe('forks during post-copy', () => {
           assert.equal(children.length, FORKS, `run ${run}: every child reported`);
           assert.deepEqual(lines.filter((l) => l.startsWith('BAD ')), [], `run ${run}: the parent's memory is whole`);
           assert.ok(!alive(pid) || result.restoredPid === pid, `run ${run}: the original is gone`);
-          if (process.env.POSTCOPY_TEST_VERBOSE) t.diagnostic(`run ${run}: ${result.forked} forks served, ${readdirSync('/proc/self/task').length} threads here after it`);
+          if (process.env.POSTCOPY_TEST_VERBOSE) t.diagnostic(`run ${run}: ${result.forked} forks served, ${readdirSync('/proc/self/task').length} threads here after it, event loop delay max ${Math.round(lag.max / 1e6)} ms`);
           totals.forked += result.forked ?? 0;
           totals.ok += children.length - bad.length;
         } finally {
+          clearInterval(stall);
+          lag.disable();
           spawnSync('pkill', ['-9', '-x', 'forkstorm']);
           rmSync(host, { recursive: true, force: true });
         }
@@ -155,7 +172,7 @@ describe('redis BGSAVE right after the restore', () => {
           const saved = inRoot(`${check} && for i in $(seq 200); do redis-cli -s ${dir}/check.sock PING 2>/dev/null | grep -q PONG && break; sleep 0.05; done; redis-cli -s ${dir}/check.sock DEBUG DIGEST; redis-cli -s ${dir}/check.sock SHUTDOWN NOSAVE >/dev/null 2>&1; true`).split('\n').at(-1);
           assert.equal(saved, digest, `run ${run}: the RDB written during post-copy holds the dataset`);
         } finally {
-          spawnSync('pkill', ['-9', '-f', `unixsocket ${dir}/`]);
+          spawnSync('pkill', ['-9', '-f', `${dir}/`]); // the restored redis retitles itself 'redis-server unixsocket:…'
           rmSync(host, { recursive: true, force: true });
         }
       }

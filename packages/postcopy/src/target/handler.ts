@@ -545,7 +545,9 @@ export class FaultHandler extends EventEmitter {
     const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
     const parent = this.#targetPid();
     const found = parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined);
-    const child = FaultHandler.start({ ...rest, uffd, singleThread: true, initialPresent: present, initialMap: map, forkPid: parent ? found : undefined });
+    // No keeper of its own: spawning one forks this whole process (all its threads' memory) once
+    // per fork, and in a storm of forks that stalled the event loop for seconds (malloc's fork lock).
+    const child = FaultHandler.start({ ...rest, uffd, singleThread: true, keeper: false, initialPresent: present, initialMap: map, forkPid: parent ? found : undefined });
     this.#children.push(child);
     child.then(
       (h) => this.emit('child', h),
