@@ -7,7 +7,7 @@
 // uffd), with Counter.MAP_SEQ odd. The push thread reads it under that seqlock. Until the first move,
 // addresses are the mappings' own, and lookups take that fast path.
 import { PostcopyError } from '../errors.js';
-import { Counter, EXTENT_FIELDS, markPresent, MAX_EXTENTS, type MapSnapshot, type SharedState } from './shared-state.js';
+import { Counter, EXTENT_FIELDS, markPresent, type MapSnapshot, type SharedState } from './shared-state.js';
 
 interface Extent {
   mapping: number;
@@ -133,8 +133,9 @@ function writeTable(state: SharedState, extents: Extent[]): void {
     if (last && last.mapping === x.mapping && last.first + last.count === x.first && (last.addr < 0 ? x.addr < 0 : x.addr === last.addr + last.count * ps)) last.count += x.count;
     else merged.push({ ...x });
   }
-  if (merged.length > MAX_EXTENTS)
-    throw new PostcopyError('ERR_UFFD', `the process split its migrated memory into more than ${MAX_EXTENTS} moved pieces`);
+  const capacity = state.extents.length / EXTENT_FIELDS;
+  if (merged.length > capacity)
+    throw new PostcopyError('ERR_UFFD', `the process split its migrated memory into more than ${capacity} moved pieces`);
   merged.forEach((x, i) => state.extents.set([x.mapping, x.first, x.count, x.addr], i * EXTENT_FIELDS));
   Atomics.store(state.counters, Counter.EXTENTS, merged.length);
 }

@@ -60,8 +60,12 @@ export const Counter = {
   PIDFD: 25,
 } as const;
 const COUNTERS = 26;
-/** most extents the table holds; a process that fragments its moved memory further is refused */
-export const MAX_EXTENTS = 1 << 14;
+/**
+ * Extents the table holds: room for every mapping twice over and then some, at least 2^14. A task
+ * may have as many lazy regions as the kernel lets it map (vm.max_map_count, 65,530 by default:
+ * CRIU's zdtm maps06 has 20,480); one that fragments its moved memory further is refused.
+ */
+export const extentCapacity = (mappings: number) => Math.max(1 << 14, 2 * mappings + 1024);
 export const EXTENT_FIELDS = 4;
 
 export interface SharedState {
@@ -95,7 +99,7 @@ export function createSharedState(pageSize: number, mappings: Mapping[], initial
   const counters = new Int32Array(new SharedArrayBuffer(COUNTERS * 4));
   counters[Counter.TOTAL] = present.reduce((n, p) => n + p.length, 0);
   counters[Counter.PRESENT] = present.reduce((n, p) => n + p.reduce((a, b) => a + (b ? 1 : 0), 0), 0);
-  const extents = new Float64Array(new SharedArrayBuffer(MAX_EXTENTS * EXTENT_FIELDS * 8));
+  const extents = new Float64Array(new SharedArrayBuffer(extentCapacity(mappings.length) * EXTENT_FIELDS * 8));
   if (map) {
     extents.set(map.extents);
     counters[Counter.EXTENTS] = map.extents.length / EXTENT_FIELDS;
