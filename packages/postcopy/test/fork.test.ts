@@ -181,40 +181,60 @@ describe('redis BGSAVE right after the restore', () => {
   }
 });
 
-describe('the safety net before a uffd is let go', () => {
-  it('finds pages counted as present that the task lacks, fetches them, and the task never reads zeros', async (t) => {
-    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const pages = 4096;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-net-'));
-    const expected = makeImage(join(dir, 'img'), pages * PS);
-    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
-    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-    const [ours, theirs] = native.socketpair();
-    const go = join(dir, 'go');
-    const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--wait-file', go], { fd3: theirs });
-    native.close(theirs);
-    let handler: FaultHandler | null = null;
-    try {
-      const handoff = await receiveUffd(ours, 30_000);
-      // The bug of issue 15, on purpose: a third of the pages marked present that never arrived.
-      const lie = new Uint8Array(pages).map((_, i) => (i % 3 === 0 ? 1 : 0));
-      const lies = lie.reduce((n, b) => n + b, 0);
-      handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, initialPresent: [lie] });
-      acknowledgeUffd(ours);
-      const report = await handler.done();
-      assert.equal(report.complete, true);
-      assert.equal(report.verified, true, 'the memory was checked against the pagemap');
-      assert.equal(report.gaps, lies, 'every page marked present but missing was found');
-      writeFileSync(go, '');
-      const got = await jsonLines(faulter).next((e) => e.event === 'hashes', 60_000);
-      const wrong = (got.hashes as number[]).filter((h, i) => h !== expected[i]).length;
-      assert.equal(wrong, 0, `${wrong} pages read wrong after the handler let go`);
-    } finally {
-      await handler?.stop();
+/**
+ * An image served over TCP, and a faulter process whose memory it is (its uffd handed over here):
+ * `args(dir)` are the faulter's extra arguments. cleanup() stops the handler and removes the rest.
+ */
+async function servedFaulter(tag: string, pages: number, args: (dir: string) => string[]) {
+  const dir = mkdtempSync(join(tmpdir(), `pc-${tag}-`));
+  const expected = makeImage(join(dir, 'img'), pages * PS);
+  const server = new PageServer(new ImageFileSource(join(dir, 'img')));
+  const { endpoint } = await server.listen(new TcpTransport('127.0.0.1', 0));
+  const [ours, theirs] = native.socketpair();
+  const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), ...args(dir)], { fd3: theirs });
+  native.close(theirs);
+  const s = {
+    dir,
+    expected,
+    endpoint,
+    faulter,
+    handler: null as FaultHandler | null,
+    /** the uffd, its mappings and pid; the faulter runs once started() is called */
+    handoff: () => receiveUffd(ours, 30_000),
+    started: () => acknowledgeUffd(ours),
+    async cleanup() {
+      await s.handler?.stop();
       faulter.kill('SIGKILL');
       native.close(ours);
       await server.close();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return s;
+}
+
+describe('the safety net before a uffd is let go', () => {
+  it('finds pages counted as present that the task lacks, fetches them, and the task never reads zeros', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const pages = 4096;
+    const s = await servedFaulter('net', pages, (dir) => ['--wait-file', join(dir, 'go')]);
+    try {
+      const handoff = await s.handoff();
+      // The bug of issue 15, on purpose: a third of the pages marked present that never arrived.
+      const lie = new Uint8Array(pages).map((_, i) => (i % 3 === 0 ? 1 : 0));
+      const lies = lie.reduce((n, b) => n + b, 0);
+      s.handler = await FaultHandler.start({ endpoint: s.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, initialPresent: [lie] });
+      s.started();
+      const report = await s.handler.done();
+      assert.equal(report.complete, true);
+      assert.equal(report.verified, true, 'the memory was checked against the pagemap');
+      assert.equal(report.gaps, lies, 'every page marked present but missing was found');
+      writeFileSync(join(s.dir, 'go'), '');
+      const got = await jsonLines(s.faulter).next((e) => e.event === 'hashes', 60_000);
+      const wrong = (got.hashes as number[]).filter((h, i) => h !== s.expected[i]).length;
+      assert.equal(wrong, 0, `${wrong} pages read wrong after the handler let go`);
+    } finally {
+      await s.cleanup();
     }
   });
 });
@@ -222,33 +242,21 @@ describe('the safety net before a uffd is let go', () => {
 describe('a handler ends when its work ends', () => {
   it('with no push, ends by itself once its process exits, pages still missing', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    const pages = 1024;
-    const dir = mkdtempSync(join(tmpdir(), 'pc-end-'));
-    makeImage(join(dir, 'img'), pages * PS);
-    const server = new PageServer(new ImageFileSource(join(dir, 'img')));
-    const listener = await server.listen(new TcpTransport('127.0.0.1', 0));
-    const [ours, theirs] = native.socketpair();
     // It waits for a file that never comes: no fault, and no push to notice that it is gone.
-    const faulter = spawnTs(FAULTER, ['--length', String(pages * PS), '--wait-file', join(dir, 'never')], { fd3: theirs });
-    native.close(theirs);
-    let handler: FaultHandler | null = null;
+    const s = await servedFaulter('end', 1024, (dir) => ['--wait-file', join(dir, 'never')]);
     try {
-      const handoff = await receiveUffd(ours, 30_000);
-      handler = await FaultHandler.start({ endpoint: listener.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, push: false });
-      acknowledgeUffd(ours);
-      await jsonLines(faulter).next((e) => e.event === 'attached', 30_000);
-      faulter.kill('SIGKILL');
-      const report = await Promise.race([handler.done(), new Promise<null>((r) => setTimeout(() => r(null), 10_000).unref())]);
+      const handoff = await s.handoff();
+      s.handler = await FaultHandler.start({ endpoint: s.endpoint, uffd: handoff.uffd, mappings: handoff.mappings, targetPid: handoff.pid, push: false });
+      s.started();
+      await jsonLines(s.faulter).next((e) => e.event === 'attached', 30_000);
+      s.faulter.kill('SIGKILL');
+      const report = await Promise.race([s.handler.done(), new Promise<null>((r) => setTimeout(() => r(null), 10_000).unref())]);
       assert.ok(report, 'the handler ended within 10 s of its process');
       assert.equal(report.exited, true);
       assert.equal(report.complete, false);
       // (its signal is not asserted here: this process, its parent, may reap it before the handler looks)
     } finally {
-      await handler?.stop();
-      faulter.kill('SIGKILL');
-      native.close(ours);
-      await server.close();
-      rmSync(dir, { recursive: true, force: true });
+      await s.cleanup();
     }
   });
 });

@@ -25,7 +25,7 @@ import { TcpTransport } from '../transport/index.js';
 import { anonymousBytes, warmUpMemory } from '../target/warm-up.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
-import { processExitAt, treeMember, treePids } from '../util/proctree.js';
+import { childrenOf, processExitAt, treeMember, treePids } from '../util/proctree.js';
 import type { HandlerReport } from '../target/handler.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump, type DumpImages } from './image.js';
@@ -546,25 +546,6 @@ async function exitedWithin(pidfd: number, ms: number): Promise<boolean> {
     await sleep(2);
   }
   return true;
-}
-
-/** Direct children of a process (every thread's), by host pid. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  let tids: string[] = [];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const tid of tids) {
-    try {
-      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')) if (c.trim()) out.push(Number(c));
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return out;
 }
 
 /** Host pids of processes and everything under them (bounded). */

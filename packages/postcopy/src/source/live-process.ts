@@ -39,13 +39,16 @@ export function isPrivateAnonymous(e: MapsEntry): boolean {
  * `criu dump` will find lazy if the map does not change before it freezes the process.
  */
 export function privateAnonymousRanges(pid: number): { start: number; length: number }[] {
-  let text: string;
+  return readMaps(pid).filter(isPrivateAnonymousAnyAccess).map((e) => ({ start: e.start, length: e.end - e.start }));
+}
+
+/** The mappings of a process now; ERR_SOURCE_GONE when it does not exist. */
+function readMaps(pid: number): MapsEntry[] {
   try {
-    text = readFileSync(`/proc/${pid}/maps`, 'utf8');
+    return parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
   } catch {
     throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
   }
-  return parseMaps(text).filter(isPrivateAnonymousAnyAccess).map((e) => ({ start: e.start, length: e.end - e.start }));
 }
 
 /** Private anonymous, whatever its protection (a PROT_NONE guard area is one too). */
@@ -113,13 +116,7 @@ function unfreeze(pid: number, freeze: FreezeMethod): void {
  */
 export function checkRanges(pid: number, ranges: readonly { start: number; length: number }[]): void {
   if (!ranges.length) return;
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/maps`, 'utf8');
-  } catch {
-    throw new PostcopyError('ERR_SOURCE_GONE', `process ${pid} does not exist`);
-  }
-  const maps = parseMaps(text).filter(isPrivateAnonymousAnyAccess);
+  const maps = readMaps(pid).filter(isPrivateAnonymousAnyAccess);
   for (const r of ranges)
     if (!maps.some((e) => r.start >= e.start && r.start + r.length <= e.end))
       throw new PostcopyError('ERR_OUT_OF_RANGE', `range 0x${r.start.toString(16)}+${r.length} is not inside one private anonymous mapping of ${pid}`);

@@ -14,7 +14,8 @@ import { TlsBridge, type TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { residentPages } from '../util/pagemap.js';
-import { childrenOf } from '../util/proctree.js';
+import { childrenOf, statFields } from '../util/proctree.js';
+import { parseMaps } from '../source/live-process.js';
 import { waitReadable } from '../util/wait-readable.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
@@ -529,11 +530,12 @@ export class FaultHandler extends EventEmitter {
    * Children are reported through 'child' events and children().
    */
   #onFork(uffd: number, map: MapSnapshot, present: Uint8Array[]): void {
+    const parent = this.#targetPid();
+    const found = parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined);
     if (this.#options.criu) {
       // The child must die before its uffd closes, or it would read zeros where pages are missing:
       // found first (under its parent), killed, then the parent (#onFatal), then the uffd let go.
-      const parent = this.#targetPid();
-      void (parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined)).then((child) => {
+      void found.then((child) => {
         if (child) {
           killQuietly(child);
           native.close(uffd);
@@ -543,8 +545,6 @@ export class FaultHandler extends EventEmitter {
       return;
     }
     const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
-    const parent = this.#targetPid();
-    const found = parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined);
     // No keeper of its own: spawning one forks this whole process (all its threads' memory) once
     // per fork, and in a storm of forks that stalled the event loop for seconds (malloc's fork lock).
     const child = FaultHandler.start({ ...rest, uffd, singleThread: true, keeper: false, initialPresent: present, initialMap: map, forkPid: parent ? found : undefined });
@@ -578,13 +578,7 @@ export class FaultHandler extends EventEmitter {
     this.#fatal = err;
     this.#log.error({ code: err.code }, err.message);
     const target = this.#targetPid();
-    if (target) {
-      try {
-        process.kill(target, 'SIGKILL'); // it must never run on pages we could not fetch
-      } catch {
-        // already gone
-      }
-    }
+    if (target) killQuietly(target); // it must never run on pages we could not fetch
     this.emit('fatal', err);
     this.stop().finally(() => this.#rejectDone(err));
   }
@@ -679,18 +673,13 @@ function firstMappedAddress(map: MapSnapshot): number {
 
 /** Whether process `pid` is alive (not a zombie) and maps `addr` (-1: anything). */
 function isForkChild(pid: number, addr: number): boolean {
+  const state = statFields(pid)?.[0];
+  if (!state || state === 'Z') return false;
+  if (addr < 0) return true;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (stat[stat.lastIndexOf(')') + 2] === 'Z') return false;
-    if (addr < 0) return true;
-    for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-      const dash = line.indexOf('-');
-      const space = line.indexOf(' ');
-      if (dash > 0 && addr >= parseInt(line.slice(0, dash), 16) && addr < parseInt(line.slice(dash + 1, space), 16)) return true;
-    }
-    return false;
+    return parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8')).some((e) => addr >= e.start && addr < e.end);
   } catch {
-    return false;
+    return false; // gone
   }
 }
 
@@ -701,17 +690,9 @@ function isForkChild(pid: number, addr: number): boolean {
 async function exitSignalOf(pid: number | undefined): Promise<number | undefined> {
   if (!pid) return undefined;
   for (let tries = 0; tries < 20; tries++) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      return undefined; // reaped
-    }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z' || fields[0] === 'X') {
-      const status = Number(fields[49]);
-      return status & 0x7f || undefined;
-    }
+    const fields = statFields(pid);
+    if (!fields) return undefined; // reaped
+    if (fields[0] === 'Z' || fields[0] === 'X') return Number(fields[49]) & 0x7f || undefined;
     await new Promise((r) => setTimeout(r, 1));
   }
   return undefined;

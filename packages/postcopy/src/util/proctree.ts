@@ -23,6 +23,19 @@ export function childrenOf(pid: number): number[] {
   return out;
 }
 
+/**
+ * The fields of /proc/PID/stat after the command name: [0] is the state letter (field 3), [n] is
+ * field n + 3. null when the process is gone.
+ */
+export function statFields(pid: number): string[] | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return null;
+  }
+}
+
 /** The pid a process has in its innermost pid namespace (the last NSpid field). */
 export function innermostPid(pid: number): number | null {
   try {
