@@ -18,6 +18,15 @@ export type ErrorCode =
   | 'ERR_NOT_GRANTED' // a GET for a region or pages outside what this target was granted
   | 'ERR_REMOTE'; // the peer sent an ERROR frame
 
+/** Every code, for telling a peer's code (a string off the wire) from anything else. */
+const ERROR_CODES: Record<ErrorCode, true> = {
+  ERR_PROTOCOL: true, ERR_VERSION: true, ERR_PAGE_SIZE: true, ERR_OUT_OF_RANGE: true, ERR_SOURCE_GONE: true, ERR_PEER_CLOSED: true,
+  ERR_PRIVILEGE: true, ERR_UFFD: true, ERR_TARGET_GONE: true, ERR_TIMEOUT: true, ERR_INVALID_ARG: true, ERR_CHILD: true,
+  ERR_IMAGE: true, ERR_CRIU: true, ERR_AUTH: true, ERR_NOT_GRANTED: true, ERR_REMOTE: true,
+};
+
+export const isErrorCode = (code: unknown): code is ErrorCode => typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+
 export class PostcopyError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {

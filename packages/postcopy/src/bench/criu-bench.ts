@@ -47,15 +47,15 @@ export interface CriuBenchResult {
 const shell = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n')]);
 const CLOSE_FDS = 'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done';
 
-/** Starts a program inside the root in its own pid namespace and session; returns its pid. */
-export async function startInRoot(dir: string, command: string, ready: string, comm: string): Promise<number> {
-  const launcher = new LineChild(comm, shell([
+/** Starts a program inside the root in its own pid namespace and session (prefix: in a network namespace, say); returns its pid. */
+export async function startInRoot(dir: string, command: string, ready: string, comm: string, prefix: string[] = []): Promise<number> {
+  const launcher = new LineChild(comm, [...prefix, ...shell([
     `mkdir -p ${dir}`,
     CLOSE_FDS,
     `( exec unshare -p -f setsid ${command} </dev/null >${dir}/stdout.log 2>&1 ) &`,
     `for i in $(seq 600); do ${ready} && break; sleep 0.05; done`,
     `echo "pid $(pgrep -n -x ${comm})"`,
-  ]));
+  ])]);
   const line = await launcher.next((l) => l.startsWith('pid '), 60_000);
   await launcher.rest(10_000);
   const pid = Number(line.slice(4));

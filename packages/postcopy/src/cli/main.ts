@@ -19,7 +19,7 @@ import { probeCapabilities } from '../util/preflight.js';
 import { serveLazyPages } from '../criu/lazy-pages.js';
 import { fetchImages, serveImages } from '../criu/image-transfer.js';
 import { accessSync, constants as fsConstants, readFileSync, statSync, type Stats } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { criuStatus, ensureCriuRoot, withPipeSize } from '../criu/root.js';
 import { migrate, releaseCriuDump, type MigrateMode } from '../criu/migrate.js';
@@ -30,6 +30,7 @@ import { writePlot } from '../bench/plot.js';
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
+import { Agent, AGENT_SOCKET, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
 
 function int(value: string): number {
   const n = value.trim() === '' ? NaN : Number(value);
@@ -690,33 +691,112 @@ function checkLazyPages(o: LazyPagesOptions, cmd: Command) {
 
 program
   .command('migrate')
-  .description('post-copy migration of a process with stock CRIU: CRIU moves the state, postcopy the memory')
+  .description('post-copy migration of a process with stock CRIU: CRIU moves the state, postcopy the memory; --to moves it to another host')
   .requiredOption('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)')
+  .option('--to <host>', "another host's agent, HOST[:PORT] (port 7070 by default): this host's agent moves the task there")
+  .option('--state-dir <dir>', "with --to: this host's agent's state directory (its socket agent.sock is in it)", '/var/lib/postcopy')
   .addOption(new Option('--mode <mode>', "postcopy, or stock (CRIU's own lazy-pages, the baseline)").choices(['postcopy', 'stock']).default('postcopy'))
   .option('--work-dir <dir>', 'images and logs, an absolute path inside the CRIU root')
   .option('--criu-port <port>', "port of CRIU's page server on loopback", '27001')
   .option('--netns', 'run the source and the target in two network namespaces joined by a veth pair')
-  .option('--checksums', 'a CRC32C with every page (default: only with --netns; over loopback the kernel is all that carries them)')
-  .option('--no-checksums', 'no CRC32C with the pages, with --netns too')
+  .option('--checksums', 'a CRC32C with every page (default: only with --netns or --to; over loopback the kernel is all that carries them)')
+  .option('--no-checksums', 'no CRC32C with the pages, with --netns or --to too')
   .option('--warm-up', 'write and free as much memory as the tasks hold just before the freeze (on a VM that hands free pages back to its host)')
+  .option('--timeout <seconds>', 'how long each step may take', seconds, 120)
   .option('--json', 'print the result as JSON')
-  .action(async (o: { pid: string; mode: MigrateMode; workDir?: string; criuPort: string; netns?: boolean; checksums?: boolean; warmUp?: boolean; json?: boolean }) => {
+  .action(async (o: MigrateCliOptions, cmd: Command) => {
     let migrating = false;
     try {
       // Checked before the CRIU root is set up or the task frozen.
       const pid = pidArg('--pid', numberArg('--pid', o.pid));
+      if (o.to !== undefined) {
+        for (const [flag, name] of [['--mode', 'mode'], ['--work-dir', 'workDir'], ['--criu-port', 'criuPort'], ['--netns', 'netns'], ['--warm-up', 'warmUp']] as const)
+          if (given(cmd, name)) throw invalid(`${flag} does not go with --to: the agents choose their own (postcopy mode, work directories, ports)`);
+        try {
+          peerEndpoint(o.to, 'tcp');
+        } catch (err) {
+          throw invalid((err as Error).message);
+        }
+        const socket = join(dirArg('--state-dir', o.stateDir), AGENT_SOCKET);
+        migrating = true;
+        const onPhase = o.json ? undefined : (p: string, ms: number) => process.stderr.write(`${String(ms).padStart(8)} ms  ${p}\n`);
+        const result = await migrateThroughAgent(socket, { pid, to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
+        print(!!o.json, { ok: true, ...result }, `migrated ${pid} to ${o.to} (pid ${result.restoredPid} there): downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
+        return;
+      }
+      if (given(cmd, 'stateDir')) throw invalid('--state-dir goes with --to');
       const criuPort = portArg('--criu-port', numberArg('--criu-port', o.criuPort));
       const workDir = workDirArg(o.workDir ?? `/var/lib/postcopy/migrate-${pid}`);
       ensureCriuRoot();
       migrating = true;
       const result = await withPipeSize(() =>
-        migrate({ pid, mode: o.mode, workDir, criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+        migrate({ pid, mode: o.mode, workDir, criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, timeoutMs: o.timeout * 1000, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
       );
       print(!!o.json, { ok: true, ...result }, `migrated ${pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
     } catch (err) {
       throw migrateFailure(err, migrating, !!o.json);
     }
   });
+
+interface MigrateCliOptions {
+  pid: string;
+  to?: string;
+  stateDir: string;
+  mode: MigrateMode;
+  workDir?: string;
+  criuPort: string;
+  netns?: boolean;
+  checksums?: boolean;
+  warmUp?: boolean;
+  timeout: number;
+  json?: boolean;
+}
+
+program
+  .command('agent')
+  .description('run the migration agent of this host: the source or the destination of migrations between hosts')
+  .requiredOption('--listen <endpoint>', 'the agents\' port: tls://HOST:PORT (mutual certificates) or tcp://HOST:PORT (with --key-file)')
+  .option('--tls-cert <file>', "this agent's certificate (PEM)")
+  .option('--tls-key <file>', 'its private key (PEM)')
+  .option('--tls-ca <file>', "the CA that signs the other agents' certificates (PEM)")
+  .option('--key-file <file>', 'a pre-shared key every agent of the rack holds (hex text or raw bytes, at least 16): for tcp://')
+  .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
+  .option('--state-dir <dir>', 'its state: agent.sock (for `postcopy migrate --to`), ledger.jsonl', '/var/lib/postcopy')
+  .option('--metrics-listen <endpoint>', 'plain HTTP, tcp://HOST:PORT: GET /metrics (Prometheus) and GET /status (JSON)')
+  .option('--name <name>', "this host's name in the status, the logs and the ledger (default: the host name)")
+  .option('--json', 'JSON lines on stdout')
+  .action(async (o: AgentCliOptions, cmd: Command) => {
+    const tls = readTls(o);
+    const listen = endpointArg('--listen', o.listen, 'listen', ['tcp', 'tls']);
+    checkTlsPairing('--listen', listen, tls);
+    const key = readKey(o, cmd);
+    if (listen.kind === 'tcp' && !key) throw invalid('--listen tcp://: give --key-file (a pre-shared key), or listen on tls:// with certificates');
+    const metricsListen = o.metricsListen ? endpointArg('--metrics-listen', o.metricsListen, 'listen', ['tcp']) : undefined;
+    if (statOrNull(o.stateDir) && !statOf('--state-dir', o.stateDir).isDirectory()) throw invalid(`--state-dir ${o.stateDir}: not a directory`);
+    socketPathArg('--state-dir', join(o.stateDir, AGENT_SOCKET), 'connect');
+    ensureCriuRoot();
+    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
+    print(!!o.json, { event: 'listening', agent: agent.name, endpoint: formatEndpoint(agent.endpoint), socket: agent.socketPath, metrics: agent.metricsEndpoint && formatEndpoint(agent.metricsEndpoint) }, `agent ${agent.name} listening on ${formatEndpoint(agent.endpoint)}${agent.metricsEndpoint ? `, metrics on http://${(agent.metricsEndpoint as { host: string }).host}:${(agent.metricsEndpoint as { port: number }).port}/metrics` : ''}`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await agent.close();
+    print(!!o.json, { event: 'stopped' }, 'agent stopped');
+  });
+
+interface AgentCliOptions {
+  listen: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  keyFile?: string;
+  keyId: string;
+  stateDir: string;
+  metricsListen?: string;
+  name?: string;
+  json?: boolean;
+}
 
 type Running = 'original' | 'restored' | 'none';
 

@@ -166,3 +166,6 @@ export function presentAtFork(state: SharedState): Uint8Array[] {
     return child;
   });
 }
+
+/** Upper bounds of the fault-latency buckets, ns: 10 us to 100 ms (a Prometheus histogram's, in seconds, in the agent). */
+export const LATENCY_BOUNDS_NS = [10e3, 25e3, 50e3, 100e3, 250e3, 500e3, 1e6, 2.5e6, 5e6, 10e6, 25e6, 100e6];

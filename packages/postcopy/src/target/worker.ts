@@ -13,7 +13,7 @@ import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
-import { allPresent, Counter, presentAtFork, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
+import { allPresent, Counter, LATENCY_BOUNDS_NS, presentAtFork, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
@@ -69,6 +69,18 @@ export interface LatencySummary {
   maxNs: number;
   meanNs: number;
   stddevNs: number;
+  /** faults served within each bound of LATENCY_BOUNDS_NS, cumulative (as the histogram's percentiles place them) */
+  buckets?: number[];
+}
+
+/** Cumulative counts at each bound, from a histogram's percentile points. */
+function latencyBuckets(hist: ReturnType<typeof createHistogram>): number[] {
+  const points = [...hist.percentiles.entries()].sort((a, b) => a[0] - b[0]);
+  return LATENCY_BOUNDS_NS.map((bound) => {
+    let share = 0;
+    for (const [p, ns] of points) if (ns <= bound) share = p;
+    return Math.round((hist.count * share) / 100);
+  });
 }
 
 const config = threadData<WorkerConfig>();
@@ -334,6 +346,7 @@ function faultLoop(): LatencySummary {
     maxNs: hist.count ? hist.max : 0,
     meanNs: hist.count ? hist.mean : 0,
     stddevNs: hist.count ? hist.stddev : 0,
+    buckets: hist.count ? latencyBuckets(hist) : LATENCY_BOUNDS_NS.map(() => 0),
   };
 }
 

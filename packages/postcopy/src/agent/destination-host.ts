@@ -1,0 +1,218 @@
+// What the destination host does in a migration between two agents: on PREPARE, a work directory,
+// `criu restore --lazy-pages` waiting in the CRIU root (its mounts made) and the fault threads
+// started, all before the source freezes; on IMAGES and RESTORE, the images written, the restore
+// let go, and our lazy-pages daemon serving each restored task from the source's page servers.
+// Until the source says COMMIT, whatever goes wrong (an ABORT, a failure here, the channel lost)
+// ends with every restored task killed and seen dead: the source still holds the original.
+import { mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+import { native } from '../native/index.js';
+import { AgentType, type MessageOf } from '../protocol/agent.js';
+import { FaultHandler } from '../target/handler.js';
+import type { AgentChannel } from '../transport/agent-channel.js';
+import { parseEndpoint } from '../transport/index.js';
+import { LineChild } from '../util/child.js';
+import type { Logger } from '../util/log.js';
+import { treeMember } from '../util/proctree.js';
+import { readDump } from '../criu/image.js';
+import { unpackImages } from '../criu/image-transfer.js';
+import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from '../criu/lazy-pages.js';
+import { criuRootDir, inCriuRoot } from '../criu/root.js';
+import { inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
+import type { AgentMetrics } from './metrics.js';
+
+export interface DestinationContext {
+  name: string;
+  workRoot: string;
+  metrics: AgentMetrics;
+  logger: Logger;
+}
+
+export type DestinationState = 'preparing' | 'prepared' | 'restoring' | 'running' | 'done' | 'committed' | 'aborted' | 'failed';
+
+const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const KILL_WAIT_MS = 10_000;
+/** After RESTORE, how long COMMIT may take: the source releases its dump and sees the original gone. */
+const COMMIT_WAIT_MS = 120_000;
+
+export class DestinationMigration {
+  state: DestinationState = 'preparing';
+  restoredPid = 0;
+  report: Record<string, unknown> | null = null;
+  error: { code: string; message: string } | null = null;
+  #restore: LineChild | null = null;
+  #restoreNs: string | null = null;
+  #listenFd = -1;
+  #host = '';
+
+  constructor(
+    readonly prepare: MessageOf<AgentType.PREPARE>,
+    readonly ch: AgentChannel,
+    readonly ctx: DestinationContext,
+  ) {}
+
+  get id(): string {
+    return this.prepare.migration;
+  }
+
+  /** Runs the migration to its end (committed, or aborted with nothing left behind). Never throws. */
+  async run(): Promise<void> {
+    const p = this.prepare;
+    const log = this.ctx.logger.child({ migration: p.migration, from: this.ch.peer });
+    let lazy: Promise<LazyPagesReport> | null = null;
+    try {
+      if (!MIGRATION_ID.test(p.migration)) throw new PostcopyError('ERR_INVALID_ARG', `migration id ${JSON.stringify(p.migration)}: letters, digits, '.', '_' and '-' only`);
+      const key = { keyId: p.keyId, key: Buffer.from(p.key, 'hex') };
+      if (key.key.length < 16) throw new PostcopyError('ERR_INVALID_ARG', 'the migration key has fewer than 16 bytes');
+      const workDir = `${this.ctx.workRoot}/${p.migration}`;
+      this.#host = join(criuRootDir(), workDir);
+      const img = join(this.#host, 'img');
+      rmSync(this.#host, { recursive: true, force: true });
+      mkdirSync(img, { recursive: true });
+      // What the downtime needs is ready before the source freezes.
+      const restore = new LineChild('criu restore', inCriuRoot(waitForGo(['criu', 'restore', '-D', `${workDir}/img`, '--lazy-pages', '-d', '--pidfile', `${workDir}/restored.pid`, '-o', 'restore.log'])));
+      this.#restore = restore;
+      await restore.next((l) => l === 'armed', p.timeoutMs);
+      this.#restoreNs = readlinkSync(`/proc/${restore.child.pid}/ns/mnt`);
+      if (this.#restoreNs === readlinkSync('/proc/self/ns/mnt')) throw new PostcopyError('ERR_CRIU', 'criu restore runs in this agent\'s mount namespace, not one of its own');
+      this.#listenFd = listenForRestore(img);
+      await FaultHandler.prestartThreads(2 * Math.max(1, p.tasks));
+      this.state = 'prepared';
+      this.ch.send({ type: AgentType.PREPARED, migration: p.migration });
+
+      const images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT], p.timeoutMs);
+      if (images.type === AgentType.ABORT) throw new Aborted(images.reason);
+      unpackImages(Buffer.from(images.data.buffer, images.data.byteOffset, images.data.length), img);
+      this.ctx.metrics.imageBytes.inc({ role: 'destination' }, images.data.length);
+      const dump = readDump(img);
+      const order = await this.ch.next([AgentType.RESTORE, AgentType.ABORT], p.timeoutMs);
+      if (order.type === AgentType.ABORT) throw new Aborted(order.reason);
+      const sources = new Map(order.sources.map((s) => [s.pid, parseEndpoint(s.endpoint)]));
+      for (const t of dump.tasks) if (!sources.get(t.pid) || sources.get(t.pid)!.kind !== 'tcp') throw new PostcopyError('ERR_INVALID_ARG', `RESTORE names no tcp:// source for task ${t.pid} of the dump`);
+      this.state = 'restoring';
+      const t0 = performance.now();
+      lazy = serveLazyPages({
+        imagesDir: img,
+        dump,
+        source: { kind: 'postcopy', endpoint: (pid) => sources.get(pid)! },
+        push: p.push,
+        pushBatch: p.pushBatch,
+        pushWindow: p.pushWindow,
+        checksums: p.checksums,
+        targetPid: treeMember(() => this.restoredPid || undefined),
+        key,
+        timeoutMs: p.timeoutMs,
+        logger: log,
+        listenFd: this.#listenFd,
+      });
+      this.#listenFd = -1; // serveLazyPages closes it
+      lazy.catch(() => {}); // observed below
+      // The source may ABORT, or the channel end, at any time from here.
+      const control = this.ch.next([AgentType.COMMIT, AgentType.ABORT], COMMIT_WAIT_MS + p.timeoutMs);
+      control.catch(() => {});
+      restore.send('go');
+      const restored = restore.rest(p.timeoutMs).then(
+        () => Number(readFileSync(join(this.#host, 'restored.pid'), 'utf8').trim()),
+        (err: Error) => {
+          throw new PostcopyError('ERR_CRIU', `criu restore failed: ${err.message}; ${readLog(this.#host, 'img/restore.log')}`);
+        },
+      );
+      const pid = await Promise.race([restored, control.then(stopped)]);
+      if (!(pid > 0)) throw new PostcopyError('ERR_CRIU', `criu restore wrote no pid: ${readLog(this.#host, 'img/restore.log')}`);
+      this.restoredPid = pid;
+      this.state = 'running';
+      this.ch.send({ type: AgentType.RESTORED, restoredPid: pid, restoreMs: round(performance.now() - t0) });
+      const result = await Promise.race([lazy, control.then(stopped)]);
+      lazy = null;
+      const tasks = result.tasks.map((t) => ({
+        pid: t.pid,
+        pages: t.report.pages,
+        faulted: t.report.faulted,
+        pushed: t.report.pushed,
+        complete: !!t.report.complete,
+        exited: !!t.report.exited,
+        forked: t.forked.length,
+        p50Ns: t.report.latency?.p50Ns ?? null,
+        p99Ns: t.report.latency?.p99Ns ?? null,
+      }));
+      const complete = tasks.length > 0 && result.tasks.every((t) => t.report.complete || t.report.exited);
+      for (const t of result.tasks) {
+        this.ctx.metrics.faulted.inc(t.report.faulted);
+        this.ctx.metrics.pushed.inc(t.report.pushed);
+        for (const r of [t.report, ...t.forked]) this.ctx.metrics.observeFaults(r.latency);
+      }
+      this.report = { tasks, zombies: result.zombies };
+      this.state = 'done';
+      this.ch.send({ type: AgentType.DONE, complete, report: this.report });
+      const end = await control;
+      if (end.type === AgentType.ABORT) throw new Aborted(end.reason);
+      this.state = 'committed';
+      this.ch.send({ type: AgentType.COMMITTED });
+      log.info({ restoredPid: pid }, 'migration committed');
+    } catch (err) {
+      const e = err as PostcopyError;
+      this.error = { code: e instanceof Aborted ? 'ABORTED' : (e.code ?? 'ERR_CRIU'), message: e.message };
+      log.warn({ err: e.message }, 'migration aborted on the destination');
+      const { clean, killed } = await this.#removeRestored(lazy);
+      this.state = err instanceof Aborted ? 'aborted' : 'failed';
+      if (!this.ch.closed) {
+        if (!(err instanceof Aborted)) this.ch.send({ type: AgentType.ERROR, code: e.code ?? 'ERR_CRIU', message: e.message });
+        // The source waits for this (after its ABORT) before it lets the original run.
+        try {
+          if (err instanceof Aborted) this.ch.send({ type: AgentType.ABORTED, clean, killed });
+          else {
+            const abort = await this.ch.next([AgentType.ABORT], 30_000).catch(() => null);
+            if (abort) this.ch.send({ type: AgentType.ABORTED, clean, killed });
+          }
+        } catch {
+          // the channel is gone: the source sees our page connections close
+        }
+      }
+    } finally {
+      if (this.#listenFd >= 0) native.close(this.#listenFd);
+      this.#restore?.kill();
+      this.ch.close();
+    }
+  }
+
+  /** Kills `criu restore` and every task it made (with their children), each seen dead. */
+  async #removeRestored(lazy: Promise<LazyPagesReport> | null): Promise<{ clean: boolean; killed: number[] }> {
+    this.#restore?.kill();
+    const killed: number[] = [];
+    const find = () => {
+      const roots: number[] = [];
+      let root = this.restoredPid;
+      if (!root) {
+        try {
+          root = Number(readFileSync(join(this.#host, 'restored.pid'), 'utf8').trim()) || 0;
+        } catch {
+          // not restored
+        }
+      }
+      if (root > 0) roots.push(root);
+      if (this.#restoreNs) roots.push(...inMountNamespace(this.#restoreNs));
+      return withDescendants(roots);
+    };
+    const clean = await killAll(find, () => false, KILL_WAIT_MS, killed);
+    // Our lazy-pages daemon ends once its tasks are gone (or, still waiting for the restore, on a poke).
+    if (lazy) {
+      pokeSocket(join(this.#host, 'img', LAZY_PAGES_SOCKET));
+      await within(lazy.catch(() => null), KILL_WAIT_MS);
+    }
+    return { clean, killed };
+  }
+}
+
+/** The source said ABORT: not a failure of ours. */
+class Aborted extends Error {
+  constructor(reason: string) {
+    super(`the source aborted: ${reason}`);
+  }
+}
+
+/** A COMMIT or ABORT that came before its time, or the channel's end: the migration stops. */
+function stopped(m: MessageOf<AgentType.COMMIT> | MessageOf<AgentType.ABORT>): never {
+  if (m.type === AgentType.ABORT) throw new Aborted(m.reason);
+  throw new PostcopyError('ERR_PROTOCOL', 'COMMIT before every page was present');
+}

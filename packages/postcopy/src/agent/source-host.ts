@@ -1,0 +1,278 @@
+// What the source host does in a migration between two agents: everything it can before the
+// freeze (the task and every option checked, the destination ready with `criu restore` waiting),
+// then `criu dump --lazy-pages`, a page server per frozen task, the images sent on the control
+// connection, and the dump released once the destination has every page. Exactly one copy runs
+// at the end: before the release, a failure has the destination remove what it restored (ABORT)
+// before the frozen original is let go.
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+import { AgentType, type MessageOf } from '../protocol/agent.js';
+import type { PresharedKey } from '../protocol/auth.js';
+import { LiveProcessSource } from '../source/live-process.js';
+import { PageServer } from '../source/server.js';
+import type { AgentChannel } from '../transport/agent-channel.js';
+import { formatEndpoint, TcpTransport } from '../transport/index.js';
+import { LineChild } from '../util/child.js';
+import type { Logger } from '../util/log.js';
+import { lazyLayout, readDump } from '../criu/image.js';
+import { packImages } from '../criu/image-transfer.js';
+import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/migrate.js';
+import { criuRootDir } from '../criu/root.js';
+import { failure, frozenTasks, inTaskMounts, readLog, readyOnStatus, round, Run, type MigrateError, type Running } from '../criu/run.js';
+import type { AgentMetrics } from './metrics.js';
+
+export interface SourceRequest {
+  pid: number;
+  /** the destination agent, as the user named it */
+  to: string;
+  checksums?: boolean;
+  push?: boolean;
+  timeoutMs?: number;
+}
+
+export interface SourceContext {
+  /** this agent's name, and the directory inside the CRIU root where its migrations work */
+  name: string;
+  workRoot: string;
+  /** an authenticated channel to the destination agent */
+  connect: (to: string) => Promise<AgentChannel>;
+  metrics: AgentMetrics;
+  logger: Logger;
+}
+
+export interface RemoteMigrateResult {
+  migration: string;
+  to: string;
+  restoredPid: number;
+  running: 'restored';
+  downtime_ms: number;
+  all_present_ms: number;
+  pages: number;
+  faulted: number;
+  pushed: number;
+  bytes_sent: number;
+  image_bytes: number;
+  fault_p50_us: number | null;
+  fault_p99_us: number | null;
+  tasks: number;
+  forked: number;
+  phases: { name: string; ms: number }[];
+}
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+const ABORT_WAIT_MS = 20_000;
+/** How long a source waits, after a failed ABORT, for the destination's page connections to close. */
+const DISCONNECT_WAIT_MS = 15_000;
+
+/** Summed and picked from the destination's DONE: what the report says of the pages. */
+interface DoneReport {
+  tasks: { pid: number; pages: number; faulted: number; pushed: number; complete: boolean; exited: boolean; forked: number; p50Ns: number | null; p99Ns: number | null }[];
+}
+
+export class SourceMigration {
+  readonly id = `m-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  readonly phases: { name: string; ms: number }[] = [];
+  #t0 = 0;
+
+  constructor(
+    readonly request: SourceRequest,
+    readonly ctx: SourceContext,
+    readonly onPhase: (name: string, ms: number) => void = () => {},
+  ) {}
+
+  #phase(name: string): void {
+    const ms = round(this.#t0 ? performance.now() - this.#t0 : 0);
+    this.phases.push({ name, ms });
+    this.onPhase(name, ms);
+  }
+
+  /** Resolves once the restored tree alone runs on the destination; throws a MigrateError (which copy runs). */
+  async run(): Promise<RemoteMigrateResult> {
+    const r = this.request;
+    const log = this.ctx.logger.child({ migration: this.id });
+    const timeoutMs = r.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const workDir = `${this.ctx.workRoot}/${this.id}`;
+    const host = join(criuRootDir(), workDir);
+    const criuPort = await freePort();
+    let pidfd: number;
+    try {
+      pidfd = await checkOptions({ pid: r.pid, workDir, criuPort, timeoutMs, checksums: r.checksums, push: r.push }, 'postcopy', timeoutMs);
+    } catch (err) {
+      throw failure(err, 'original');
+    }
+    const run = new Run(r.pid, pidfd, join(host, 'no-restore-here.pid'), log);
+    const children: LineChild[] = [];
+    const servers: PageServer[] = [];
+    let ch: AgentChannel | null = null;
+    let restoreSent = false;
+    const key: PresharedKey = { keyId: this.id, key: randomBytes(32) };
+    try {
+      // The destination first: refused (a certificate, no CRIU, a bad request), nothing froze.
+      ch = await this.ctx.connect(r.to);
+      const dest = ch;
+      this.#phase('connected');
+      dest.send({
+        type: AgentType.PREPARE,
+        migration: this.id,
+        keyId: key.keyId,
+        key: Buffer.from(key.key).toString('hex'),
+        tasks: 1,
+        checksums: r.checksums ?? true,
+        push: r.push ?? true,
+        pushBatch: DEFAULT_PUSH_BATCH,
+        pushWindow: DEFAULT_PUSH_WINDOW,
+        timeoutMs,
+      });
+      await dest.next([AgentType.PREPARED], timeoutMs);
+      this.#phase('destination ready');
+      // The dump waits in the task's mount namespace for go (CRIU must dump from there).
+      const dump = new LineChild('criu dump', inTaskMounts(r.pid, [
+        `mkdir -p ${workDir}/img && cd ${workDir} && rm -f st && mkfifo st`,
+        'echo armed; read -r go; [ "$go" = go ] || exit 1',
+        `criu dump -t ${r.pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log 9>st &`,
+        'D=$!',
+        readyOnStatus('st', 'D', 'dump'),
+      ]));
+      children.push(dump);
+      run.dump = dump;
+      await dump.next((l) => l === 'armed', timeoutMs);
+      run.guard();
+      // The destination's end of the channel failing from here fails the migration at once.
+      void dest.ended.then((err) => run.fail(err));
+      this.#t0 = performance.now();
+      run.frozen = true;
+      dump.send('go');
+      const said = await dump.next((l) => l === 'ready' || l.startsWith('dump exit'), timeoutMs).catch((err: Error) => {
+        throw new PostcopyError('ERR_CRIU', `criu dump failed: ${err.message}; ${readLog(host, 'img/dump.log')}`);
+      });
+      if (said !== 'ready') throw new PostcopyError('ERR_CRIU', `criu dump failed (${said.slice(5)}): ${readLog(host, 'img/dump.log')}`);
+      run.watchDump(host, 'postcopy');
+      this.#phase('dumped');
+      // A page server per frozen task, on the address the destination reached us from.
+      const images = readDump(join(host, 'img'));
+      const frozen = frozenTasks(images, r.pid);
+      const address = dest.socket.localAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1';
+      const sources: { pid: number; endpoint: string }[] = [];
+      for (const t of images.tasks) {
+        const { regions, lazy } = lazyLayout(images.mms.get(t.pid)!, images.pagemaps.get(t.pid)!);
+        const source = await LiveProcessSource.attach(frozen.get(t.pid)!, { freeze: 'none', ranges: regions, touched: lazy, pageSize: 4096 });
+        const server = new PageServer(source, { logger: log, grants: [key] });
+        servers.push(server);
+        const { endpoint } = await server.listen(new TcpTransport(address, 0));
+        sources.push({ pid: t.pid, endpoint: formatEndpoint(endpoint) });
+      }
+      run.guard();
+      const packed = packImages(join(host, 'img'));
+      dest.send({ type: AgentType.IMAGES, data: packed });
+      dest.send({ type: AgentType.RESTORE, sources });
+      restoreSent = true;
+      this.ctx.metrics.imageBytes.inc({ role: 'source' }, packed.length);
+      this.#phase('images sent');
+      const restored = await Promise.race([dest.next([AgentType.RESTORED], timeoutMs), run.failure]);
+      const downtime = performance.now() - this.#t0;
+      this.#phase('restored');
+      const done = await Promise.race([dest.next([AgentType.DONE], timeoutMs), run.failure]);
+      const allPresent = performance.now() - this.#t0;
+      const report = done.report as unknown as DoneReport;
+      if (!done.complete) throw new PostcopyError('ERR_CRIU', `the destination did not get every page: ${JSON.stringify(report).slice(0, 400)}`);
+      run.guard();
+      if (run.dumpEnd !== null) throw new PostcopyError('ERR_CRIU', `criu dump ended (${run.dumpEnd}) before its release`);
+      run.allPresent = true;
+      this.#phase('all pages present');
+      // The original goes: CRIU kills it as its dump ends.
+      run.release(criuPort);
+      await run.dumpEnded(host, timeoutMs);
+      await run.confirmOriginalGone();
+      this.#phase('released');
+      try {
+        dest.send({ type: AgentType.COMMIT });
+        await dest.next([AgentType.COMMITTED], 10_000);
+      } catch (err) {
+        // The restored tree has every page and the original is gone: it is the task now, whatever the channel says.
+        log.warn({ err: (err as Error).message }, 'no COMMITTED from the destination');
+      }
+      const bytesSent = servers.reduce((n, s) => n + s.stats.bytesSent, 0);
+      return summarize(this, r.to, restored, report, downtime, allPresent, bytesSent, packed.length);
+    } catch (err) {
+      run.fail(err);
+      const running = await this.#settle(run, ch, restoreSent, children, servers, log);
+      throw failure(run.failed, running) as MigrateError;
+    } finally {
+      run.end();
+      for (const c of children) c.kill();
+      for (const s of servers) await s.close();
+      ch?.close();
+      run.close();
+    }
+  }
+
+  /**
+   * After a failure, exactly one copy: once released, the restored tree (it has every page); else
+   * the destination removes its copy (ABORT) before the dump lets the original go. A destination
+   * that cannot say ABORTED (gone, cut off) kills its copy when it loses the channel; its page
+   * connections closing is the sign of it, waited for before the original runs.
+   */
+  async #settle(run: Run, ch: AgentChannel | null, restoreSent: boolean, children: LineChild[], servers: PageServer[], log: Logger): Promise<Running> {
+    if (run.releaseSent) return 'restored';
+    let clean = !restoreSent;
+    if (ch && !ch.closed) {
+      try {
+        ch.send({ type: AgentType.ABORT, reason: (run.failed as Error)?.message ?? 'failed' });
+        const aborted = await ch.next([AgentType.ABORTED], ABORT_WAIT_MS);
+        clean = aborted.clean;
+        log.info({ killed: aborted.killed, clean }, 'the destination removed what it restored');
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'no ABORTED from the destination');
+      }
+    }
+    if (!clean) {
+      const deadline = Date.now() + DISCONNECT_WAIT_MS;
+      while (servers.some((s) => s.openConnections > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      if (servers.some((s) => s.openConnections > 0)) {
+        // A destination still reading pages may run the task: the original must not run beside it.
+        log.error('the destination still holds page connections and did not confirm its copy is gone: the original stays frozen');
+        for (const c of children) if (c !== run.dump) c.kill();
+        run.dump?.kill('SIGSTOP');
+        return 'none';
+      }
+    }
+    return run.settle(children);
+  }
+}
+
+function summarize(m: SourceMigration, to: string, restored: MessageOf<AgentType.RESTORED>, report: DoneReport, downtime: number, allPresent: number, bytesSent: number, imageBytes: number): RemoteMigrateResult {
+  const sum = (f: (t: DoneReport['tasks'][number]) => number) => report.tasks.reduce((n, t) => n + f(t), 0);
+  const root = report.tasks[0];
+  return {
+    migration: m.id,
+    to,
+    restoredPid: restored.restoredPid,
+    running: 'restored',
+    downtime_ms: round(downtime),
+    all_present_ms: round(allPresent),
+    pages: sum((t) => t.pages),
+    faulted: sum((t) => t.faulted),
+    pushed: sum((t) => t.pushed),
+    bytes_sent: bytesSent,
+    image_bytes: imageBytes,
+    fault_p50_us: root?.p50Ns != null ? round(root.p50Ns / 1000) : null,
+    fault_p99_us: root?.p99Ns != null ? round(root.p99Ns / 1000) : null,
+    tasks: report.tasks.length,
+    forked: sum((t) => t.forked),
+    phases: m.phases,
+  };
+}
+
+/** A free TCP port on loopback, for CRIU's page server (the dump's release). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,240 @@
+// The agents' control protocol, version 1: what `postcopy migrate --to` and two `postcopy agent`s
+// say to each other. Pure: bytes in, typed messages out (and back), fuzzed like the page protocol.
+//   frame: u32 LE length of what follows | u8 type | body
+//   body: UTF-8 JSON for every type but IMAGES, checked field by field against its type's schema;
+//         IMAGES carries the packed images directory (criu/image-transfer.ts) as raw bytes.
+// One connection carries one exchange: a HELLO first (and, over plain TCP, a pre-shared key
+// proven both ways), then a MIGRATE (from the CLI, on the agent's own Unix socket) or a PREPARE
+// (from the source agent) and what follows it. docs/protocol.md describes every message.
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from '../errors.js';
+
+export const AGENT_PROTOCOL_VERSION = 1;
+/** header: u32 length, u8 type */
+export const AGENT_HEADER = 5;
+/** the images of a dump are small (the lazy memory stays behind), but a JSON body is smaller still */
+export const MAX_IMAGES_BODY = 256 << 20;
+export const MAX_JSON_BODY = 1 << 20;
+
+export enum AgentType {
+  HELLO = 1,
+  WELCOME = 2,
+  AUTH = 3,
+  MIGRATE = 4,
+  PHASE = 5,
+  RESULT = 6,
+  PREPARE = 7,
+  PREPARED = 8,
+  IMAGES = 9,
+  RESTORE = 10,
+  RESTORED = 11,
+  DONE = 12,
+  COMMIT = 13,
+  COMMITTED = 14,
+  ABORT = 15,
+  ABORTED = 16,
+  ERROR = 17,
+}
+
+/** A field's kind: checked on every message decoded, and on every one encoded. */
+type Kind = 'int' | 'uint' | 'number' | 'string' | 'bool' | 'hex' | 'object' | 'array' | 'ints';
+type Schema = Record<string, Kind | `${Kind}?`>;
+
+const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
+  // client -> agent: its version and name; over plain TCP, its nonce and the key it claims
+  [AgentType.HELLO]: { version: 'uint', agent: 'string', nonce: 'hex?', keyId: 'string?' },
+  // agent -> client: its version and name; with a key, its nonce and its proof
+  [AgentType.WELCOME]: { version: 'uint', agent: 'string', nonce: 'hex?', proof: 'hex?' },
+  // client -> agent: the client's proof
+  [AgentType.AUTH]: { proof: 'hex' },
+  // CLI -> its own agent: move task `pid` to the agent at `to`
+  [AgentType.MIGRATE]: { pid: 'uint', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
+  // agent -> CLI: a step of the migration done, ms after the freeze (negative: before it)
+  [AgentType.PHASE]: { name: 'string', ms: 'number' },
+  // agent -> CLI: the end; `result` on success, else code, message and which copy runs
+  [AgentType.RESULT]: { ok: 'bool', result: 'object?', code: 'string?', message: 'string?', running: 'string?' },
+  // source agent -> destination agent: get ready to restore this migration's tasks
+  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
+  // destination -> source: `criu restore` waits, its handlers' threads are up
+  [AgentType.PREPARED]: { migration: 'string' },
+  // source -> destination: where each task's pages are served (pid as the dump names it)
+  [AgentType.RESTORE]: { sources: 'array' },
+  // destination -> source: the restored tree runs (its root, as the destination sees it)
+  [AgentType.RESTORED]: { restoredPid: 'uint', restoreMs: 'number' },
+  // destination -> source: every task has every page (or exited); the handlers' reports
+  [AgentType.DONE]: { complete: 'bool', report: 'object' },
+  // source -> destination: the original is gone; the restored tree is the task now
+  [AgentType.COMMIT]: {},
+  [AgentType.COMMITTED]: {},
+  // source -> destination: remove whatever was restored
+  [AgentType.ABORT]: { reason: 'string' },
+  // destination -> source: every restored task was killed and seen dead (clean), or not
+  [AgentType.ABORTED]: { clean: 'bool', killed: 'ints' },
+  [AgentType.ERROR]: { code: 'string', message: 'string' },
+};
+
+export interface Fields {
+  [AgentType.HELLO]: { version: number; agent: string; nonce?: string; keyId?: string };
+  [AgentType.WELCOME]: { version: number; agent: string; nonce?: string; proof?: string };
+  [AgentType.AUTH]: { proof: string };
+  [AgentType.MIGRATE]: { pid: number; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
+  [AgentType.PHASE]: { name: string; ms: number };
+  [AgentType.RESULT]: { ok: boolean; result?: Record<string, unknown>; code?: string; message?: string; running?: string };
+  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
+  [AgentType.PREPARED]: { migration: string };
+  [AgentType.IMAGES]: { data: Uint8Array };
+  [AgentType.RESTORE]: { sources: { pid: number; endpoint: string }[] };
+  [AgentType.RESTORED]: { restoredPid: number; restoreMs: number };
+  [AgentType.DONE]: { complete: boolean; report: Record<string, unknown> };
+  [AgentType.COMMIT]: object;
+  [AgentType.COMMITTED]: object;
+  [AgentType.ABORT]: { reason: string };
+  [AgentType.ABORTED]: { clean: boolean; killed: number[] };
+  [AgentType.ERROR]: { code: string; message: string };
+}
+
+export type AgentMessage = { [T in AgentType]: { type: T } & Fields[T] }[AgentType];
+export type MessageOf<T extends AgentType> = Extract<AgentMessage, { type: T }>;
+
+function fits(kind: Kind, v: unknown): boolean {
+  switch (kind) {
+    case 'int':
+      return Number.isSafeInteger(v);
+    case 'uint':
+      return Number.isSafeInteger(v) && (v as number) >= 0;
+    case 'number':
+      return typeof v === 'number' && Number.isFinite(v);
+    case 'string':
+      return typeof v === 'string' && v.length <= 65536;
+    case 'bool':
+      return typeof v === 'boolean';
+    case 'hex':
+      return typeof v === 'string' && v.length <= 1024 && /^(?:[0-9a-f]{2})*$/.test(v);
+    case 'object':
+      return typeof v === 'object' && v !== null && !Array.isArray(v);
+    case 'array':
+      return Array.isArray(v);
+    case 'ints':
+      return Array.isArray(v) && v.every((x) => Number.isSafeInteger(x));
+  }
+}
+
+/** The sources of a RESTORE: a task's pid (as the dump names it) and where its pages are served. */
+function checkSources(v: unknown): void {
+  for (const s of v as unknown[]) {
+    const ok = typeof s === 'object' && s !== null && Number.isSafeInteger((s as { pid: unknown }).pid) && (s as { pid: number }).pid > 0 && typeof (s as { endpoint: unknown }).endpoint === 'string';
+    if (!ok) throw new ProtocolError(`RESTORE: a source is {pid, endpoint}, not ${JSON.stringify(s)?.slice(0, 80)}`);
+  }
+}
+
+/** Checks fields against the type's schema; returns only the schema's fields. */
+function checked(type: Exclude<AgentType, AgentType.IMAGES>, body: unknown): Record<string, unknown> {
+  const schema = SCHEMAS[type];
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ProtocolError(`${AgentType[type]}: the body is not a JSON object`);
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(schema)) {
+    const optional = spec.endsWith('?');
+    const kind = (optional ? spec.slice(0, -1) : spec) as Kind;
+    const v = (body as Record<string, unknown>)[name];
+    if (v === undefined || v === null) {
+      if (!optional) throw new ProtocolError(`${AgentType[type]}: field ${name} is missing`);
+      continue;
+    }
+    if (!fits(kind, v)) throw new ProtocolError(`${AgentType[type]}: field ${name} must be ${kind}, not ${JSON.stringify(v)?.slice(0, 80)}`);
+    out[name] = v;
+  }
+  if (type === AgentType.RESTORE) checkSources(out.sources);
+  return out;
+}
+
+/** One message as a frame. Throws ProtocolError if its fields do not fit its type. */
+export function encodeAgentMessage(m: AgentMessage): Buffer {
+  let body: Buffer;
+  if (m.type === AgentType.IMAGES) {
+    if (m.data.length > MAX_IMAGES_BODY) throw new ProtocolError(`IMAGES: ${m.data.length} bytes, more than ${MAX_IMAGES_BODY}`);
+    body = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.length);
+  } else {
+    if (!(m.type in SCHEMAS)) throw new ProtocolError(`unknown agent message type ${m.type}`);
+    const { type, ...fields } = m;
+    body = Buffer.from(JSON.stringify(checked(type, fields)), 'utf8');
+    if (body.length > MAX_JSON_BODY) throw new ProtocolError(`${AgentType[type]}: ${body.length} bytes of JSON, more than ${MAX_JSON_BODY}`);
+  }
+  const head = Buffer.alloc(AGENT_HEADER);
+  head.writeUInt32LE(body.length + 1, 0);
+  head.writeUInt8(m.type, 4);
+  return Buffer.concat([head, body]);
+}
+
+/** A message from a frame's type and body. Throws ProtocolError (ERR_PROTOCOL) on anything malformed. */
+export function decodeAgentBody(type: number, body: Uint8Array): AgentMessage {
+  if (type === AgentType.IMAGES) return { type, data: body };
+  if (!(type in SCHEMAS)) throw new ProtocolError(`unknown agent message type ${type}`);
+  if (body.length > MAX_JSON_BODY) throw new ProtocolError(`${AgentType[type]}: ${body.length} bytes of JSON, more than ${MAX_JSON_BODY}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch {
+    throw new ProtocolError(`${AgentType[type]}: the body is not UTF-8 JSON`);
+  }
+  return { type, ...checked(type as Exclude<AgentType, AgentType.IMAGES>, parsed) } as AgentMessage;
+}
+
+/** A streaming decoder: push bytes as they come, take whole messages out. */
+export class AgentDecoder {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+
+  /** Whole messages in these bytes (and those before). Throws ProtocolError; the stream is then unusable. */
+  push(bytes: Uint8Array): AgentMessage[] {
+    this.#chunks.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
+    this.#buffered += bytes.length;
+    const out: AgentMessage[] = [];
+    for (;;) {
+      if (this.#buffered < AGENT_HEADER) break;
+      const head = this.#peek(AGENT_HEADER);
+      const length = head.readUInt32LE(0);
+      const type = head.readUInt8(4);
+      if (length < 1) throw new ProtocolError('an agent frame of length 0');
+      const limit = type === AgentType.IMAGES ? MAX_IMAGES_BODY : MAX_JSON_BODY;
+      if (length - 1 > limit) throw new ProtocolError(`an agent frame of ${length} bytes (type ${type}): more than ${limit}`);
+      if (!(type in AgentType)) throw new ProtocolError(`unknown agent message type ${type}`);
+      if (this.#buffered < 4 + length) break;
+      const frame = this.#take(4 + length);
+      out.push(decodeAgentBody(type, frame.subarray(AGENT_HEADER)));
+    }
+    return out;
+  }
+
+  /** Bytes received that no whole message holds yet. */
+  get pending(): number {
+    return this.#buffered;
+  }
+
+  #peek(n: number): Buffer {
+    if (this.#chunks[0].length < n) this.#chunks = [Buffer.concat(this.#chunks)];
+    return this.#chunks[0];
+  }
+
+  #take(n: number): Buffer {
+    const all = this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks);
+    const rest = all.subarray(n);
+    this.#chunks = rest.length ? [rest] : [];
+    this.#buffered = rest.length;
+    return all.subarray(0, n);
+  }
+}
+
+/**
+ * A proof that one side of an agent connection holds the pre-shared key: HMAC-SHA256 over a label
+ * of its side (so it cannot be reflected), the key id and both nonces (so it cannot be replayed).
+ * The labels differ from the page protocol's: a proof from one is worth nothing in the other.
+ */
+export function agentProof(side: 'client' | 'agent', key: Uint8Array, keyId: string, nonceClient: Uint8Array, nonceAgent: Uint8Array): Buffer {
+  return createHmac('sha256', key).update(`postcopy-agent ${side}\0${keyId}\0`).update(nonceClient).update(nonceAgent).digest();
+}
+
+export function proofEquals(expected: Buffer, gotHex: string | undefined): boolean {
+  if (typeof gotHex !== 'string') return false;
+  const got = Buffer.from(gotHex, 'hex');
+  return got.length === expected.length && timingSafeEqual(expected, got);
+}

@@ -1,0 +1,202 @@
+// Agents on two hosts: each host a network namespace of its own with its own agent and state
+// directory, joined to the other by a veth pair and nothing else. `postcopy migrate --to` on one
+// moves a task to the other; /metrics is read with a Prometheus text parser.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+// @ts-expect-error no types shipped
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { startInRoot } from '../src/bench/criu-bench.js';
+import { ensureCriuRoot } from '../src/criu/root.js';
+import { LineChild } from '../src/util/child.js';
+import { VethPair } from '../src/util/netns.js';
+import { caps, need } from './helpers/caps.js';
+import { makeCerts } from './helpers/certs.js';
+import { CLI } from './helpers/util.js';
+
+const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
+const TSX = [process.execPath, '--import', 'tsx', CLI];
+const AGENT_PORT = 7070;
+const METRICS_PORT = 9100;
+
+interface Host {
+  end: 'a' | 'b';
+  addr: string;
+  stateDir: string;
+  agent: LineChild;
+}
+
+/** GET url from inside a host's namespace (the test itself is on neither host). */
+function httpGet(veth: VethPair, end: 'a' | 'b', url: string): string {
+  const r = spawnSync(veth.exec(end)[0], [...veth.exec(end).slice(1), process.execPath, '-e', `fetch(${JSON.stringify(url)}).then(r => r.text()).then(t => process.stdout.write(t), e => { console.error(e.message); process.exit(1); })`], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+/** A metric's value from parsed Prometheus text (a counter's, or a histogram's count), labels matching. */
+function metric(families: { name: string; metrics: { value?: string; count?: string; labels?: Record<string, string> }[] }[], name: string, labels: Record<string, string> = {}): number {
+  const family = families.find((f) => f.name === name);
+  if (!family) return 0;
+  return family.metrics
+    .filter((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))
+    .reduce((n, m) => n + Number(m.value ?? m.count ?? 0), 0);
+}
+
+function taskState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return 'gone';
+  }
+}
+
+async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    if (enough(lines) || Date.now() > deadline) return lines;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** `postcopy migrate --to` on host a; its JSON result line (ok or not) and exit status. */
+function migrateTo(stateDir: string, pid: number, to: string, extra: string[] = []): { status: number | null; result: Record<string, unknown>; stderr: string } {
+  const r = spawnSync(TSX[0], [...TSX.slice(1), 'migrate', '--pid', String(pid), '--to', to, '--state-dir', stateDir, '--json', ...extra], { encoding: 'utf8', timeout: 240_000 });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  let result: Record<string, unknown> = {};
+  try {
+    result = JSON.parse(line);
+  } catch {
+    // no JSON: the assertion below says what came instead
+  }
+  return { status: r.status, result, stderr: r.stderr };
+}
+
+describe('agents on two hosts', () => {
+  let veth: VethPair | null = null;
+  const hosts: Host[] = [];
+  const tmp = mkdtempSync(join(tmpdir(), 'pc-agents-'));
+  const keyFile = join(tmp, 'rack.key');
+  const tag = `pcg${process.pid % 10000}`;
+  const startAgent = async (end: 'a' | 'b', args: string[]) => {
+    const addr = veth!.exec(end) && veth![end].addr;
+    const stateDir = join(tmp, `state-${end}-${hosts.length}`);
+    const agent = new LineChild(`agent ${end}`, [...veth!.exec(end), ...TSX, 'agent', '--state-dir', stateDir, '--name', `host-${end}`, '--metrics-listen', `tcp://${addr}:${METRICS_PORT}`, '--json', ...args]);
+    const line = await agent.next((l) => l.includes('"listening"'), 60_000);
+    assert.match(line, new RegExp(`host-${end}`));
+    const host = { end, addr, stateDir, agent };
+    hosts.push(host);
+    return host;
+  };
+  const stopAgents = async () => {
+    for (const h of hosts.splice(0)) {
+      h.agent.child.kill('SIGTERM');
+      await Promise.race([h.agent.exited, new Promise((r) => setTimeout(r, 5000))]);
+      h.agent.kill();
+    }
+  };
+
+  before(() => {
+    writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  });
+  after(async () => {
+    await stopAgents();
+    veth?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('moves a process from one host to the other with one command; the restored copy runs alone, in the other host\'s namespace, and /metrics counts it', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    veth = VethPair.create(tag, '10.236.0');
+    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const dir = `/var/lib/postcopy/agent-move-${process.pid}`;
+    let original = 0;
+    let restored = 0;
+    try {
+      original = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
+      const { status, result, stderr } = migrateTo(a.stateDir, original, veth.b.addr);
+      assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+      assert.equal(result.ok, true);
+      assert.equal(result.running, 'restored');
+      restored = result.restoredPid as number;
+      assert.ok(restored > 0 && restored !== original, JSON.stringify(result));
+      assert.ok((result.bytes_sent as number) >= 128 << 20, JSON.stringify(result));
+      assert.ok((result.downtime_ms as number) > 0 && (result.all_present_ms as number) >= (result.downtime_ms as number), JSON.stringify(result));
+      const phases = (result.phases as { name: string }[]).map((p) => p.name);
+      for (const p of ['destination ready', 'dumped', 'images sent', 'restored', 'all pages present', 'released']) assert.ok(phases.includes(p), phases.join(', '));
+      // Exactly one copy, on host b.
+      assert.ok(['gone', 'Z', 'X'].includes(taskState(original)), `the original is gone (state ${taskState(original)})`);
+      assert.notEqual(taskState(restored), 'gone');
+      assert.equal(readlinkSync(`/proc/${restored}/ns/net`), readlinkSync(`/proc/${b.agent.child.pid}/ns/net`), 'the restored task runs in host b\'s network namespace');
+      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 3, 20_000);
+      assert.ok(lines.length >= before + 3, 'the restored process runs on');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check of the restored process passes');
+      // Each agent counted it; the destination's fault histogram holds the faults it served.
+      const ma = parsePrometheusTextFormat(httpGet(veth, 'a', `http://${a.addr}:${METRICS_PORT}/metrics`));
+      const mb = parsePrometheusTextFormat(httpGet(veth, 'b', `http://${b.addr}:${METRICS_PORT}/metrics`));
+      assert.equal(metric(ma, 'postcopy_migrations_started_total', { role: 'source' }), 1);
+      assert.equal(metric(ma, 'postcopy_migrations_succeeded_total', { role: 'source' }), 1);
+      assert.equal(metric(ma, 'postcopy_migrations_failed_total'), 0);
+      assert.equal(metric(ma, 'postcopy_bytes_sent_total'), result.bytes_sent);
+      assert.equal(metric(ma, 'postcopy_downtime_seconds'), 1);
+      assert.equal(metric(mb, 'postcopy_migrations_started_total', { role: 'destination' }), 1);
+      assert.equal(metric(mb, 'postcopy_migrations_succeeded_total', { role: 'destination' }), 1);
+      assert.equal(metric(mb, 'postcopy_pages_faulted_total'), result.faulted);
+      assert.equal(metric(mb, 'postcopy_pages_pushed_total'), result.pushed);
+      assert.ok(metric(mb, 'postcopy_fault_latency_seconds') >= (result.faulted as number) > 0 ? 1 : 0);
+      const status_ = JSON.parse(httpGet(veth, 'b', `http://${b.addr}:${METRICS_PORT}/status`)) as { migrations: { id: string; state: string; role: string }[] };
+      assert.deepEqual(status_.migrations.map((m) => [m.id, m.role, m.state]), [[result.migration, 'destination', 'committed']]);
+      const ledger = readFileSync(join(a.stateDir, 'ledger.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      assert.equal(ledger.length, 1);
+      assert.equal(ledger[0].state, 'done');
+      assert.equal(ledger[0].result.restoredPid, restored);
+    } finally {
+      for (const pid of [original, restored]) if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
+      rmSync(join(ROOT, dir), { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
+  it('a destination that refuses this host\'s certificate: a clear ERR_AUTH, and nothing was frozen', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    veth = VethPair.create(tag, '10.236.0');
+    const certs = makeCerts();
+    const files = (who: 'source' | 'target') => certs.files(who);
+    const stranger = join(certs.dir, 'stranger');
+    const a = await startAgent('a', ['--listen', `tls://${veth.a.addr}:${AGENT_PORT}`, '--tls-cert', `${stranger}.pem`, '--tls-key', `${stranger}.key`, '--tls-ca', files('source').ca]);
+    await startAgent('b', ['--listen', `tls://${veth.b.addr}:${AGENT_PORT}`, '--tls-cert', files('target').cert, '--tls-key', files('target').key, '--tls-ca', files('target').ca]);
+    const dir = `/var/lib/postcopy/agent-cert-${process.pid}`;
+    let original = 0;
+    try {
+      assert.ok(existsSync(`${stranger}.pem`), 'the helper writes the stranger\'s certificate');
+      original = await startInRoot(dir, `/usr/local/bin/memproc 16 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      const { status, result } = migrateTo(a.stateDir, original, veth.b.addr);
+      assert.notEqual(status, 0);
+      assert.equal(result.ok, false);
+      assert.equal(result.code, 'ERR_AUTH', JSON.stringify(result));
+      assert.equal(result.running, 'original');
+      assert.equal(taskState(original), 'S', 'the task runs on (sleeping between its steps), not stopped');
+      const status_ = readFileSync(`/proc/${original}/status`, 'utf8');
+      assert.match(status_, /^TracerPid:\s+0$/m);
+    } finally {
+      if (original > 0) spawnSync('kill', ['-9', String(original)]);
+      rmSync(join(ROOT, dir), { recursive: true, force: true });
+      rmSync(certs.dir, { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+});
