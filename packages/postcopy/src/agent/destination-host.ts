@@ -19,7 +19,7 @@ import { readDump } from '../criu/image.js';
 import { unpackImages } from '../criu/image-transfer.js';
 import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from '../criu/lazy-pages.js';
 import { criuRootDir, inCriuRoot } from '../criu/root.js';
-import { inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
+import { ended, inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
 import type { AgentMetrics } from './metrics.js';
 
 export interface DestinationContext {
@@ -41,6 +41,9 @@ export class DestinationMigration {
   restoredPid = 0;
   report: Record<string, unknown> | null = null;
   error: { code: string; message: string } | null = null;
+  /** the steps from the images' arrival on (ms since then): the part of the downtime spent here */
+  readonly phases: { name: string; ms: number }[] = [];
+  #t0 = 0;
   #restore: LineChild | null = null;
   #restoreNs: string | null = null;
   #listenFd = -1;
@@ -83,11 +86,14 @@ export class DestinationMigration {
 
       const images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT], p.timeoutMs);
       if (images.type === AgentType.ABORT) throw new Aborted(images.reason);
+      this.#t0 = performance.now();
       unpackImages(Buffer.from(images.data.buffer, images.data.byteOffset, images.data.length), img);
       this.ctx.metrics.imageBytes.inc({ role: 'destination' }, images.data.length);
       const dump = readDump(img);
+      this.#mark('images written');
       const order = await this.ch.next([AgentType.RESTORE, AgentType.ABORT], p.timeoutMs);
       if (order.type === AgentType.ABORT) throw new Aborted(order.reason);
+      this.#mark('restore ordered');
       const sources = new Map(order.sources.map((s) => [s.pid, parseEndpoint(s.endpoint)]));
       for (const t of dump.tasks) if (!sources.get(t.pid) || sources.get(t.pid)!.kind !== 'tcp') throw new PostcopyError('ERR_INVALID_ARG', `RESTORE names no tcp:// source for task ${t.pid} of the dump`);
       this.state = 'restoring';
@@ -112,17 +118,23 @@ export class DestinationMigration {
       const control = this.ch.next([AgentType.COMMIT, AgentType.ABORT], COMMIT_WAIT_MS + p.timeoutMs);
       control.catch(() => {});
       restore.send('go');
-      const restored = restore.rest(p.timeoutMs).then(
-        () => Number(readFileSync(join(this.#host, 'restored.pid'), 'utf8').trim()),
-        (err: Error) => {
-          throw new PostcopyError('ERR_CRIU', `criu restore failed: ${err.message}; ${readLog(this.#host, 'img/restore.log')}`);
-        },
-      );
-      const pid = await Promise.race([restored, control.then(stopped)]);
+      this.#mark('restore started');
+      // Downtime ends as `criu restore -d` exits (the tasks run): seen on its exit, not once its output closes.
+      const exit = ended(restore);
+      const how = await Promise.race([exit, control.then(stopped)]);
+      this.#mark('restore exited');
+      if (how !== 'exit 0') throw new PostcopyError('ERR_CRIU', `criu restore failed (${how}): ${readLog(this.#host, 'img/restore.log')}`);
+      let pid = 0;
+      try {
+        pid = Number(readFileSync(join(this.#host, 'restored.pid'), 'utf8').trim());
+      } catch {
+        // said below
+      }
       if (!(pid > 0)) throw new PostcopyError('ERR_CRIU', `criu restore wrote no pid: ${readLog(this.#host, 'img/restore.log')}`);
       this.restoredPid = pid;
       this.state = 'running';
       this.ch.send({ type: AgentType.RESTORED, restoredPid: pid, restoreMs: round(performance.now() - t0) });
+      this.#mark('restored said');
       const result = await Promise.race([lazy, control.then(stopped)]);
       lazy = null;
       const tasks = result.tasks.map((t) => ({
@@ -142,7 +154,7 @@ export class DestinationMigration {
         this.ctx.metrics.pushed.inc(t.report.pushed);
         for (const r of [t.report, ...t.forked]) this.ctx.metrics.observeFaults(r.latency);
       }
-      this.report = { tasks, zombies: result.zombies };
+      this.report = { tasks, zombies: result.zombies, phases: this.phases };
       this.state = 'done';
       this.ch.send({ type: AgentType.DONE, complete, report: this.report });
       const end = await control;
@@ -174,6 +186,10 @@ export class DestinationMigration {
       this.#restore?.kill();
       this.ch.close();
     }
+  }
+
+  #mark(name: string): void {
+    this.phases.push({ name, ms: round(performance.now() - this.#t0) });
   }
 
   /** Kills `criu restore` and every task it made (with their children), each seen dead. */

@@ -16,6 +16,7 @@ import type { AgentChannel } from '../transport/agent-channel.js';
 import { formatEndpoint, TcpTransport } from '../transport/index.js';
 import { LineChild } from '../util/child.js';
 import type { Logger } from '../util/log.js';
+import { treePids } from '../util/proctree.js';
 import { lazyLayout, readDump } from '../criu/image.js';
 import { packImages } from '../criu/image-transfer.js';
 import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/migrate.js';
@@ -59,6 +60,8 @@ export interface RemoteMigrateResult {
   tasks: number;
   forked: number;
   phases: { name: string; ms: number }[];
+  /** the destination's steps, ms from the images' arrival there */
+  destination_phases: { name: string; ms: number }[];
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
@@ -68,6 +71,7 @@ const DISCONNECT_WAIT_MS = 15_000;
 
 /** Summed and picked from the destination's DONE: what the report says of the pages. */
 interface DoneReport {
+  phases?: { name: string; ms: number }[];
   tasks: { pid: number; pages: number; faulted: number; pushed: number; complete: boolean; exited: boolean; forked: number; p50Ns: number | null; p99Ns: number | null }[];
 }
 
@@ -137,6 +141,9 @@ export class SourceMigration {
       ]));
       children.push(dump);
       run.dump = dump;
+      // Threads start before the freeze, not in the downtime: a connection thread at each end of
+      // each of a task's two connections (faults, push).
+      await PageServer.prestartThreads(2 * treePids(r.pid).size);
       await dump.next((l) => l === 'armed', timeoutMs);
       run.guard();
       // The destination's end of the channel failing from here fails the migration at once.
@@ -262,6 +269,7 @@ function summarize(m: SourceMigration, to: string, restored: MessageOf<AgentType
     tasks: report.tasks.length,
     forked: sum((t) => t.forked),
     phases: m.phases,
+    destination_phases: report.phases ?? [],
   };
 }
 

@@ -13,6 +13,7 @@ import { native } from '../../src/native/index.js';
 import { encodeAuth, encodeBye, encodeError, encodeGet, encodeHello, encodeRegions, encodeRunHeader } from '../../src/protocol/codec.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { BYTE_ORDER_MARK, Flag, FrameType, type Frame } from '../../src/protocol/frames.js';
+import { AgentDecoder, AgentType, encodeAgentMessage, type AgentMessage } from '../../src/protocol/agent.js';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const page = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
@@ -143,6 +144,35 @@ async function playHandoff(parts: HandoffPart[], hangUp: boolean): Promise<void>
   assert.equal(openFds(), before, 'no fd leaked');
 }
 
+
+const hex = fc.uint8Array({ maxLength: 48 }).map((b) => Buffer.from(b).toString('hex'));
+const text = fc.string({ maxLength: 40 });
+const nat = fc.nat({ max: 2 ** 40 });
+
+/** Every kind of agent message, its fields drawn at random (each within its schema). */
+export const agentMessageArb: fc.Arbitrary<AgentMessage> = fc.oneof(
+  fc.record({ type: fc.constant(AgentType.HELLO as const), version: nat, agent: text, nonce: hex, keyId: text }, { requiredKeys: ['type', 'version', 'agent'] }),
+  fc.record({ type: fc.constant(AgentType.WELCOME as const), version: nat, agent: text, nonce: hex, proof: hex }, { requiredKeys: ['type', 'version', 'agent'] }),
+  fc.record({ type: fc.constant(AgentType.AUTH as const), proof: hex }),
+  fc.record({ type: fc.constant(AgentType.MIGRATE as const), pid: nat, to: text, checksums: fc.boolean(), push: fc.boolean(), timeoutMs: nat }, { requiredKeys: ['type', 'pid', 'to'] }),
+  fc.record({ type: fc.constant(AgentType.PHASE as const), name: text, ms: fc.double({ noNaN: true, noDefaultInfinity: true }) }),
+  fc.record({ type: fc.constant(AgentType.RESULT as const), ok: fc.boolean(), result: fc.dictionary(text, fc.oneof(text, nat)), code: text, message: text, running: text }, { requiredKeys: ['type', 'ok'] }),
+  fc.record({ type: fc.constant(AgentType.PREPARE as const), migration: text, keyId: text, key: hex, tasks: nat, checksums: fc.boolean(), push: fc.boolean(), pushBatch: nat, pushWindow: nat, timeoutMs: nat }),
+  fc.record({ type: fc.constant(AgentType.PREPARED as const), migration: text }),
+  fc.uint8Array({ maxLength: 512 }).map((data) => ({ type: AgentType.IMAGES as const, data })),
+  fc.record({ type: fc.constant(AgentType.RESTORE as const), sources: fc.array(fc.record({ pid: fc.integer({ min: 1, max: 2 ** 22 }), endpoint: text }), { maxLength: 4 }) }),
+  fc.record({ type: fc.constant(AgentType.RESTORED as const), restoredPid: nat, restoreMs: fc.double({ noNaN: true, noDefaultInfinity: true }) }),
+  fc.record({ type: fc.constant(AgentType.DONE as const), complete: fc.boolean(), report: fc.dictionary(text, fc.oneof(text, nat, fc.boolean())) }),
+  fc.constant({ type: AgentType.COMMIT as const }),
+  fc.constant({ type: AgentType.COMMITTED as const }),
+  fc.record({ type: fc.constant(AgentType.ABORT as const), reason: text }),
+  fc.record({ type: fc.constant(AgentType.ABORTED as const), clean: fc.boolean(), killed: fc.array(nat, { maxLength: 4 }) }),
+  fc.record({ type: fc.constant(AgentType.ERROR as const), code: text, message: text }),
+) as fc.Arbitrary<AgentMessage>;
+
+/** What a message decodes to: its JSON fields as JSON carries them (-0 becomes 0). */
+const asDecoded = (m: AgentMessage) => (m.type === AgentType.IMAGES ? { type: m.type, data: Buffer.from(m.data) } : JSON.parse(JSON.stringify(m)));
+
 export interface FuzzTarget {
   name: string;
   /** cases in `npm test`, and in the long run (scripts/fuzz.ts) */
@@ -201,6 +231,35 @@ export const fuzzTargets: FuzzTarget[] = [
     name: 'lazy-pages socket: what criu restore sends',
     runs: { test: 150, long: 20_000 },
     property: () => fc.asyncProperty(fc.array(handoffPartArb, { maxLength: 8 }), fc.boolean(), playHandoff),
+  },
+  {
+    name: 'agent protocol: messages survive encoding, in any split of the stream',
+    runs: { test: 1000, long: 100_000 },
+    property: () =>
+      fc.property(fc.array(agentMessageArb, { minLength: 1, maxLength: 4 }), fc.nat(), (messages, cut) => {
+        const bytes = Buffer.concat(messages.map(encodeAgentMessage));
+        const decoder = new AgentDecoder();
+        const at = cut % (bytes.length + 1);
+        const got = [...decoder.push(bytes.subarray(0, at)), ...decoder.push(bytes.subarray(at))];
+        assert.deepEqual(got.map((m) => (m.type === AgentType.IMAGES ? { type: m.type, data: Buffer.from(m.data) } : m)), messages.map(asDecoded));
+        assert.equal(decoder.pending, 0);
+      }),
+  },
+  {
+    name: 'agent protocol: arbitrary bytes, and valid messages with a byte changed',
+    runs: { test: 2000, long: 200_000 },
+    property: () =>
+      fc.property(fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 256 }), fc.tuple(agentMessageArb, fc.nat(), fc.integer({ min: 1, max: 255 })).map(([m, at, xor]) => {
+        const bytes = encodeAgentMessage(m);
+        bytes[at % bytes.length] ^= xor;
+        return bytes;
+      })), (bytes) => {
+        try {
+          new AgentDecoder().push(bytes);
+        } catch (err) {
+          expectProtocolError(err);
+        }
+      }),
   },
 ];
 
