@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { decodeFields, imageRecords, ImageMagic, lazyLayout, lazyRanges, parseMm, parsePagemap, readDump } from '../src/criu/image.js';
 import { serveLazyPages } from '../src/criu/lazy-pages.js';
-import { readIov, writeIov, PS_IOV_GET } from '../src/criu/page-server.js';
+import { readIov, writeIov, PS_IOV_GET } from '../src/protocol/criu-page-server.js';
 import { LineChild } from '../src/util/child.js';
 import { runCriuBench, startInRoot } from '../src/bench/criu-bench.js';
 import { migrate } from '../src/criu/migrate.js';

@@ -185,7 +185,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           'serve', '--pid', String(donorPid), '--range', `${donorAddr}:${2 * o.faults * c.pageSize}`,
           '--freeze', 'none', '--page-size', String(c.pageSize), '--listen', listen, '--json',
         ]);
-        const endpoint = (JSON.parse(await server.next((l) => l.includes('"listening"'), 20_000)) as { endpoint: string }).endpoint;
+        const endpoint = (await server.event('serve', 'listening', 20_000)).endpoint;
         const args: BenchTargetArgs = { endpoint, pageSize: c.pageSize, faults: o.faults, trials: 0 };
         const client = start('bench target', [...targetSide, ...nodeModuleArgv(import.meta.url, './target'), JSON.stringify(args)]);
         return { server, client, lines: [] };

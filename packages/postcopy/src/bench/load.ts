@@ -65,7 +65,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const cli = nodeModuleArgv(import.meta.url, '../cli/main');
     const serve = new LineChild('postcopy serve', [...veth.exec('a'), ...cli, 'serve', '--image', join(dir, 'image'), '--listen', `tcp://${veth.a.addr}:0`, '--grants', join(dir, 'grants.json'), '--json']);
     children.push(serve);
-    const endpoint = (JSON.parse(await serve.next((l) => l.includes('"listening"'), 60_000)) as { endpoint: string }).endpoint;
+    const endpoint = (await serve.event('serve', 'listening', 60_000)).endpoint;
 
     const script = nodeModuleArgv(import.meta.url, './load-target');
     let done = 0;

@@ -30,6 +30,7 @@ import { writePlot } from '../bench/plot.js';
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
+import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } from '../protocol/cli-events.js';
 import { Agent, AGENT_SOCKET, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
 
 function int(value: string): number {
@@ -71,6 +72,11 @@ function range(value: string, previous: { start: number; length: number }[] = []
 
 function print(json: boolean, data: object, text: string): void {
   process.stdout.write(json ? `${JSON.stringify(data)}\n` : `${text}\n`);
+}
+
+/** An event of a command (protocol/cli-events.ts): its JSON line with --json, else the text. */
+function printEvent<C extends CliCommand, E extends CliEventName<C>>(json: boolean, command: C, event: E, fields: CliEvents[C][E], text: string): void {
+  process.stdout.write(json ? `${formatCliEvent(command, event, fields)}\n` : `${text}\n`);
 }
 
 // Checks of arguments, one per kind, each throwing ERR_INVALID_ARG that names the option. Every
@@ -326,9 +332,9 @@ program
       const pages = new PageServer(source, { logger: log, grants: args.grants });
       server = pages;
       const listener = await listenOn('--listen', args.listen, () => pages.listen(transportFor(args.listen, args.tls)));
-      print(!!o.json, { event: 'listening', endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
+      printEvent(!!o.json, 'serve', 'listening', { endpoint: formatEndpoint(listener.endpoint), regions: source.regions }, `serving ${source.regions.length} regions on ${formatEndpoint(listener.endpoint)}`);
       if (args.imagesListen) images = await listenOn('--images-listen', args.imagesListen, () => serveImages(o.images!, args.imagesListen!));
-      if (images) print(!!o.json, { event: 'images-listening', endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
+      if (images) printEvent(!!o.json, 'serve', 'images-listening', { endpoint: formatEndpoint(images.endpoint) }, `serving the images of ${o.images} on ${formatEndpoint(images.endpoint)}`);
     } catch (err) {
       try {
         if (source instanceof LiveProcessSource) source.thaw();
@@ -353,7 +359,7 @@ program
     // Stopped before every target had every page: the source stays, frozen, for another try.
     if (complete && o.release && source instanceof LiveProcessSource) source.release();
     if (complete && o.criuPageServer !== undefined) releaseCriuDump(o.criuPageServer);
-    print(!!o.json, { event: 'done', complete, stats: server.stats }, `${complete ? 'done' : 'stopped'}: ${server.stats.pagesSent} pages sent`);
+    printEvent(!!o.json, 'serve', 'done', { complete, stats: { ...server.stats } }, `${complete ? 'done' : 'stopped'}: ${server.stats.pagesSent} pages sent`);
     await images?.close();
     await server.close();
   });
@@ -627,7 +633,7 @@ program
     const args = checkLazyPages(o, cmd);
     if (args.imagesFrom) {
       const names = await fetchImages(args.imagesFrom, o.images, o.timeout * 1000);
-      print(!!o.json, { event: 'images', files: names.length }, `fetched ${names.length} image files into ${o.images}`);
+      printEvent(!!o.json, 'lazy-pages', 'images', { files: names.length }, `fetched ${names.length} image files into ${o.images}`);
     }
     const rootPid = () => {
       try {
@@ -649,10 +655,10 @@ program
       timeoutMs: o.timeout * 1000,
       key: args.key,
       logger: log,
-      onListening: () => print(!!o.json, { event: 'listening', socket: `${o.images}/lazy-pages.socket` }, `waiting for criu restore on ${o.images}/lazy-pages.socket`),
+      onListening: () => printEvent(!!o.json, 'lazy-pages', 'listening', { socket: `${o.images}/lazy-pages.socket` }, `waiting for criu restore on ${o.images}/lazy-pages.socket`),
     });
     const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
-    print(!!o.json, { event: 'done', ...result }, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
+    printEvent(!!o.json, 'lazy-pages', 'done', result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
   });
 
 interface LazyPagesOptions {
@@ -776,13 +782,13 @@ program
     socketPathArg('--state-dir', join(o.stateDir, AGENT_SOCKET), 'connect');
     ensureCriuRoot();
     const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
-    print(!!o.json, { event: 'listening', agent: agent.name, endpoint: formatEndpoint(agent.endpoint), socket: agent.socketPath, metrics: agent.metricsEndpoint && formatEndpoint(agent.metricsEndpoint) }, `agent ${agent.name} listening on ${formatEndpoint(agent.endpoint)}${agent.metricsEndpoint ? `, metrics on http://${(agent.metricsEndpoint as { host: string }).host}:${(agent.metricsEndpoint as { port: number }).port}/metrics` : ''}`);
+    printEvent(!!o.json, 'agent', 'listening', { agent: agent.name, endpoint: formatEndpoint(agent.endpoint), socket: agent.socketPath, ...(agent.metricsEndpoint ? { metrics: formatEndpoint(agent.metricsEndpoint) } : {}) }, `agent ${agent.name} listening on ${formatEndpoint(agent.endpoint)}${agent.metricsEndpoint ? `, metrics on http://${(agent.metricsEndpoint as { host: string }).host}:${(agent.metricsEndpoint as { port: number }).port}/metrics` : ''}`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
     await agent.close();
-    print(!!o.json, { event: 'stopped' }, 'agent stopped');
+    printEvent(!!o.json, 'agent', 'stopped', {}, 'agent stopped');
   });
 
 interface AgentCliOptions {

@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
+import { PE_PRESENT } from '../protocol/criu-page-server.js';
 
 export const IMG_COMMON_MAGIC = 0x54564319;
 export const ImageMagic = {
@@ -15,7 +16,7 @@ export const ImageMagic = {
 /** pagemap_entry flags */
 export const PE_PARENT = 1 << 0;
 export const PE_LAZY = 1 << 1;
-export const PE_PRESENT = 1 << 2;
+export { PE_PRESENT };
 
 const MAX_RECORD = 64 << 20;
 

@@ -20,6 +20,7 @@ import { PageServer } from '../source/server.js';
 import { checkPushSettings, FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
 import { anonymousBytes, warmUpMemory } from '../target/warm-up.js';
+import { parseCliEvent } from '../protocol/cli-events.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { processExitAt, treeMember, treePids } from '../util/proctree.js';
@@ -466,19 +467,19 @@ async function migrateAcrossNamespaces(
     const restore = start('criu restore', [...veth.exec('b'), ...inCriuRoot(waitForGo(['criu', 'restore', '-D', `${target}/img`, '--lazy-pages', '-d', '--pidfile', `${target}/restored.pid`, '-o', 'restore.log']))]);
     const sources: string[] = [];
     for (const [i, serve] of serves.entries()) {
-      const pages = (JSON.parse(await serve.next((l) => l.includes('"listening"'), timeoutMs)) as { endpoint: string }).endpoint;
+      const pages = (await serve.event('serve', 'listening', timeoutMs)).endpoint;
       sources.push(serves.length === 1 ? pages : `${images.tasks[i].pid}=${pages}`);
     }
-    const imagesAt = (JSON.parse(await serves[0].next((l) => l.includes('"images-listening"'), timeoutMs)) as { endpoint: string }).endpoint;
+    const imagesAt = (await serves[0].event('serve', 'images-listening', timeoutMs)).endpoint;
     phase('serving', t0);
     const lazy = start('postcopy lazy-pages', [
       ...veth.exec('b'), ...cli, 'lazy-pages', '--images', join(host, 'target', 'img'), '--images-from', imagesAt,
       '--source', 'postcopy', '--page-server', ...sources, '--pidfile', join(host, 'target', 'restored.pid'),
       '--push-batch', String(o.pushBatch ?? DEFAULT_PUSH_BATCH), '--push-window', String(o.pushWindow ?? DEFAULT_PUSH_WINDOW), ...(o.checksums === false ? ['--no-checksums'] : []), ...keyArgs, '--json',
     ]);
-    await lazy.next((l) => l.includes('"event":"images"'), timeoutMs);
+    await lazy.event('lazy-pages', 'images', timeoutMs);
     phase('images on the target', t0);
-    await lazy.next((l) => l.includes('"event":"listening"'), timeoutMs);
+    await lazy.event('lazy-pages', 'listening', timeoutMs);
     await run.armed(restore, timeoutMs);
     run.guard();
     restore.send('go');
@@ -489,10 +490,10 @@ async function migrateAcrossNamespaces(
     const downtime = performance.now() - t0;
     run.setRestored(Number(readFileSync(join(host, 'target', 'restored.pid'), 'utf8').trim()));
     phase('restored', t0);
-    const done = JSON.parse((await lazy.rest(timeoutMs)).find((l) => l.includes('"event":"done"')) ?? '{}') as LazyPagesReport;
+    const done = ((await lazy.rest(timeoutMs)).map((l) => parseCliEvent('lazy-pages', 'done', l)).find((e) => e) ?? {}) as LazyPagesReport;
     const allPresent = presentSince(done, t0);
     let bytesSent = 0;
-    for (const serve of serves) bytesSent += (JSON.parse(await serve.next((l) => l.includes('"event":"done"'), timeoutMs)) as { stats: { bytesSent: number } }).stats.bytesSent;
+    for (const serve of serves) bytesSent += (await serve.event('serve', 'done', timeoutMs)).stats.bytesSent;
     run.checkWhole(done.tasks ?? []);
     phase('all pages present', t0);
     run.release(o.criuPort);

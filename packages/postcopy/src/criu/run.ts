@@ -15,7 +15,7 @@ import { childrenOf, treePids } from '../util/proctree.js';
 import type { Logger } from '../util/log.js';
 import type { DumpImages } from './image.js';
 import type { LazyPagesReport } from './lazy-pages.js';
-import { PS_IOV_CLOSE, writeIov } from './page-server.js';
+import { PS_IOV_CLOSE, writeIov } from '../protocol/criu-page-server.js';
 import { inCriuRoot } from './root.js';
 
 export const round = (x: number) => Math.round(x * 10) / 10;

@@ -8,6 +8,7 @@
 // (from the source agent) and what follows it. docs/protocol.md describes every message.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { ProtocolError } from '../errors.js';
+import { checkFields, type Schema } from './schema.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 /** header: u32 length, u8 type */
@@ -35,10 +36,6 @@ export enum AgentType {
   ABORTED = 16,
   ERROR = 17,
 }
-
-/** A field's kind: checked on every message decoded, and on every one encoded. */
-type Kind = 'int' | 'uint' | 'number' | 'string' | 'bool' | 'hex' | 'object' | 'array' | 'ints';
-type Schema = Record<string, Kind | `${Kind}?`>;
 
 const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
   // client -> agent: its version and name; over plain TCP, its nonce and the key it claims
@@ -96,29 +93,6 @@ export interface Fields {
 export type AgentMessage = { [T in AgentType]: { type: T } & Fields[T] }[AgentType];
 export type MessageOf<T extends AgentType> = Extract<AgentMessage, { type: T }>;
 
-function fits(kind: Kind, v: unknown): boolean {
-  switch (kind) {
-    case 'int':
-      return Number.isSafeInteger(v);
-    case 'uint':
-      return Number.isSafeInteger(v) && (v as number) >= 0;
-    case 'number':
-      return typeof v === 'number' && Number.isFinite(v);
-    case 'string':
-      return typeof v === 'string' && v.length <= 65536;
-    case 'bool':
-      return typeof v === 'boolean';
-    case 'hex':
-      return typeof v === 'string' && v.length <= 1024 && /^(?:[0-9a-f]{2})*$/.test(v);
-    case 'object':
-      return typeof v === 'object' && v !== null && !Array.isArray(v);
-    case 'array':
-      return Array.isArray(v);
-    case 'ints':
-      return Array.isArray(v) && v.every((x) => Number.isSafeInteger(x));
-  }
-}
-
 /** The sources of a RESTORE: a task's pid (as the dump names it) and where its pages are served. */
 function checkSources(v: unknown): void {
   for (const s of v as unknown[]) {
@@ -129,20 +103,7 @@ function checkSources(v: unknown): void {
 
 /** Checks fields against the type's schema; returns only the schema's fields. */
 function checked(type: Exclude<AgentType, AgentType.IMAGES>, body: unknown): Record<string, unknown> {
-  const schema = SCHEMAS[type];
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ProtocolError(`${AgentType[type]}: the body is not a JSON object`);
-  const out: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(schema)) {
-    const optional = spec.endsWith('?');
-    const kind = (optional ? spec.slice(0, -1) : spec) as Kind;
-    const v = (body as Record<string, unknown>)[name];
-    if (v === undefined || v === null) {
-      if (!optional) throw new ProtocolError(`${AgentType[type]}: field ${name} is missing`);
-      continue;
-    }
-    if (!fits(kind, v)) throw new ProtocolError(`${AgentType[type]}: field ${name} must be ${kind}, not ${JSON.stringify(v)?.slice(0, 80)}`);
-    out[name] = v;
-  }
+  const out = checkFields(AgentType[type], SCHEMAS[type], body);
   if (type === AgentType.RESTORE) checkSources(out.sources);
   return out;
 }

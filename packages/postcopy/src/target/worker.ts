@@ -7,7 +7,7 @@ import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
 import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
-import { CriuPageChannel } from '../criu/page-server.js';
+import { CriuPageChannel } from './criu-channel.js';
 import type { RegionInfo } from '../protocol/frames.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';

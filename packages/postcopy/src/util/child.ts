@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { PostcopyError } from '../errors.js';
+import { parseCliEvent, type CliCommand, type CliEvent, type CliEventName } from '../protocol/cli-events.js';
 
 /** argv that runs one of our modules with this Node.js, through tsx when we run from sources. */
 export function nodeModuleArgv(callerUrl: string, relative: string): string[] {
@@ -66,6 +67,13 @@ export class LineChild {
       });
       this.#waiter = null;
     }
+  }
+
+  /** Waits for the first unread line that is this event of the command (checked against its schema), and returns it. */
+  async event<C extends CliCommand, E extends CliEventName<C>>(command: C, event: E, timeoutMs: number): Promise<CliEvent<C, E>> {
+    let found: CliEvent<C, E> | null = null;
+    await this.next((l) => (found = parseCliEvent(command, event, l)) !== null, timeoutMs);
+    return found!;
   }
 
   /** Waits for the child to exit successfully and returns every unread line. */

@@ -1,50 +1,14 @@
-// CRIU's page-server wire, as `criu dump --lazy-pages` serves it: a 24-byte little-endian header
-// {u32 cmd; u32 nr_pages; u64 vaddr; u64 dst_id}. PS_IOV_GET asks for pages of task dst_id (its pid
-// in the images); the answer is PS_IOV_ADD_F | PE_PRESENT << 16 with possibly fewer pages, then
-// the pages. PS_IOV_CLOSE ends the session (answered with an int32 0) and lets the dump finish.
+// The fault thread's side of CRIU's page server (the wire: protocol/criu-page-server.ts).
 import { PostcopyError, ProtocolError } from '../errors.js';
 import { native } from '../native/index.js';
 import type { RegionInfo } from '../protocol/frames.js';
-import { Flag, FrameType } from '../protocol/frames.js';
+import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
+import { PS_HEADER_SIZE, PS_IOV_ADD_PRESENT, PS_IOV_CLOSE, PS_IOV_GET, readIov, writeIov } from '../protocol/criu-page-server.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { Endpoint } from '../transport/transport.js';
-import type { PageChannel, Run } from '../target/channel.js';
-import { ByeReason } from '../protocol/frames.js';
-import { PE_PRESENT } from './image.js';
+import type { PageChannel, Run } from './channel.js';
 
-export const PS_IOV_ADD_F = 6;
-export const PS_IOV_GET = 7;
-export const PS_IOV_CLOSE = 0x1023;
-export const PS_HEADER_SIZE = 24;
-const PS_CMD_BITS = 16;
 const KERNEL_PAGE = 4096;
-
-export interface PageServerIov {
-  cmd: number;
-  nrPages: number;
-  vaddr: number;
-  dstId: number;
-}
-
-export function writeIov(buf: Buffer, offset: number, iov: PageServerIov): void {
-  buf.writeUInt32LE(iov.cmd >>> 0, offset);
-  buf.writeUInt32LE(iov.nrPages >>> 0, offset + 4);
-  buf.writeUInt32LE(iov.vaddr % 0x100000000, offset + 8);
-  buf.writeUInt32LE(Math.floor(iov.vaddr / 0x100000000), offset + 12);
-  buf.writeUInt32LE(iov.dstId % 0x100000000, offset + 16);
-  buf.writeUInt32LE(Math.floor(iov.dstId / 0x100000000), offset + 20);
-}
-
-export function readIov(buf: Buffer, offset: number): PageServerIov {
-  return {
-    cmd: buf.readUInt32LE(offset),
-    nrPages: buf.readUInt32LE(offset + 4),
-    vaddr: buf.readUInt32LE(offset + 12) * 0x100000000 + buf.readUInt32LE(offset + 8),
-    dstId: buf.readUInt32LE(offset + 20) * 0x100000000 + buf.readUInt32LE(offset + 16),
-  };
-}
-
-const ADD_PRESENT = PS_IOV_ADD_F | (PE_PRESENT << PS_CMD_BITS);
 
 interface Pending {
   id: number;
@@ -121,7 +85,7 @@ export class CriuPageChannel implements PageChannel {
       this.#write(this.#out);
       r.need(PS_HEADER_SIZE);
       const iov = readIov(r.buf, r.start);
-      if (iov.cmd !== ADD_PRESENT) throw new ProtocolError(`CRIU page server answered command 0x${iov.cmd.toString(16)}, not PS_IOV_ADD_F|PE_PRESENT`);
+      if (iov.cmd !== PS_IOV_ADD_PRESENT) throw new ProtocolError(`CRIU page server answered command 0x${iov.cmd.toString(16)}, not PS_IOV_ADD_F|PE_PRESENT`);
       if (iov.nrPages === 0 || iov.nrPages > count || iov.vaddr !== vaddr || iov.dstId !== this.#pid)
         throw new ProtocolError(`CRIU page server sent ${iov.nrPages} pages at 0x${iov.vaddr.toString(16)} for ${iov.dstId}, asked ${count} at 0x${vaddr.toString(16)} for ${this.#pid}`);
       count = iov.nrPages; // it may stop early, at a pipe boundary: the next read asks for the rest
