@@ -2,9 +2,9 @@
 // directory, joined to the other by a veth pair and nothing else. `postcopy migrate --to` on one
 // moves a task to the other; /metrics is read with a Prometheus text parser.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -64,17 +64,24 @@ async function waitForLines(path: string, enough: (lines: string[]) => boolean, 
   }
 }
 
-/** `postcopy migrate --to` on host a; its JSON result line (ok or not) and exit status. */
-function migrateTo(stateDir: string, pid: number, to: string, extra: string[] = []): { status: number | null; result: Record<string, unknown>; stderr: string } {
-  const r = spawnSync(TSX[0], [...TSX.slice(1), 'migrate', '--pid', String(pid), '--to', to, '--state-dir', stateDir, '--json', ...extra], { encoding: 'utf8', timeout: 240_000 });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
+/** `postcopy migrate --to` on host a (asynchronous: the test acts meanwhile); its JSON result line (ok or not) and exit status. */
+async function migrateTo(stateDir: string, pid: number, to: string, extra: string[] = []): Promise<{ status: number | null; result: Record<string, unknown>; stderr: string }> {
+  const child = spawn(TSX[0], [...TSX.slice(1), 'migrate', '--pid', String(pid), '--to', to, '--state-dir', stateDir, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+  const status = await new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  clearTimeout(timer);
+  const line = stdout.trim().split('\n').pop() ?? '';
   let result: Record<string, unknown> = {};
   try {
     result = JSON.parse(line);
   } catch {
     // no JSON: the assertion below says what came instead
   }
-  return { status: r.status, result, stderr: r.stderr };
+  return { status, result, stderr };
 }
 
 describe('agents on two hosts', () => {
@@ -122,7 +129,7 @@ describe('agents on two hosts', () => {
     try {
       original = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
       const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
-      const { status, result, stderr } = migrateTo(a.stateDir, original, veth.b.addr);
+      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth.b.addr);
       assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.equal(result.ok, true);
@@ -168,6 +175,108 @@ describe('agents on two hosts', () => {
     }
   });
 
+  it('the destination agent SIGKILLed once it is ready to restore: the migration fails, and the task runs on at the source, whole', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    veth = VethPair.create(tag, '10.236.0');
+    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const dir = `/var/lib/postcopy/agent-kill-${process.pid}`;
+    const destRoot = join(ROOT, 'var/lib/postcopy-agent/host-b');
+    rmSync(destRoot, { recursive: true, force: true });
+    let original = 0;
+    try {
+      original = await startInRoot(dir, `/usr/local/bin/memproc 64 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      // Killed as soon as the destination listens for its restore (PREPARED is on its way).
+      let killedAt = '';
+      const killer = (async () => {
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          const ready = existsSync(destRoot) && readdirSync(destRoot).some((m) => existsSync(join(destRoot, m, 'img', 'lazy-pages.socket')));
+          if (ready) {
+            b.agent.child.kill('SIGKILL');
+            killedAt = new Date().toISOString();
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      })();
+      const { status, result } = await migrateTo(a.stateDir, original, veth.b.addr);
+      await killer;
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(killedAt, JSON.stringify(result));
+      assert.ok(killedAt, 'the destination agent was killed');
+      assert.notEqual(status, 0);
+      assert.equal(result.ok, false, JSON.stringify(result));
+      assert.equal(result.running, 'original', JSON.stringify(result));
+      assert.equal(taskState(original) === 'T' || taskState(original) === 't', false, 'the task is not left stopped');
+      assert.notEqual(taskState(original), 'gone');
+      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
+      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+      assert.ok(lines.length >= before + 2, 'the original runs on');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'its memory is whole');
+      const copies = spawnSync('pgrep', ['-x', 'memproc'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
+      assert.deepEqual(copies.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)), [original], 'one copy: the original');
+    } finally {
+      if (original > 0) spawnSync('kill', ['-9', String(original)]);
+      rmSync(join(ROOT, dir), { recursive: true, force: true });
+      rmSync(destRoot, { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
+  it('the link between the hosts cut for 2 s during post-copy: the migration resumes and ends with every page right', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    veth = VethPair.create(tag, '10.236.0');
+    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const dir = `/var/lib/postcopy/agent-cut-${process.pid}`;
+    const destRoot = join(ROOT, 'var/lib/postcopy-agent/host-b');
+    rmSync(destRoot, { recursive: true, force: true });
+    let original = 0;
+    let restored = 0;
+    const link = (state: 'up' | 'down') => spawnSync('ip', ['-n', veth!.b.ns, 'link', 'set', veth!.b.dev, state]);
+    try {
+      original = await startInRoot(dir, `/usr/local/bin/memproc 512 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      let cut = false;
+      const cutter = (async () => {
+        const deadline = Date.now() + 120_000;
+        while (Date.now() < deadline) {
+          if (existsSync(destRoot) && readdirSync(destRoot).some((m) => existsSync(join(destRoot, m, 'restored.pid')))) {
+            link('down');
+            cut = true;
+            await new Promise((r) => setTimeout(r, 2000));
+            link('up');
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      })();
+      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth.b.addr, ['--timeout', '60']);
+      await cutter;
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+      assert.ok(cut, 'the link was cut while pages were still coming');
+      assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
+      assert.equal(result.running, 'restored');
+      restored = result.restoredPid as number;
+      assert.ok((result.all_present_ms as number) >= 2000, `every page came after the cut ended: ${JSON.stringify(result)}`);
+      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
+      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 3, 30_000);
+      assert.ok(lines.length >= before + 3, 'the restored process runs on');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check of the restored process passes');
+    } finally {
+      link('up');
+      for (const pid of [original, restored]) if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
+      rmSync(join(ROOT, dir), { recursive: true, force: true });
+      rmSync(destRoot, { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
   it('a destination that refuses this host\'s certificate: a clear ERR_AUTH, and nothing was frozen', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
     ensureCriuRoot();
@@ -182,7 +291,7 @@ describe('agents on two hosts', () => {
     try {
       assert.ok(existsSync(`${stranger}.pem`), 'the helper writes the stranger\'s certificate');
       original = await startInRoot(dir, `/usr/local/bin/memproc 16 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
-      const { status, result } = migrateTo(a.stateDir, original, veth.b.addr);
+      const { status, result } = await migrateTo(a.stateDir, original, veth.b.addr);
       assert.notEqual(status, 0);
       assert.equal(result.ok, false);
       assert.equal(result.code, 'ERR_AUTH', JSON.stringify(result));

@@ -314,10 +314,56 @@ describe('postcopy CLI: bad arguments are refused before anything is frozen or t
       { what: 'a relative work dir', args: (p) => migrate(p, '--work-dir', 'relative/dir'), code: 'ERR_INVALID_ARG' },
       { what: 'a work dir the shell would split', args: (p) => migrate(p, '--work-dir', '/var/lib/a b;true'), code: 'ERR_INVALID_ARG' },
       { what: 'a work dir that climbs out of the root', args: (p) => migrate(p, '--work-dir', '/var/lib/../../etc'), code: 'ERR_INVALID_ARG' },
+      { what: '--to a host that is no address', args: (p) => migrate(p, '--to', 'bogus!', '--state-dir', root), code: 'ERR_INVALID_ARG' },
+      { what: '--to a port above 65535', args: (p) => migrate(p, '--to', '10.0.0.2:70000', '--state-dir', root), code: 'ERR_INVALID_ARG' },
+      { what: '--to a unix: endpoint', args: (p) => migrate(p, '--to', 'unix:/tmp/x', '--state-dir', root), code: 'ERR_INVALID_ARG' },
+      { what: '--to with --netns', args: (p) => migrate(p, '--to', '10.0.0.2', '--netns', '--state-dir', root), code: 'ERR_INVALID_ARG' },
+      { what: '--to with --mode stock', args: (p) => migrate(p, '--to', '10.0.0.2', '--mode', 'stock', '--state-dir', root), code: 'ERR_INVALID_ARG' },
+      { what: '--to with --work-dir', args: (p) => migrate(p, '--to', '10.0.0.2', '--work-dir', '/var/lib/x', '--state-dir', root), code: 'ERR_INVALID_ARG' },
+      { what: '--to with a state dir that is not there', args: (p) => migrate(p, '--to', '10.0.0.2', '--state-dir', f('no-such-dir')), code: 'ERR_INVALID_ARG' },
+      { what: '--state-dir without --to', args: (p) => migrate(p, '--state-dir', root), code: 'ERR_INVALID_ARG' },
     ]);
+    // An agent that is not there: nothing was frozen, the task runs on.
+    cases.push({ what: '--to with no agent on this host', args: (p, dir) => migrate(p, '--to', '10.0.0.2', '--state-dir', dir), code: 'ERR_PEER_CLOSED', check: reported('ERR_PEER_CLOSED') });
     // commander's own refusals come before the command runs: the code on stderr, no JSON line
     cases.push({ what: 'an unknown mode', args: (p) => migrate(p, '--mode', 'teleport'), code: 'ERR_INVALID_ARG' });
     await refusesAll(cases, join(root, 'migrate'));
+  });
+});
+
+describe('postcopy agent: bad arguments are refused before it listens', () => {
+  let root: string;
+  let certs: TestCerts;
+  const f = (name: string) => join(root, name);
+  before(() => {
+    root = mkdtempSync(join(tmpdir(), 'pc-agent-args-'));
+    writeFileSync(f('key'), randomBytes(32).toString('hex'));
+    writeFileSync(f('short-key'), 'too short');
+    writeFileSync(f('a-file'), '');
+    certs = makeCerts();
+  });
+  after(() => {
+    rmSync(root, { recursive: true, force: true });
+    if (certs) rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  it('refuses each bad argument with ERR_INVALID_ARG, and listens nowhere', async () => {
+    const tls = ['--tls-cert', certs.files('target').cert, '--tls-key', certs.files('target').key, '--tls-ca', certs.files('target').ca];
+    const agent = (dir: string, ...more: string[]) => ['agent', '--state-dir', join(dir, 'state'), ...more];
+    const cases: BadCase[] = [
+      { what: 'tcp:// without a key', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:0'), code: 'ERR_INVALID_ARG' },
+      { what: 'tls:// without certificates', args: (_, d) => agent(d, '--listen', 'tls://127.0.0.1:0'), code: 'ERR_INVALID_ARG' },
+      { what: 'certificates with tcp://', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:0', '--key-file', f('key'), ...tls), code: 'ERR_INVALID_ARG' },
+      { what: 'a unix: port', args: (_, d) => agent(d, '--listen', `unix:${d}/a.sock`, '--key-file', f('key')), code: 'ERR_INVALID_ARG' },
+      { what: 'a bogus endpoint', args: (_, d) => agent(d, '--listen', 'bogus://x', '--key-file', f('key')), code: 'ERR_INVALID_ARG' },
+      { what: 'a port above 65535', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:99999', '--key-file', f('key')), code: 'ERR_INVALID_ARG' },
+      { what: 'a short key', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:0', '--key-file', f('short-key')), code: 'ERR_INVALID_ARG' },
+      { what: 'a key file that is not there', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:0', '--key-file', f('nothing')), code: 'ERR_INVALID_ARG' },
+      { what: 'a state dir that is a file', args: () => ['agent', '--state-dir', f('a-file'), '--listen', 'tcp://127.0.0.1:0', '--key-file', f('key')], code: 'ERR_INVALID_ARG' },
+      { what: 'metrics on a unix: socket', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:0', '--key-file', f('key'), '--metrics-listen', `unix:${d}/m.sock`), code: 'ERR_INVALID_ARG' },
+      { what: 'a name with a slash', args: (_, d) => agent(d, '--listen', 'tcp://127.0.0.1:0', '--key-file', f('key'), '--name', 'a/b'), code: 'ERR_INVALID_ARG' },
+    ];
+    await refusesAll(withCheck((run, dir) => (existsSync(join(dir, 'state', 'agent.sock')) ? 'it made its socket' : null), cases), join(root, 'cases'));
   });
 });
 

@@ -84,7 +84,12 @@ export class DestinationMigration {
       this.state = 'prepared';
       this.ch.send({ type: AgentType.PREPARED, migration: p.migration });
 
-      const images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT], p.timeoutMs);
+      let images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT, AgentType.PING], p.timeoutMs);
+      for (let pings = 0; images.type === AgentType.PING && pings < 16; pings++) {
+        this.ch.send({ type: AgentType.PONG });
+        images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT, AgentType.PING], p.timeoutMs);
+      }
+      if (images.type === AgentType.PING) throw new PostcopyError('ERR_PROTOCOL', 'PING after PING, and no IMAGES');
       if (images.type === AgentType.ABORT) throw new Aborted(images.reason);
       this.#t0 = performance.now();
       unpackImages(Buffer.from(images.data.buffer, images.data.byteOffset, images.data.length), img);
@@ -97,7 +102,6 @@ export class DestinationMigration {
       const sources = new Map(order.sources.map((s) => [s.pid, parseEndpoint(s.endpoint)]));
       for (const t of dump.tasks) if (!sources.get(t.pid) || sources.get(t.pid)!.kind !== 'tcp') throw new PostcopyError('ERR_INVALID_ARG', `RESTORE names no tcp:// source for task ${t.pid} of the dump`);
       this.state = 'restoring';
-      const t0 = performance.now();
       lazy = serveLazyPages({
         imagesDir: img,
         dump,
@@ -122,6 +126,7 @@ export class DestinationMigration {
       // Downtime ends as `criu restore -d` exits (the tasks run): seen on its exit, not once its output closes.
       const exit = ended(restore);
       const how = await Promise.race([exit, control.then(stopped)]);
+      const restoreExited = performance.now() - this.#t0;
       this.#mark('restore exited');
       if (how !== 'exit 0') throw new PostcopyError('ERR_CRIU', `criu restore failed (${how}): ${readLog(this.#host, 'img/restore.log')}`);
       let pid = 0;
@@ -133,7 +138,7 @@ export class DestinationMigration {
       if (!(pid > 0)) throw new PostcopyError('ERR_CRIU', `criu restore wrote no pid: ${readLog(this.#host, 'img/restore.log')}`);
       this.restoredPid = pid;
       this.state = 'running';
-      this.ch.send({ type: AgentType.RESTORED, restoredPid: pid, restoreMs: round(performance.now() - t0) });
+      this.ch.send({ type: AgentType.RESTORED, restoredPid: pid, restoreMs: round(restoreExited) });
       this.#mark('restored said');
       const result = await Promise.race([lazy, control.then(stopped)]);
       lazy = null;

@@ -130,6 +130,8 @@ export class SourceMigration {
         timeoutMs,
       });
       await dest.next([AgentType.PREPARED], timeoutMs);
+      // Half a round trip: the images' way to the destination, counted in the downtime.
+      const oneWay = (await roundTrip(dest)) / 2;
       this.#phase('destination ready');
       // The dump waits in the task's mount namespace for go (CRIU must dump from there).
       const dump = new LineChild('criu dump', inTaskMounts(r.pid, [
@@ -176,9 +178,13 @@ export class SourceMigration {
       dest.send({ type: AgentType.RESTORE, sources });
       restoreSent = true;
       this.ctx.metrics.imageBytes.inc({ role: 'source' }, packed.length);
+      const imagesSent = performance.now() - this.#t0;
       this.#phase('images sent');
       const restored = await Promise.race([dest.next([AgentType.RESTORED], timeoutMs), run.failure]);
-      const downtime = performance.now() - this.#t0;
+      // Downtime on the two clocks, each timing its own part: freeze -> images sent here, the
+      // images' way there, then arrival -> `criu restore` exited there. (When RESTORED arrives here
+      // is later by its own way back, longer still when the link is slow or cut.)
+      const downtime = imagesSent + oneWay + restored.restoreMs;
       this.#phase('restored');
       const done = await Promise.race([dest.next([AgentType.DONE], timeoutMs), run.failure]);
       const allPresent = performance.now() - this.#t0;
@@ -283,4 +289,12 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** One round trip on the channel, ms (PREPARE's is not one: the destination works before it answers). */
+async function roundTrip(ch: AgentChannel): Promise<number> {
+  const t = performance.now();
+  ch.send({ type: AgentType.PING });
+  await ch.next([AgentType.PONG], 10_000);
+  return performance.now() - t;
 }

@@ -778,6 +778,7 @@ program
     const key = readKey(o, cmd);
     if (listen.kind === 'tcp' && !key) throw invalid('--listen tcp://: give --key-file (a pre-shared key), or listen on tls:// with certificates');
     const metricsListen = o.metricsListen ? endpointArg('--metrics-listen', o.metricsListen, 'listen', ['tcp']) : undefined;
+    if (o.name !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(o.name)) throw invalid(`--name ${JSON.stringify(o.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
     if (statOrNull(o.stateDir) && !statOf('--state-dir', o.stateDir).isDirectory()) throw invalid(`--state-dir ${o.stateDir}: not a directory`);
     socketPathArg('--state-dir', join(o.stateDir, AGENT_SOCKET), 'connect');
     ensureCriuRoot();

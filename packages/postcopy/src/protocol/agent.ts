@@ -35,6 +35,8 @@ export enum AgentType {
   ABORT = 15,
   ABORTED = 16,
   ERROR = 17,
+  PING = 18,
+  PONG = 19,
 }
 
 const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
@@ -56,7 +58,8 @@ const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
   [AgentType.PREPARED]: { migration: 'string' },
   // source -> destination: where each task's pages are served (pid as the dump names it)
   [AgentType.RESTORE]: { sources: 'array' },
-  // destination -> source: the restored tree runs (its root, as the destination sees it)
+  // destination -> source: the restored tree runs (its root, as the destination sees it);
+  // restoreMs: from the images' arrival to `criu restore -d` exiting, on the destination's clock
   [AgentType.RESTORED]: { restoredPid: 'uint', restoreMs: 'number' },
   // destination -> source: every task has every page (or exited); the handlers' reports
   [AgentType.DONE]: { complete: 'bool', report: 'object' },
@@ -68,6 +71,9 @@ const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
   // destination -> source: every restored task was killed and seen dead (clean), or not
   [AgentType.ABORTED]: { clean: 'bool', killed: 'ints' },
   [AgentType.ERROR]: { code: 'string', message: 'string' },
+  // either way, answered with a PONG: a round trip timed (the source times one before the freeze)
+  [AgentType.PING]: {},
+  [AgentType.PONG]: {},
 };
 
 export interface Fields {
@@ -88,6 +94,8 @@ export interface Fields {
   [AgentType.ABORT]: { reason: string };
   [AgentType.ABORTED]: { clean: boolean; killed: number[] };
   [AgentType.ERROR]: { code: string; message: string };
+  [AgentType.PING]: object;
+  [AgentType.PONG]: object;
 }
 
 export type AgentMessage = { [T in AgentType]: { type: T } & Fields[T] }[AgentType];

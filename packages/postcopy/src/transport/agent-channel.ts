@@ -31,8 +31,8 @@ export class AgentChannel {
       }
       this.#waiter?.();
     });
-    socket.on('error', (err) => this.#end(new PostcopyError('ERR_PEER_CLOSED', `the agent connection failed: ${err.message}`)));
-    socket.on('close', () => this.#end(new PostcopyError('ERR_PEER_CLOSED', 'the agent connection closed')));
+    socket.on('error', (err) => this.#end(new PostcopyError('ERR_PEER_CLOSED', `the connection to ${this.peer || 'the agent'} failed: ${err.message}`)));
+    socket.on('close', () => this.#end(new PostcopyError('ERR_PEER_CLOSED', `${this.peer || 'the agent'} closed the connection`)));
     socket.resume();
   }
 

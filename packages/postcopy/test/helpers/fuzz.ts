@@ -165,6 +165,8 @@ export const agentMessageArb: fc.Arbitrary<AgentMessage> = fc.oneof(
   fc.record({ type: fc.constant(AgentType.DONE as const), complete: fc.boolean(), report: fc.dictionary(text, fc.oneof(text, nat, fc.boolean())) }),
   fc.constant({ type: AgentType.COMMIT as const }),
   fc.constant({ type: AgentType.COMMITTED as const }),
+  fc.constant({ type: AgentType.PING as const }),
+  fc.constant({ type: AgentType.PONG as const }),
   fc.record({ type: fc.constant(AgentType.ABORT as const), reason: text }),
   fc.record({ type: fc.constant(AgentType.ABORTED as const), clean: fc.boolean(), killed: fc.array(nat, { maxLength: 4 }) }),
   fc.record({ type: fc.constant(AgentType.ERROR as const), code: text, message: text }),
