@@ -76,6 +76,9 @@ R=$CRIU_ROOT_DIR
 mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
+# runc (containers) needs the cgroups of the host; plain CRIU runs do without them (their images then
+# carry no cgroup state to restore).
+if [ -n "${POSTCOPY_ROOT_CGROUPS:-}" ] && [ -d /sys/fs/cgroup ]; then mount --bind /sys/fs/cgroup/unified "$R/sys/fs/cgroup"; fi
 mount -t devtmpfs devtmpfs "$R/dev" 2>/dev/null || mount --rbind /dev "$R/dev"
 mkdir -p "$R/dev/pts"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts"
