@@ -12,7 +12,9 @@
 # Needs root; `ensure` needs Debian's mirror once.
 set -euo pipefail
 ROOT=${POSTCOPY_CRIU_ROOT:-/var/cache/postcopy/trixie}
-PKGS=criu,redis-server,redis-tools,iproute2,procps
+PKGS=criu,redis-server,redis-tools,iproute2,procps,runc,iptables
+# added to roots built before they were in PKGS (see extras)
+EXTRAS="runc iptables"
 MARK="$ROOT/.postcopy-root-ok"
 
 die() { echo "criu-root: $*" >&2; exit 1; }
@@ -52,6 +54,17 @@ ensure() {
   echo "$ROOT"
 }
 
+# Packages added to PKGS since a root was built: installed into it once (idempotent, locked).
+extras() {
+  local missing=
+  for p in $EXTRAS; do [ -e "$ROOT/var/lib/dpkg/info/$p.list" ] || missing="$missing $p"; done
+  [ -z "$missing" ] && return 0
+  exec 8>"$ROOT.lock"
+  flock 8
+  echo "criu-root: installing$missing into $ROOT" >&2
+  enter /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$missing" >&2 || die "cannot install$missing into the root"
+}
+
 # Our test workloads, static so that they run in the root whatever libc it has.
 workloads() {
   local src
@@ -70,15 +83,31 @@ enter() {
   export CRIU_ROOT_DIR="$ROOT"
   # Step with PTRACE_SYSCALL, not hardware breakpoints (they never fire in some VMs): see src/criu/root.ts.
   export CRIU_FAULT="${CRIU_FAULT:-130}"
-  exec unshare -m --propagation private bash -c '
+  local cgns=
+  if [ -n "${POSTCOPY_ROOT_CGROUPS:-}" ]; then
+    # POSTCOPY_ROOT_CGROUPS=NAME: runc and CRIU run in a cgroup namespace rooted at the v2 cgroup
+    # postcopy/NAME, one per host name. Two "hosts" on one kernel (tests) then keep their
+    # containers' cgroups apart, and a dump names cgroups from that root, as a restore on another
+    # host expects.
+    [[ "$POSTCOPY_ROOT_CGROUPS" =~ ^[A-Za-z0-9._-]+$ ]] || die "POSTCOPY_ROOT_CGROUPS: a host name, not $POSTCOPY_ROOT_CGROUPS"
+    # The v2 hierarchy is mounted in a throwaway mount namespace (`ip netns exec` hides the host's
+    # /sys/fs/cgroup), and this shell moved into postcopy/NAME through it.
+    local mnt
+    mnt=$(mktemp -d)
+    unshare -m --propagation private sh -c 'mount -t cgroup2 cgroup2 "$1" && mkdir -p "$1/postcopy/$2" && echo "$3" > "$1/postcopy/$2/cgroup.procs"' \
+      sh "$mnt" "$POSTCOPY_ROOT_CGROUPS" $$ || { rmdir "$mnt"; die "cannot enter cgroup postcopy/$POSTCOPY_ROOT_CGROUPS of the v2 hierarchy (runc here needs one)"; }
+    rmdir "$mnt"
+    cgns=-C
+  fi
+  exec unshare -m $cgns --propagation private bash -c '
 set -e
 R=$CRIU_ROOT_DIR
 mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
-# runc (containers) needs the cgroups of the host; plain CRIU runs do without them (their images then
-# carry no cgroup state to restore).
-if [ -n "${POSTCOPY_ROOT_CGROUPS:-}" ] && [ -d /sys/fs/cgroup ]; then mount --bind /sys/fs/cgroup/unified "$R/sys/fs/cgroup"; fi
+# runc (containers) needs a cgroup hierarchy; plain CRIU runs do without one (their images then
+# carry no cgroup state to restore). It gets a cgroup v2 namespace of its own (see below).
+if [ -n "${POSTCOPY_ROOT_CGROUPS:-}" ]; then mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup"; fi
 mount -t devtmpfs devtmpfs "$R/dev" 2>/dev/null || mount --rbind /dev "$R/dev"
 mkdir -p "$R/dev/pts"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts"
@@ -105,7 +134,7 @@ exec "$@"' criu-root "$@"
 }
 
 case "${1:-}" in
-  ensure) ensure; workloads ;;
+  ensure) ensure; (extras); workloads ;;
   exec) shift; [ $# -gt 0 ] || die "exec needs a command"; enter "$@" ;;
   check) enter criu check ;;
   *) die "usage: $0 ensure | exec CMD [ARG...] | check" ;;

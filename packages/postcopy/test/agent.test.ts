@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +16,7 @@ import { LineChild } from '../src/util/child.js';
 import { VethPair } from '../src/util/netns.js';
 import { caps, need } from './helpers/caps.js';
 import { makeCerts } from './helpers/certs.js';
+import { containerStatus, makeBundle, removeContainer, startContainer } from './helpers/container.js';
 import { CLI } from './helpers/util.js';
 
 const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
@@ -58,7 +59,7 @@ function taskState(pid: number): string {
 async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n') : [];
     if (enough(lines) || Date.now() > deadline) return lines;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -66,7 +67,7 @@ async function waitForLines(path: string, enough: (lines: string[]) => boolean, 
 
 /** `postcopy migrate --to` on host a (asynchronous: the test acts meanwhile); its JSON result line (ok or not) and exit status. */
 async function migrateTo(stateDir: string, pid: number, to: string, extra: string[] = []): Promise<{ status: number | null; result: Record<string, unknown>; stderr: string }> {
-  const child = spawn(TSX[0], [...TSX.slice(1), 'migrate', '--pid', String(pid), '--to', to, '--state-dir', stateDir, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(TSX[0], [...TSX.slice(1), 'migrate', ...(pid ? ['--pid', String(pid)] : []), '--to', to, '--state-dir', stateDir, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -169,6 +170,49 @@ describe('agents on two hosts', () => {
     } finally {
       for (const pid of [original, restored]) if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
+  it('moves a runc container from one host to the other with one command: it runs there, from the same bundle, and is gone here', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    veth = VethPair.create(tag, '10.236.0');
+    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const id = `pc-test-${process.pid}`;
+    const bundle = `/var/lib/postcopy/bundles/${id}`;
+    const out = `/var/lib/postcopy/${id}-out`;
+    const runcA = '/var/lib/postcopy-agent/host-a/runc';
+    const runcB = '/var/lib/postcopy-agent/host-b/runc';
+    try {
+      mkdirSync(join(ROOT, out), { recursive: true });
+      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 256 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
+      startContainer('host-a', runcA, bundle, id, veth.exec('a'));
+      const before = (await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000)).length;
+      const original = containerStatus('host-a', runcA, id)!.pid;
+      const { status, result, stderr } = await migrateTo(a.stateDir, 0, veth.b.addr, ['--container', id]);
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+      assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
+      assert.equal(result.running, 'restored');
+      assert.ok((result.bytes_sent as number) >= 256 << 20, JSON.stringify(result));
+      assert.equal(containerStatus('host-b', runcB, id)?.status, 'running', 'runc on host b says the container runs');
+      assert.equal(containerStatus('host-a', runcA, id), null, 'the container is gone from host a');
+      assert.ok(['gone', 'Z', 'X'].includes(taskState(original)), `the original init is gone (state ${taskState(original)})`);
+      const restored = containerStatus('host-b', runcB, id)!.pid;
+      assert.equal(restored, result.restoredPid);
+      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 3, 20_000);
+      assert.ok(lines.length >= before + 3, 'the restored container runs on');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check of the restored container passes');
+      const mb = parsePrometheusTextFormat(httpGet(veth, 'b', `http://${b.addr}:${METRICS_PORT}/metrics`));
+      assert.equal(metric(mb, 'postcopy_migrations_succeeded_total', { role: 'destination' }), 1);
+    } finally {
+      removeContainer('host-a', runcA, id);
+      removeContainer('host-b', runcB, id);
+      rmSync(join(ROOT, bundle), { recursive: true, force: true });
+      rmSync(join(ROOT, out), { recursive: true, force: true });
       await stopAgents();
       veth?.destroy();
       veth = null;

@@ -37,6 +37,8 @@ export interface AgentOptions {
   metricsListen?: Endpoint;
   /** this host's name in logs, status and work directories (default: the host name) */
   name?: string;
+  /** where runc keeps this host's containers, inside the CRIU root (default: in the agent's work root) */
+  runcRoot?: string;
   logger?: Logger;
 }
 
@@ -46,6 +48,7 @@ export interface MigrationRecord {
   role: 'source' | 'destination';
   peer: string;
   pid?: number;
+  container?: string;
   state: string;
   startedAt: string;
   endedAt?: string;
@@ -119,6 +122,11 @@ export class Agent {
     return `/var/lib/postcopy-agent/${this.name}`;
   }
 
+  /** runc's state of this host's containers, inside the CRIU root */
+  get runcRoot(): string {
+    return this.o.runcRoot ?? `${this.workRoot}/runc`;
+  }
+
   status(): { agent: string; listen: string; migrations: MigrationRecord[] } {
     return { agent: this.name, listen: formatEndpoint(this.#endpoint), migrations: [...this.migrations.values()] };
   }
@@ -163,11 +171,11 @@ export class Agent {
     return this.#asDestination(ch, first);
   }
 
-  async #asSource(ch: AgentChannel, m: { pid: number; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number }): Promise<void> {
-    const migration = new SourceMigration(m, { name: this.name, workRoot: this.workRoot, connect: (to) => this.connect(to), metrics: this.metrics, logger: this.#log }, (name, ms) => {
+  async #asSource(ch: AgentChannel, m: MessageOf<AgentType.MIGRATE>): Promise<void> {
+    const migration = new SourceMigration(m, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, connect: (to) => this.connect(to), metrics: this.metrics, logger: this.#log }, (name, ms) => {
       if (!ch.closed) ch.send({ type: AgentType.PHASE, name, ms });
     });
-    const record: MigrationRecord = { id: migration.id, role: 'source', peer: m.to, pid: m.pid, state: 'running', startedAt: new Date().toISOString(), phases: migration.phases };
+    const record: MigrationRecord = { id: migration.id, role: 'source', peer: m.to, ...(m.pid !== undefined ? { pid: m.pid } : { container: m.container }), state: 'running', startedAt: new Date().toISOString(), phases: migration.phases };
     this.migrations.set(migration.id, record);
     this.metrics.started.inc({ role: 'source' });
     try {
@@ -196,7 +204,7 @@ export class Agent {
       ch.fail('ERR_INVALID_ARG', `migration ${prepare.migration} is known here already`);
       return;
     }
-    const migration = new DestinationMigration(prepare, ch, { name: this.name, workRoot: this.workRoot, metrics: this.metrics, logger: this.#log });
+    const migration = new DestinationMigration(prepare, ch, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, metrics: this.metrics, logger: this.#log });
     const record: MigrationRecord = { id: migration.id, role: 'destination', peer: ch.peer, state: 'preparing', startedAt: new Date().toISOString() };
     this.migrations.set(migration.id, record);
     this.metrics.started.inc({ role: 'destination' });
@@ -253,7 +261,7 @@ export function peerEndpoint(to: string, kind: 'tcp' | 'tls'): Endpoint & { kind
  */
 export async function migrateThroughAgent(
   socketPath: string,
-  request: { pid: number; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number },
+  request: { pid?: number; container?: string; runcRoot?: string; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number },
   onPhase: (name: string, ms: number) => void = () => {},
 ): Promise<RemoteMigrateResult> {
   let socket: Socket;

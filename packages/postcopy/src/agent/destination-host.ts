@@ -4,6 +4,7 @@
 // let go, and our lazy-pages daemon serving each restored task from the source's page servers.
 // Until the source says COMMIT, whatever goes wrong (an ABORT, a failure here, the channel lost)
 // ends with every restored task killed and seen dead: the source still holds the original.
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
@@ -19,12 +20,15 @@ import { readDump } from '../criu/image.js';
 import { unpackImages } from '../criu/image-transfer.js';
 import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from '../criu/lazy-pages.js';
 import { criuRootDir, inCriuRoot } from '../criu/root.js';
+import { checkBundle, checkContainerId, inRuncRoot, runc } from '../criu/runc.js';
 import { ended, inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
 import type { AgentMetrics } from './metrics.js';
 
 export interface DestinationContext {
   name: string;
   workRoot: string;
+  /** where runc keeps this host's containers, inside the CRIU root */
+  runcRoot: string;
   metrics: AgentMetrics;
   logger: Logger;
 }
@@ -48,6 +52,7 @@ export class DestinationMigration {
   #restoreNs: string | null = null;
   #listenFd = -1;
   #host = '';
+  #socketDir = '';
 
   constructor(
     readonly prepare: MessageOf<AgentType.PREPARE>,
@@ -74,12 +79,20 @@ export class DestinationMigration {
       rmSync(this.#host, { recursive: true, force: true });
       mkdirSync(img, { recursive: true });
       // What the downtime needs is ready before the source freezes.
-      const restore = new LineChild('criu restore', inCriuRoot(waitForGo(['criu', 'restore', '-D', `${workDir}/img`, '--lazy-pages', '-d', '--pidfile', `${workDir}/restored.pid`, '-o', 'restore.log'])));
+      // A container's bundle must be here already: refused now, the source has frozen nothing.
+      if (p.container !== undefined) {
+        checkContainerId(p.container);
+        checkBundle(p.bundle ?? '');
+      }
+      const restore = new LineChild('criu restore', this.#restoreArgv(workDir));
       this.#restore = restore;
       await restore.next((l) => l === 'armed', p.timeoutMs);
       this.#restoreNs = readlinkSync(`/proc/${restore.child.pid}/ns/mnt`);
       if (this.#restoreNs === readlinkSync('/proc/self/ns/mnt')) throw new PostcopyError('ERR_CRIU', 'criu restore runs in this agent\'s mount namespace, not one of its own');
-      this.#listenFd = listenForRestore(img);
+      // CRIU connects to lazy-pages.socket in its work directory: runc gives it one apart from the images.
+      this.#socketDir = p.container !== undefined ? join(this.#host, 'work') : img;
+      mkdirSync(this.#socketDir, { recursive: true });
+      this.#listenFd = listenForRestore(this.#socketDir);
       await FaultHandler.prestartThreads(2 * Math.max(1, p.tasks));
       this.state = 'prepared';
       this.ch.send({ type: AgentType.PREPARED, migration: p.migration });
@@ -128,14 +141,14 @@ export class DestinationMigration {
       const how = await Promise.race([exit, control.then(stopped)]);
       const restoreExited = performance.now() - this.#t0;
       this.#mark('restore exited');
-      if (how !== 'exit 0') throw new PostcopyError('ERR_CRIU', `criu restore failed (${how}): ${readLog(this.#host, 'img/restore.log')}`);
+      if (how !== 'exit 0') throw new PostcopyError('ERR_CRIU', `criu restore failed (${how}): ${readLog(this.#host, this.prepare.container !== undefined ? 'work/restore.log' : 'img/restore.log')}`);
       let pid = 0;
       try {
         pid = Number(readFileSync(join(this.#host, 'restored.pid'), 'utf8').trim());
       } catch {
         // said below
       }
-      if (!(pid > 0)) throw new PostcopyError('ERR_CRIU', `criu restore wrote no pid: ${readLog(this.#host, 'img/restore.log')}`);
+      if (!(pid > 0)) throw new PostcopyError('ERR_CRIU', `criu restore wrote no pid: ${readLog(this.#host, this.prepare.container !== undefined ? 'work/restore.log' : 'img/restore.log')}`);
       this.restoredPid = pid;
       this.state = 'running';
       this.ch.send({ type: AgentType.RESTORED, restoredPid: pid, restoreMs: round(restoreExited) });
@@ -197,6 +210,13 @@ export class DestinationMigration {
     this.phases.push({ name, ms: round(performance.now() - this.#t0) });
   }
 
+  /** `criu restore --lazy-pages` (or `runc restore --lazy-pages` of a container), waiting for go. */
+  #restoreArgv(workDir: string): string[] {
+    const p = this.prepare;
+    if (p.container === undefined) return inCriuRoot(waitForGo(['criu', 'restore', '-D', `${workDir}/img`, '--lazy-pages', '-d', '--pidfile', `${workDir}/restored.pid`, '-o', 'restore.log']));
+    return inRuncRoot(this.ctx.name, waitForGo(runc(this.ctx.runcRoot, ['restore', '--lazy-pages', '-d', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, '--bundle', p.bundle!, '--pid-file', `${workDir}/restored.pid`, p.container])));
+  }
+
   /** Kills `criu restore` and every task it made (with their children), each seen dead. */
   async #removeRestored(lazy: Promise<LazyPagesReport> | null): Promise<{ clean: boolean; killed: number[] }> {
     this.#restore?.kill();
@@ -215,10 +235,16 @@ export class DestinationMigration {
       if (this.#restoreNs) roots.push(...inMountNamespace(this.#restoreNs));
       return withDescendants(roots);
     };
-    const clean = await killAll(find, () => false, KILL_WAIT_MS, killed);
+    let clean = await killAll(find, () => false, KILL_WAIT_MS, killed);
+    // A container: whatever runc made of it goes too (its state; tasks the pid file did not name).
+    if (this.prepare.container !== undefined) {
+      const argv = inRuncRoot(this.ctx.name, runc(this.ctx.runcRoot, ['delete', '-f', this.prepare.container]));
+      const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: KILL_WAIT_MS });
+      if (r.status !== 0 && !/does not exist|not exist/.test(r.stderr)) clean = false;
+    }
     // Our lazy-pages daemon ends once its tasks are gone (or, still waiting for the restore, on a poke).
     if (lazy) {
-      pokeSocket(join(this.#host, 'img', LAZY_PAGES_SOCKET));
+      pokeSocket(join(this.#socketDir, LAZY_PAGES_SOCKET));
       await within(lazy.catch(() => null), KILL_WAIT_MS);
     }
     return { clean, killed };

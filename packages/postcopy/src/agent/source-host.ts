@@ -21,11 +21,16 @@ import { lazyLayout, readDump } from '../criu/image.js';
 import { packImages } from '../criu/image-transfer.js';
 import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/migrate.js';
 import { criuRootDir } from '../criu/root.js';
+import { containerState, inRuncRoot, runc, type ContainerState } from '../criu/runc.js';
 import { failure, frozenTasks, inTaskMounts, readLog, readyOnStatus, round, Run, type MigrateError, type Running } from '../criu/run.js';
 import type { AgentMetrics } from './metrics.js';
 
 export interface SourceRequest {
-  pid: number;
+  /** a process, running in the CRIU root */
+  pid?: number;
+  /** or a runc container, by id, in runc root runcRoot (default: the agent's) */
+  container?: string;
+  runcRoot?: string;
   /** the destination agent, as the user named it */
   to: string;
   checksums?: boolean;
@@ -37,6 +42,8 @@ export interface SourceContext {
   /** this agent's name, and the directory inside the CRIU root where its migrations work */
   name: string;
   workRoot: string;
+  /** where this host's runc keeps its containers' state, inside the CRIU root */
+  runcRoot: string;
   /** an authenticated channel to the destination agent */
   connect: (to: string) => Promise<AgentChannel>;
   metrics: AgentMetrics;
@@ -101,12 +108,19 @@ export class SourceMigration {
     const host = join(criuRootDir(), workDir);
     const criuPort = await freePort();
     let pidfd: number;
+    let pid: number;
+    let container: ContainerState | null = null;
     try {
-      pidfd = await checkOptions({ pid: r.pid, workDir, criuPort, timeoutMs, checksums: r.checksums, push: r.push }, 'postcopy', timeoutMs);
+      if ((r.pid === undefined) === (r.container === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give a pid or a container, not both');
+      if (r.container !== undefined) container = containerState(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, r.container);
+      pid = container ? container.pid : r.pid!;
+      pidfd = await checkOptions({ pid, workDir, criuPort, timeoutMs, checksums: r.checksums, push: r.push }, 'postcopy', timeoutMs, !!container);
     } catch (err) {
       throw failure(err, 'original');
     }
-    const run = new Run(r.pid, pidfd, join(host, 'no-restore-here.pid'), log);
+    // CRIU's log: runc has it write its logs into the work path, apart from the images.
+    const dumpLog = container ? 'work/dump.log' : 'img/dump.log';
+    const run = new Run(pid, pidfd, join(host, 'no-restore-here.pid'), log);
     const children: LineChild[] = [];
     const servers: PageServer[] = [];
     let ch: AgentChannel | null = null;
@@ -122,7 +136,8 @@ export class SourceMigration {
         migration: this.id,
         keyId: key.keyId,
         key: Buffer.from(key.key).toString('hex'),
-        tasks: 1,
+        tasks: treePids(pid).size,
+        ...(container ? { container: container.id, bundle: container.bundle } : {}),
         checksums: r.checksums ?? true,
         push: r.push ?? true,
         pushBatch: DEFAULT_PUSH_BATCH,
@@ -133,19 +148,12 @@ export class SourceMigration {
       // Half a round trip: the images' way to the destination, counted in the downtime.
       const oneWay = (await roundTrip(dest)) / 2;
       this.#phase('destination ready');
-      // The dump waits in the task's mount namespace for go (CRIU must dump from there).
-      const dump = new LineChild('criu dump', inTaskMounts(r.pid, [
-        `mkdir -p ${workDir}/img && cd ${workDir} && rm -f st && mkfifo st`,
-        'echo armed; read -r go; [ "$go" = go ] || exit 1',
-        `criu dump -t ${r.pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log 9>st &`,
-        'D=$!',
-        readyOnStatus('st', 'D', 'dump'),
-      ]));
+      const dump = new LineChild('criu dump', container ? checkpointArgv(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, container.id, workDir, criuPort) : dumpArgv(pid, workDir, criuPort));
       children.push(dump);
       run.dump = dump;
       // Threads start before the freeze, not in the downtime: a connection thread at each end of
       // each of a task's two connections (faults, push).
-      await PageServer.prestartThreads(2 * treePids(r.pid).size);
+      await PageServer.prestartThreads(2 * treePids(pid).size);
       await dump.next((l) => l === 'armed', timeoutMs);
       run.guard();
       // The destination's end of the channel failing from here fails the migration at once.
@@ -154,14 +162,14 @@ export class SourceMigration {
       run.frozen = true;
       dump.send('go');
       const said = await dump.next((l) => l === 'ready' || l.startsWith('dump exit'), timeoutMs).catch((err: Error) => {
-        throw new PostcopyError('ERR_CRIU', `criu dump failed: ${err.message}; ${readLog(host, 'img/dump.log')}`);
+        throw new PostcopyError('ERR_CRIU', `criu dump failed: ${err.message}; ${readLog(host, dumpLog)}`);
       });
-      if (said !== 'ready') throw new PostcopyError('ERR_CRIU', `criu dump failed (${said.slice(5)}): ${readLog(host, 'img/dump.log')}`);
-      run.watchDump(host, 'postcopy');
+      if (said !== 'ready') throw new PostcopyError('ERR_CRIU', `criu dump failed (${said.slice(5)}): ${readLog(host, dumpLog)}`);
+      run.watchDump(host, 'postcopy', dumpLog);
       this.#phase('dumped');
       // A page server per frozen task, on the address the destination reached us from.
       const images = readDump(join(host, 'img'));
-      const frozen = frozenTasks(images, r.pid);
+      const frozen = frozenTasks(images, pid);
       const address = dest.socket.localAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1';
       const sources: { pid: number; endpoint: string }[] = [];
       for (const t of images.tasks) {
@@ -196,7 +204,7 @@ export class SourceMigration {
       this.#phase('all pages present');
       // The original goes: CRIU kills it as its dump ends.
       run.release(criuPort);
-      await run.dumpEnded(host, timeoutMs);
+      await run.dumpEnded(host, timeoutMs, dumpLog);
       await run.confirmOriginalGone();
       this.#phase('released');
       try {
@@ -297,4 +305,27 @@ async function roundTrip(ch: AgentChannel): Promise<number> {
   ch.send({ type: AgentType.PING });
   await ch.next([AgentType.PONG], 10_000);
   return performance.now() - t;
+}
+
+/** `criu dump --lazy-pages` of a process, waiting in the task's mount namespace for go (CRIU must dump from there). */
+function dumpArgv(pid: number, workDir: string, criuPort: number): string[] {
+  return inTaskMounts(pid, [
+    `mkdir -p ${workDir}/img && cd ${workDir} && rm -f st && mkfifo st`,
+    'echo armed; read -r go; [ "$go" = go ] || exit 1',
+    `criu dump -t ${pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log 9>st &`,
+    'D=$!',
+    readyOnStatus('st', 'D', 'dump'),
+  ]);
+}
+
+/** `runc checkpoint --lazy-pages` of a container, waiting in the CRIU root for go: images in img, CRIU's logs in work. */
+function checkpointArgv(host: string, runcRoot: string, id: string, workDir: string, criuPort: number): string[] {
+  const checkpoint = runc(runcRoot, ['checkpoint', '--lazy-pages', '--page-server', `127.0.0.1:${criuPort}`, '--status-fd', '9', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, id]);
+  return inRuncRoot(host, ['/bin/bash', '-c', [
+    `mkdir -p ${workDir}/img ${workDir}/work && cd ${workDir} && rm -f st && mkfifo st`,
+    'echo armed; read -r go; [ "$go" = go ] || exit 1',
+    `${checkpoint.join(' ')} 9>st &`,
+    'D=$!',
+    readyOnStatus('st', 'D', 'dump'),
+  ].join('\n')]);
 }

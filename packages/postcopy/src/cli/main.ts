@@ -31,6 +31,7 @@ import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
 import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } from '../protocol/cli-events.js';
+import { checkContainerId, checkPathInRoot } from '../criu/runc.js';
 import { Agent, AGENT_SOCKET, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
 
 function int(value: string): number {
@@ -698,7 +699,9 @@ function checkLazyPages(o: LazyPagesOptions, cmd: Command) {
 program
   .command('migrate')
   .description('post-copy migration of a process with stock CRIU: CRIU moves the state, postcopy the memory; --to moves it to another host')
-  .requiredOption('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)')
+  .option('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)')
+  .option('--container <id>', 'with --to: a runc container of this host (its runc root: --runc-root, default the agent\'s)')
+  .option('--runc-root <dir>', 'with --container: the runc root it lives in, a path inside the CRIU root')
   .option('--to <host>', "another host's agent, HOST[:PORT] (port 7070 by default): this host's agent moves the task there")
   .option('--state-dir <dir>', "with --to: this host's agent's state directory (its socket agent.sock is in it)", '/var/lib/postcopy')
   .addOption(new Option('--mode <mode>', "postcopy, or stock (CRIU's own lazy-pages, the baseline)").choices(['postcopy', 'stock']).default('postcopy'))
@@ -714,8 +717,17 @@ program
     let migrating = false;
     try {
       // Checked before the CRIU root is set up or the task frozen.
-      const pid = pidArg('--pid', numberArg('--pid', o.pid));
+      if ((o.pid === undefined) === (o.container === undefined)) throw invalid('give exactly one of --pid and --container');
+      if (o.container !== undefined && o.to === undefined) throw invalid('--container goes with --to (a container moves to another host)');
+      if (o.runcRoot !== undefined && o.container === undefined) throw invalid('--runc-root goes with --container');
+      const pid = o.pid === undefined ? undefined : pidArg('--pid', numberArg('--pid', o.pid));
       if (o.to !== undefined) {
+        try {
+          if (o.container !== undefined) checkContainerId(o.container);
+          if (o.runcRoot !== undefined) checkPathInRoot('--runc-root', o.runcRoot);
+        } catch (err) {
+          throw invalid((err as Error).message);
+        }
         for (const [flag, name] of [['--mode', 'mode'], ['--work-dir', 'workDir'], ['--criu-port', 'criuPort'], ['--netns', 'netns'], ['--warm-up', 'warmUp']] as const)
           if (given(cmd, name)) throw invalid(`${flag} does not go with --to: the agents choose their own (postcopy mode, work directories, ports)`);
         try {
@@ -726,13 +738,14 @@ program
         const socket = join(dirArg('--state-dir', o.stateDir), AGENT_SOCKET);
         migrating = true;
         const onPhase = o.json ? undefined : (p: string, ms: number) => process.stderr.write(`${String(ms).padStart(8)} ms  ${p}\n`);
-        const result = await migrateThroughAgent(socket, { pid, to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
-        print(!!o.json, { ok: true, ...result }, `migrated ${pid} to ${o.to} (pid ${result.restoredPid} there): downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
+        const result = await migrateThroughAgent(socket, { ...(pid !== undefined ? { pid } : { container: o.container, runcRoot: o.runcRoot }), to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
+        print(!!o.json, { ok: true, ...result }, `migrated ${pid ?? `container ${o.container}`} to ${o.to} (pid ${result.restoredPid} there): downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
         return;
       }
       if (given(cmd, 'stateDir')) throw invalid('--state-dir goes with --to');
       const criuPort = portArg('--criu-port', numberArg('--criu-port', o.criuPort));
       const workDir = workDirArg(o.workDir ?? `/var/lib/postcopy/migrate-${pid}`);
+      if (pid === undefined) throw invalid('give --pid');
       ensureCriuRoot();
       migrating = true;
       const result = await withPipeSize(() =>
@@ -745,7 +758,9 @@ program
   });
 
 interface MigrateCliOptions {
-  pid: string;
+  pid?: string;
+  container?: string;
+  runcRoot?: string;
   to?: string;
   stateDir: string;
   mode: MigrateMode;
@@ -770,6 +785,7 @@ program
   .option('--state-dir <dir>', 'its state: agent.sock (for `postcopy migrate --to`), ledger.jsonl', '/var/lib/postcopy')
   .option('--metrics-listen <endpoint>', 'plain HTTP, tcp://HOST:PORT: GET /metrics (Prometheus) and GET /status (JSON)')
   .option('--name <name>', "this host's name in the status, the logs and the ledger (default: the host name)")
+  .option('--runc-root <dir>', 'where runc keeps this host\'s containers, a path inside the CRIU root (default: /var/lib/postcopy-agent/NAME/runc)')
   .option('--json', 'JSON lines on stdout')
   .action(async (o: AgentCliOptions, cmd: Command) => {
     const tls = readTls(o);
@@ -782,7 +798,14 @@ program
     if (statOrNull(o.stateDir) && !statOf('--state-dir', o.stateDir).isDirectory()) throw invalid(`--state-dir ${o.stateDir}: not a directory`);
     socketPathArg('--state-dir', join(o.stateDir, AGENT_SOCKET), 'connect');
     ensureCriuRoot();
-    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
+    if (o.runcRoot !== undefined) {
+      try {
+        checkPathInRoot('--runc-root', o.runcRoot);
+      } catch (err) {
+        throw invalid((err as Error).message);
+      }
+    }
+    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, runcRoot: o.runcRoot, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
     printEvent(!!o.json, 'agent', 'listening', { agent: agent.name, endpoint: formatEndpoint(agent.endpoint), socket: agent.socketPath, ...(agent.metricsEndpoint ? { metrics: formatEndpoint(agent.metricsEndpoint) } : {}) }, `agent ${agent.name} listening on ${formatEndpoint(agent.endpoint)}${agent.metricsEndpoint ? `, metrics on http://${(agent.metricsEndpoint as { host: string }).host}:${(agent.metricsEndpoint as { port: number }).port}/metrics` : ''}`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
@@ -802,6 +825,7 @@ interface AgentCliOptions {
   stateDir: string;
   metricsListen?: string;
   name?: string;
+  runcRoot?: string;
   json?: boolean;
 }
 

@@ -350,8 +350,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
 }
 
 
-/** Every option checked before anything is frozen; returns a pidfd of the task. */
-export async function checkOptions(o: MigrateOptions, mode: MigrateMode, timeoutMs: number): Promise<number> {
+/** Every option checked before anything is frozen; returns a pidfd of the task. `container`: the task is a container's init (its root is the container's, not the CRIU root). */
+export async function checkOptions(o: MigrateOptions, mode: MigrateMode, timeoutMs: number, container = false): Promise<number> {
   const bad = (what: string) => new PostcopyError('ERR_INVALID_ARG', what);
   if (mode !== 'postcopy' && mode !== 'stock') throw bad(`mode must be postcopy or stock, not ${String(mode)}`);
   checkPushSettings(o);
@@ -389,7 +389,7 @@ export async function checkOptions(o: MigrateOptions, mode: MigrateMode, timeout
     const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
     if (/^[ZX]/.test(field('State'))) throw bad(`process ${pid} has exited`);
     if (field('TracerPid') !== '0') throw bad(`process ${pid} is traced by process ${field('TracerPid')} (a dump or a debugger): it cannot be dumped now`);
-    if (taskRoot.dev !== rootStat.dev || taskRoot.ino !== rootStat.ino)
+    if (!container && (taskRoot.dev !== rootStat.dev || taskRoot.ino !== rootStat.ino))
       throw bad(`process ${pid} does not run in the CRIU root ${root}: CRIU there cannot dump it, nor restore it there (start it inside, see \`postcopy criu-setup\`)`);
     try {
       mkdirSync(host, { recursive: true });

@@ -305,12 +305,12 @@ export class Run {
    * From the dump's `ready` on: the dump must not end before it is released (it lets the frozen
    * original go: it runs again), nor end badly. (CRIU's lazy-pages, mode stock, ends it itself.)
    */
-  watchDump(host: string, mode: MigrateMode): void {
+  watchDump(host: string, mode: MigrateMode, log = 'img/dump.log'): void {
     this.#dumpEnded = this.dump!.next((l) => l.startsWith('dump exit'), MAX_TIMEOUT_MS).catch((err: Error) => `dump ${err.message}`);
     void this.#dumpEnded.then((line) => {
       this.dumpEnd = line;
       if (line === 'dump exit 0' && (this.releaseSent || mode === 'stock')) return;
-      this.fail(new PostcopyError('ERR_CRIU', `criu dump ended (${line.slice(5)}) before the migration was done, and let the original run again: ${readLog(host, 'img/dump.log')}`));
+      this.fail(new PostcopyError('ERR_CRIU', `criu dump ended (${line.slice(5)}) before the migration was done, and let the original run again: ${readLog(host, log)}`));
     });
   }
 
@@ -322,10 +322,10 @@ export class Run {
   }
 
   /** Waits for the dump to end, as it does once released; it must end well. */
-  async dumpEnded(host: string, timeoutMs: number): Promise<void> {
+  async dumpEnded(host: string, timeoutMs: number, log = 'img/dump.log'): Promise<void> {
     const line = await within(this.#dumpEnded!, timeoutMs);
     if (line === null) throw new PostcopyError('ERR_TIMEOUT', `criu dump did not end within ${timeoutMs} ms of its release`);
-    if (line !== 'dump exit 0') throw new PostcopyError('ERR_CRIU', `criu dump ended badly (${line.slice(5)}): ${readLog(host, 'img/dump.log')}`);
+    if (line !== 'dump exit 0') throw new PostcopyError('ERR_CRIU', `criu dump ended badly (${line.slice(5)}): ${readLog(host, log)}`);
   }
 
   /**

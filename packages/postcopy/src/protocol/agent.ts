@@ -46,14 +46,14 @@ const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
   [AgentType.WELCOME]: { version: 'uint', agent: 'string', nonce: 'hex?', proof: 'hex?' },
   // client -> agent: the client's proof
   [AgentType.AUTH]: { proof: 'hex' },
-  // CLI -> its own agent: move task `pid` to the agent at `to`
-  [AgentType.MIGRATE]: { pid: 'uint', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
+  // CLI -> its own agent: move task `pid`, or runc container `container` (of runc root `runcRoot`), to the agent at `to`
+  [AgentType.MIGRATE]: { pid: 'uint?', container: 'string?', runcRoot: 'string?', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
   // agent -> CLI: a step of the migration done, ms after the freeze (negative: before it)
   [AgentType.PHASE]: { name: 'string', ms: 'number' },
   // agent -> CLI: the end; `result` on success, else code, message and which copy runs
   [AgentType.RESULT]: { ok: 'bool', result: 'object?', code: 'string?', message: 'string?', running: 'string?' },
-  // source agent -> destination agent: get ready to restore this migration's tasks
-  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
+  // source agent -> destination agent: get ready to restore this migration's tasks (a container: its id and bundle path)
+  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', container: 'string?', bundle: 'string?', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
   // destination -> source: `criu restore` waits, its handlers' threads are up
   [AgentType.PREPARED]: { migration: 'string' },
   // source -> destination: where each task's pages are served (pid as the dump names it)
@@ -80,10 +80,10 @@ export interface Fields {
   [AgentType.HELLO]: { version: number; agent: string; nonce?: string; keyId?: string };
   [AgentType.WELCOME]: { version: number; agent: string; nonce?: string; proof?: string };
   [AgentType.AUTH]: { proof: string };
-  [AgentType.MIGRATE]: { pid: number; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
+  [AgentType.MIGRATE]: { pid?: number; container?: string; runcRoot?: string; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
   [AgentType.PHASE]: { name: string; ms: number };
   [AgentType.RESULT]: { ok: boolean; result?: Record<string, unknown>; code?: string; message?: string; running?: string };
-  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
+  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
   [AgentType.PREPARED]: { migration: string };
   [AgentType.IMAGES]: { data: Uint8Array };
   [AgentType.RESTORE]: { sources: { pid: number; endpoint: string }[] };

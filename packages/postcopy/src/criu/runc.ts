@@ -1,0 +1,77 @@
+// runc, run inside the CRIU root (trixie's runc 1.1 drives trixie's CRIU 4.1 through `criu swrk`).
+// A container's state lives in a runc root of its own per host (`--root`): the CRIU root's /run is
+// new on every entry, so the default /run/runc would not outlive the command. runc needs a cgroup
+// hierarchy: the root is entered with the host's cgroup v2 one bound in (POSTCOPY_ROOT_CGROUPS).
+// What changes against a plain CRIU dump: runc calls CRIU over RPC with --image-path for the images
+// and --work-path for the logs and for lazy-pages.socket (CRIU chdirs to its work directory and
+// connects to the socket there); the dump names tasks by their pids in the container's namespace.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PostcopyError } from '../errors.js';
+import { CRIU_ROOT_SCRIPT, criuRootDir } from './root.js';
+
+/**
+ * argv that runs a command in the CRIU root with the cgroup hierarchy runc needs: a cgroup
+ * namespace of this host's own (criu-root.sh, POSTCOPY_ROOT_CGROUPS), so that two hosts on one
+ * kernel keep their containers' cgroups apart.
+ */
+export function inRuncRoot(host: string, argv: string[]): string[] {
+  return ['env', `POSTCOPY_ROOT_CGROUPS=${host}`, 'bash', CRIU_ROOT_SCRIPT, 'exec', ...argv];
+}
+
+export const runc = (root: string, args: string[]) => ['runc', '--root', root, ...args];
+
+const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const PATH_IN_ROOT = /^\/[A-Za-z0-9._+@%=,:/-]*$/;
+
+export interface ContainerState {
+  id: string;
+  /** the container's init, as this host sees it */
+  pid: number;
+  status: string;
+  /** the bundle's path, as runc in the CRIU root sees it */
+  bundle: string;
+}
+
+export function checkContainerId(id: string): void {
+  if (!CONTAINER_ID.test(id)) throw new PostcopyError('ERR_INVALID_ARG', `container id ${JSON.stringify(id)}: letters, digits, '_', '.' and '-' (runc's rule)`);
+}
+
+export function checkPathInRoot(what: string, path: string): void {
+  if (!PATH_IN_ROOT.test(path) || path.split('/').includes('..')) throw new PostcopyError('ERR_INVALID_ARG', `${what} ${JSON.stringify(path)}: an absolute path inside the CRIU root (letters, digits and ._+@%=,:/- only, no ..)`);
+}
+
+/** `runc state ID`: the container must exist and run. */
+export function containerState(host: string, root: string, id: string): ContainerState {
+  checkContainerId(id);
+  checkPathInRoot('--runc-root', root);
+  const argv = inRuncRoot(host, runc(root, ['state', id]));
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new PostcopyError('ERR_INVALID_ARG', `no container ${id} in runc root ${root}: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
+  let state: ContainerState;
+  try {
+    state = JSON.parse(r.stdout) as ContainerState;
+  } catch {
+    throw new PostcopyError('ERR_CRIU', `runc state ${id} said no JSON: ${r.stdout.slice(0, 200)}`);
+  }
+  if (state.status !== 'running') throw new PostcopyError('ERR_INVALID_ARG', `container ${id} is ${state.status}, not running`);
+  if (!(state.pid > 1)) throw new PostcopyError('ERR_CRIU', `runc state ${id} gives no pid`);
+  return state;
+}
+
+/** A bundle as runc in the CRIU root would use it: config.json and its root filesystem there. */
+export function checkBundle(bundle: string): void {
+  checkPathInRoot('bundle', bundle);
+  const host = join(criuRootDir(), bundle);
+  const config = join(host, 'config.json');
+  if (!existsSync(config)) throw new PostcopyError('ERR_INVALID_ARG', `no bundle at ${bundle} on this host (no config.json): it must exist at the same path on both hosts (shared storage, or the same image unpacked)`);
+  let rootPath: string;
+  try {
+    rootPath = (JSON.parse(readFileSync(config, 'utf8')) as { root?: { path?: string } }).root?.path ?? 'rootfs';
+  } catch (err) {
+    throw new PostcopyError('ERR_INVALID_ARG', `bundle ${bundle}: config.json is not JSON: ${(err as Error).message}`);
+  }
+  const rootfs = rootPath.startsWith('/') ? join(criuRootDir(), rootPath) : join(host, rootPath);
+  if (!existsSync(rootfs)) throw new PostcopyError('ERR_INVALID_ARG', `bundle ${bundle}: its root filesystem ${rootPath} is missing on this host`);
+}
