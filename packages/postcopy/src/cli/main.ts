@@ -30,6 +30,7 @@ import { writePlot } from '../bench/plot.js';
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
+import { formatContainerReport, runContainerBench, type ContainerBenchResult } from '../bench/container-bench.js';
 import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } from '../protocol/cli-events.js';
 import { checkContainerId, checkPathInRoot } from '../criu/runc.js';
 import { Agent, AGENT_SOCKET, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
@@ -556,10 +557,11 @@ program
   .option('--mtu <list>', 'veth MTUs: 1500, 4200, 9000 (comma list)', list(int, [1500, 4200, 9000]), [1500, 4200, 9000])
   .addOption(new Option('--placement <where>', 'same: every thread on CPU 0; cross: server on CPU 1; auto: unpinned').choices(['same', 'cross', 'auto']).default('same'))
   .option('--criu', 'instead: stock CRIU lazy-pages against postcopy migrate, on memproc and redis')
-  .option('--memproc-mib <n>', '--criu: memproc size', int, 512)
-  .option('--redis-keys <n>', '--criu: redis keys', int, 1_000_000)
-  .option('--runs <n>', '--criu: runs per workload and mode', int, 3)
-  .option('--workload <list>', '--criu: memproc, redis (comma list)', list(String, ['memproc', 'redis']), ['memproc', 'redis'])
+  .option('--container', 'instead: a runc container moved between two hosts (network namespaces), stock runc lazy migration against postcopy\'s agents, on memproc and redis')
+  .option('--memproc-mib <n>', '--criu, --container: memproc size', int, 512)
+  .option('--redis-keys <n>', '--criu, --container: redis keys', int, 1_000_000)
+  .option('--runs <n>', '--criu, --container: runs per workload and mode', int, 3)
+  .option('--workload <list>', '--criu, --container: memproc, redis (comma list)', list(String, ['memproc', 'redis']), ['memproc', 'redis'])
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
   .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
@@ -569,7 +571,7 @@ program
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -580,6 +582,17 @@ program
       }
       print(!!o.json, r, formatLoadReport(r));
       if (r.lost > 0) process.exitCode = 1;
+      return;
+    }
+    if (o.container) {
+      let r: ContainerBenchResult;
+      try {
+        r = await runContainerBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, onProgress: bar?.update });
+      } finally {
+        bar?.stop();
+      }
+      print(!!o.json, r, formatContainerReport(r));
+      if (r.runs.some((x) => !x.verified)) process.exitCode = 1;
       return;
     }
     if (o.criu) {

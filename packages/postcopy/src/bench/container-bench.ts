@@ -1,0 +1,258 @@
+// `postcopy bench --container`: a runc container moved between two hosts (network namespaces
+// joined by a veth pair), by postcopy's agents against stock runc lazy migration, in the same run,
+// runs alternating. Stock is what runc documents: `runc checkpoint --lazy-pages --page-server` on
+// the source; the images copied over; `criu lazy-pages --page-server` then `runc restore
+// --lazy-pages` on the destination. (The copy is a local cp: both hosts share this disk, which
+// favours stock, whose users copy with scp or rsync.)
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { migrateThroughAgent } from '../agent/agent.js';
+import { PostcopyError } from '../errors.js';
+import { inRuncRoot, runc } from '../criu/runc.js';
+import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
+import { LineChild, nodeModuleArgv } from '../util/child.js';
+import { VethPair } from '../util/netns.js';
+import { containerStatus, makeBundle, removeContainer, startContainer } from './containers.js';
+import { probeRedisGets, type RedisProbe } from './redis-probe.js';
+
+export type ContainerWorkload = 'memproc' | 'redis';
+export type ContainerMode = 'postcopy' | 'stock';
+
+export interface ContainerBenchOptions {
+  memprocMiB: number;
+  redisKeys: number;
+  runs: number;
+  workloads: ContainerWorkload[];
+  onProgress?: (done: number, total: number, label: string) => void;
+}
+
+export interface ContainerRun {
+  workload: ContainerWorkload;
+  mode: ContainerMode;
+  /** the freeze (checkpoint start) -> the container runs on the destination */
+  downtime_ms: number;
+  /** the freeze -> every lazy page on the destination */
+  all_present_ms: number;
+  /** memproc: every checksum after the move right; redis: digest equal; and runc says it runs there alone */
+  verified: boolean;
+  detail: string;
+  get_during_postcopy: { n: number; p50_us: number; p99_us: number; errors: number } | null;
+  /** postcopy: the agent's report */
+  report?: Record<string, unknown>;
+}
+
+export interface ContainerBenchResult {
+  options: Omit<ContainerBenchOptions, 'onProgress'>;
+  runs: ContainerRun[];
+  summary: { workload: string; mode: ContainerMode; downtime_ms: number; all_present_ms: number; get_p50_us: number | null; get_p99_us: number | null; runs: number; verified: number }[];
+  ratios: { workload: string; downtime: number; all_present: number }[];
+}
+
+const HOSTS = { a: 'bench-a', b: 'bench-b' } as const;
+const AGENT_PORT = 7070;
+const STEP_MS = 120_000;
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+};
+const round = (x: number) => Math.round(x * 10) / 10;
+
+/** Lines of a file once there are enough, or the time is up. */
+async function linesOf(path: string, enough: (l: string[]) => boolean, ms: number): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').filter(Boolean) : [];
+    if (enough(lines) || Date.now() > deadline) return lines;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function inRoot(lines: string[]): Promise<string[]> {
+  return new LineChild('in root', inCriuRoot(['/bin/bash', '-c', lines.join('\n')])).rest(STEP_MS);
+}
+
+export async function runContainerBench(o: ContainerBenchOptions): Promise<ContainerBenchResult> {
+  if (!(Number.isInteger(o.runs) && o.runs >= 1)) throw new PostcopyError('ERR_INVALID_ARG', `--runs must be 1 or more, not ${o.runs}`);
+  if (!(Number.isInteger(o.memprocMiB) && o.memprocMiB >= 1)) throw new PostcopyError('ERR_INVALID_ARG', `--memproc-mib must be 1 or more, not ${o.memprocMiB}`);
+  if (!(Number.isInteger(o.redisKeys) && o.redisKeys >= 1)) throw new PostcopyError('ERR_INVALID_ARG', `--redis-keys must be 1 or more, not ${o.redisKeys}`);
+  for (const w of o.workloads) if (w !== 'memproc' && w !== 'redis') throw new PostcopyError('ERR_INVALID_ARG', `--workload: memproc or redis, not ${w}`);
+  ensureCriuRoot();
+  const root = criuRootDir();
+  const tag = `${process.pid}`;
+  const tmp = mkdtempSync(join(tmpdir(), 'pc-cbench-'));
+  const keyFile = join(tmp, 'rack.key');
+  writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const runcRoot = (h: string) => `/var/lib/postcopy-agent/${h}/runc`;
+  const runs: ContainerRun[] = [];
+  const plan: { workload: ContainerWorkload; mode: ContainerMode }[] = [];
+  for (const workload of o.workloads)
+    for (let i = 0; i < o.runs; i++) for (const mode of (i % 2 ? ['postcopy', 'stock'] : ['stock', 'postcopy']) as ContainerMode[]) plan.push({ workload, mode });
+  const agents: LineChild[] = [];
+  let veth: VethPair | null = null;
+  const bundles = new Set<string>();
+  try {
+    veth = VethPair.create(`pck${process.pid % 100000}`, '10.237.0');
+    const cli = nodeModuleArgv(import.meta.url, '../cli/main');
+    const stateA = join(tmp, 'state-a');
+    for (const end of ['a', 'b'] as const) {
+      const agent = new LineChild(`agent ${end}`, [...veth.exec(end), ...cli, 'agent', '--listen', `tcp://${veth[end].addr}:${AGENT_PORT}`, '--key-file', keyFile, '--state-dir', join(tmp, `state-${end}`), '--name', HOSTS[end], '--json']);
+      agents.push(agent);
+      await agent.event('agent', 'listening', STEP_MS);
+    }
+    let port = 27700 + (process.pid % 200);
+    await withPipeSize(async () => {
+      for (const [k, { workload, mode }] of plan.entries()) {
+        o.onProgress?.(k, plan.length, `${workload}, ${mode}`);
+        const id = `cbench-${tag}-${k}`;
+        const out = `/var/lib/postcopy/cbench-${tag}-${k}`;
+        const bundle = `/var/lib/postcopy/bundles/cbench-${tag}-${k}`;
+        bundles.add(bundle);
+        const host = join(root, out);
+        mkdirSync(host, { recursive: true });
+        try {
+          const args =
+            workload === 'memproc'
+              ? ['/bin/sh', '-c', `exec /usr/local/bin/memproc ${o.memprocMiB} ${out}/out.txt </dev/null >/dev/null 2>&1`]
+              : ['/bin/sh', '-c', `exec redis-server --port 0 --unixsocket ${out}/redis.sock --save '' --appendonly no --enable-debug-command yes </dev/null >/dev/null 2>&1`];
+          makeBundle(bundle, args, [out]);
+          startContainer(HOSTS.a, runcRoot(HOSTS.a), bundle, id, veth!.exec('a'));
+          let digest = '';
+          if (workload === 'memproc') await linesOf(join(host, 'out.txt'), (l) => l.length >= 1, 30_000);
+          else {
+            await linesOf(join(host, 'redis.sock'), () => existsSync(join(host, 'redis.sock')), 30_000);
+            digest = (await inRoot([`redis-cli -s ${out}/redis.sock DEBUG POPULATE ${o.redisKeys} key 100 >/dev/null`, `redis-cli -s ${out}/redis.sock DEBUG DIGEST`])).at(-1) ?? '';
+          }
+          const before = workload === 'memproc' ? (await linesOf(join(host, 'out.txt'), () => true, 0)).length : 0;
+          let probe: RedisProbe | null = null;
+          const onRestored = () => {
+            if (workload === 'redis') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
+          };
+          let measured: { downtime_ms: number; all_present_ms: number; report?: Record<string, unknown> };
+          if (mode === 'postcopy') {
+            const result = await migrateThroughAgent(join(stateA, 'agent.sock'), { container: id, to: veth!.b.addr, timeoutMs: STEP_MS }, (name) => name === 'restored' && onRestored());
+            measured = { downtime_ms: result.downtime_ms, all_present_ms: result.all_present_ms, report: result as unknown as Record<string, unknown> };
+          } else measured = await stockMove(veth!, id, bundle, out, port++, onRestored);
+          const gets = probe ? await (probe as RedisProbe).stop() : null;
+          // Where it runs now: on b alone.
+          const onB = containerStatus(HOSTS.b, runcRoot(HOSTS.b), id)?.status === 'running';
+          const onA = containerStatus(HOSTS.a, runcRoot(HOSTS.a), id) !== null;
+          let verified = onB && !onA;
+          let detail = `runc: ${onB ? 'running on b' : 'not running on b'}, ${onA ? 'still on a' : 'gone from a'}`;
+          if (workload === 'memproc') {
+            const lines = await linesOf(join(host, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+            const bad = lines.filter((l) => !l.startsWith('ok ')).length;
+            verified &&= lines.length >= before + 2 && bad === 0;
+            detail += `; ${lines.length - before} checksums after the move, ${bad} wrong`;
+          } else {
+            const after = (await inRoot([`redis-cli -s ${out}/redis.sock DEBUG DIGEST`])).at(-1) ?? '';
+            verified &&= after === digest && digest.length > 0;
+            detail += `; digest ${after} (before ${digest})`;
+          }
+          runs.push({ workload, mode, downtime_ms: round(measured.downtime_ms), all_present_ms: round(measured.all_present_ms), verified, detail, get_during_postcopy: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors }, ...(measured.report ? { report: measured.report } : {}) });
+        } finally {
+          removeContainer(HOSTS.a, runcRoot(HOSTS.a), id);
+          removeContainer(HOSTS.b, runcRoot(HOSTS.b), id);
+          rmSync(host, { recursive: true, force: true });
+          rmSync(join(root, bundle), { recursive: true, force: true });
+        }
+      }
+    });
+  } finally {
+    for (const a of agents) a.kill();
+    veth?.destroy();
+    for (const b of bundles) rmSync(join(root, b), { recursive: true, force: true });
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  o.onProgress?.(plan.length, plan.length, 'done');
+  const summary: ContainerBenchResult['summary'] = [];
+  const ratios: ContainerBenchResult['ratios'] = [];
+  for (const workload of o.workloads) {
+    for (const mode of ['stock', 'postcopy'] as ContainerMode[]) {
+      const rs = runs.filter((r) => r.workload === workload && r.mode === mode);
+      const gets = rs.map((r) => r.get_during_postcopy).filter((g) => g !== null);
+      summary.push({
+        workload,
+        mode,
+        downtime_ms: median(rs.map((r) => r.downtime_ms)),
+        all_present_ms: median(rs.map((r) => r.all_present_ms)),
+        get_p50_us: gets.length ? median(gets.map((g) => g.p50_us)) : null,
+        get_p99_us: gets.length ? median(gets.map((g) => g.p99_us)) : null,
+        runs: rs.length,
+        verified: rs.filter((r) => r.verified).length,
+      });
+    }
+    const [s, p] = summary.slice(-2);
+    ratios.push({ workload, downtime: Math.round((p.downtime_ms / s.downtime_ms) * 100) / 100, all_present: Math.round((p.all_present_ms / s.all_present_ms) * 100) / 100 });
+  }
+  const { onProgress: _omit, ...options } = o;
+  return { options, runs, summary, ratios };
+}
+
+/** Stock runc lazy migration of container id from host a to host b, timed from the checkpoint's start. */
+async function stockMove(veth: VethPair, id: string, bundle: string, out: string, port: number, onRestored: () => void): Promise<{ downtime_ms: number; all_present_ms: number }> {
+  const root = criuRootDir();
+  const src = `${out}/stock-src`;
+  const dst = `${out}/stock-dst`;
+  const children: LineChild[] = [];
+  try {
+    const checkpoint = runc(`/var/lib/postcopy-agent/${HOSTS.a}/runc`, ['checkpoint', '--lazy-pages', '--page-server', `${veth.a.addr}:${port}`, '--status-fd', '9', '--image-path', `${src}/img`, '--work-path', `${src}/work`, id]);
+    const dump = new LineChild('runc checkpoint', [...veth.exec('a'), ...inRuncRoot(HOSTS.a, ['/bin/bash', '-c', [
+      `mkdir -p ${src}/img ${src}/work && cd ${src} && rm -f st && mkfifo st`,
+      'echo armed; read -r go; [ "$go" = go ] || exit 1',
+      `${checkpoint.join(' ')} 9>st &`,
+      'D=$!',
+      '[ "$(head -c1 st | wc -c)" = 1 ] && echo ready; wait $D; echo "dump exit $?"',
+    ].join('\n')])]);
+    children.push(dump);
+    await dump.next((l) => l === 'armed', STEP_MS);
+    const t0 = performance.now();
+    dump.send('go');
+    const said = await dump.next((l) => l === 'ready' || l.startsWith('dump exit'), STEP_MS);
+    if (said !== 'ready') throw new PostcopyError('ERR_CRIU', `stock: runc checkpoint failed (${said}): ${dump.stderr}`);
+    // The images to the destination (the lazy memory stays behind).
+    mkdirSync(join(root, dst, 'work'), { recursive: true });
+    cpSync(join(root, src, 'img'), join(root, dst, 'img'), { recursive: true });
+    const lazy = new LineChild('criu lazy-pages', [...veth.exec('b'), ...inCriuRoot(['/bin/bash', '-c', [
+      `cd ${dst} && rm -f lst && mkfifo lst`,
+      `criu lazy-pages --page-server --address ${veth.a.addr} --port ${port} -D ${dst}/img -W ${dst}/work --status-fd 9 -o lazy.log 9>lst &`,
+      'L=$!',
+      '[ "$(head -c1 lst | wc -c)" = 1 ] && echo ready; wait $L; echo "lazy exit $?"',
+    ].join('\n')])]);
+    children.push(lazy);
+    const lazySaid = await lazy.next((l) => l === 'ready' || l.startsWith('lazy exit'), STEP_MS);
+    if (lazySaid !== 'ready') throw new PostcopyError('ERR_CRIU', `stock: criu lazy-pages failed (${lazySaid}): ${lazy.stderr}`);
+    const restore = new LineChild('runc restore', [...veth.exec('b'), ...inRuncRoot(HOSTS.b, runc(`/var/lib/postcopy-agent/${HOSTS.b}/runc`, ['restore', '--lazy-pages', '-d', '--image-path', `${dst}/img`, '--work-path', `${dst}/work`, '--bundle', bundle, id]))]);
+    children.push(restore);
+    const restored = await new Promise<string>((resolve) => restore.child.once('exit', (code, signal) => resolve(signal ?? String(code))));
+    const downtime = performance.now() - t0;
+    if (restored !== '0') throw new PostcopyError('ERR_CRIU', `stock: runc restore failed (${restored}): ${restore.stderr}`);
+    onRestored();
+    const lazyEnd = await lazy.next((l) => l.startsWith('lazy exit'), STEP_MS);
+    const allPresent = performance.now() - t0;
+    if (lazyEnd !== 'lazy exit 0') throw new PostcopyError('ERR_CRIU', `stock: criu lazy-pages ended badly (${lazyEnd})`);
+    const dumpEnd = await dump.next((l) => l.startsWith('dump exit'), STEP_MS);
+    if (dumpEnd !== 'dump exit 0') throw new PostcopyError('ERR_CRIU', `stock: runc checkpoint ended badly (${dumpEnd}): ${dump.stderr}`);
+    return { downtime_ms: downtime, all_present_ms: allPresent };
+  } finally {
+    for (const c of children) c.kill();
+  }
+}
+
+export function formatContainerReport(r: ContainerBenchResult): string {
+  return [
+    `A runc container moved between two hosts (network namespaces joined by a veth pair): stock runc lazy migration against postcopy's agents, medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
+    'Downtime: the checkpoint starts (the container freezes) -> it runs on the destination. All present: the freeze -> every lazy page on the destination.',
+    'Stock: runc checkpoint --lazy-pages --page-server, the images copied (cp), criu lazy-pages, runc restore --lazy-pages. postcopy: migrate --container --to, TCP with a CRC32C with every page.',
+    '',
+    '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
+    '|---|---|---|---|---|---|',
+    ...r.summary.map((s) => `| ${s.workload} | ${s.mode} | ${s.downtime_ms} | ${s.all_present_ms} | ${s.get_p50_us === null ? '–' : `${s.get_p50_us} / ${s.get_p99_us}`} | ${s.verified}/${s.runs} |`),
+    '',
+    '| workload | downtime postcopy / stock | all present postcopy / stock |',
+    '|---|---|---|',
+    ...r.ratios.map((x) => `| ${x.workload} | ${x.downtime}× | ${x.all_present}× |`),
+  ].join('\n');
+}
