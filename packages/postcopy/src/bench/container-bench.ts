@@ -70,6 +70,11 @@ async function linesOf(path: string, enough: (l: string[]) => boolean, ms: numbe
   }
 }
 
+async function until(ok: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
 async function inRoot(lines: string[]): Promise<string[]> {
   return new LineChild('in root', inCriuRoot(['/bin/bash', '-c', lines.join('\n')])).rest(STEP_MS);
 }
@@ -122,7 +127,7 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
           let digest = '';
           if (workload === 'memproc') await linesOf(join(host, 'out.txt'), (l) => l.length >= 1, 30_000);
           else {
-            await linesOf(join(host, 'redis.sock'), () => existsSync(join(host, 'redis.sock')), 30_000);
+            await until(() => existsSync(join(host, 'redis.sock')), 30_000);
             digest = (await inRoot([`redis-cli -s ${out}/redis.sock DEBUG POPULATE ${o.redisKeys} key 100 >/dev/null`, `redis-cli -s ${out}/redis.sock DEBUG DIGEST`])).at(-1) ?? '';
           }
           const before = workload === 'memproc' ? (await linesOf(join(host, 'out.txt'), () => true, 0)).length : 0;
