@@ -16,7 +16,7 @@ import { LineChild } from '../src/util/child.js';
 import { VethPair } from '../src/util/netns.js';
 import { caps, need } from './helpers/caps.js';
 import { makeCerts } from './helpers/certs.js';
-import { containerStatus, makeBundle, removeContainer, startContainer } from './helpers/container.js';
+import { containerStatus, inRootSync, makeBundle, removeContainer, startContainer } from './helpers/container.js';
 import { CLI } from './helpers/util.js';
 
 const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
@@ -91,10 +91,10 @@ describe('agents on two hosts', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'pc-agents-'));
   const keyFile = join(tmp, 'rack.key');
   const tag = `pcg${process.pid % 10000}`;
-  const startAgent = async (end: 'a' | 'b', args: string[]) => {
+  const startAgent = async (end: 'a' | 'b', args: string[], criuRoot?: string) => {
     const addr = veth!.exec(end) && veth![end].addr;
     const stateDir = join(tmp, `state-${end}-${hosts.length}`);
-    const agent = new LineChild(`agent ${end}`, [...veth!.exec(end), ...TSX, 'agent', '--state-dir', stateDir, '--name', `host-${end}`, '--metrics-listen', `tcp://${addr}:${METRICS_PORT}`, '--json', ...args]);
+    const agent = new LineChild(`agent ${end}`, [...veth!.exec(end), ...(criuRoot ? ['env', `POSTCOPY_CRIU_ROOT=${criuRoot}`] : []), ...TSX, 'agent', '--state-dir', stateDir, '--name', `host-${end}`, '--metrics-listen', `tcp://${addr}:${METRICS_PORT}`, '--json', ...args]);
     const line = await agent.next((l) => l.includes('"listening"'), 60_000);
     assert.match(line, new RegExp(`host-${end}`));
     const host = { end, addr, stateDir, agent };
@@ -213,6 +213,93 @@ describe('agents on two hosts', () => {
       removeContainer('host-b', runcB, id);
       rmSync(join(ROOT, bundle), { recursive: true, force: true });
       rmSync(join(ROOT, out), { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
+  /**
+   * Host b with a CRIU root of its own (the same system, hard-linked: no bundle, no work directory,
+   * nothing of host a's), and a redis container (keys) on host a.
+   */
+  const redisOnTwoRoots = async (keys: number) => {
+    veth = VethPair.create(tag, '10.236.0');
+    const rootB = `${ROOT}-pc${process.pid}`;
+    rmSync(rootB, { recursive: true, force: true });
+    const cp = spawnSync('cp', ['-al', ROOT, rootB]);
+    assert.equal(cp.status, 0, String(cp.stderr));
+    for (const old of ['var/lib/postcopy', 'var/lib/postcopy-agent']) rmSync(join(rootB, old), { recursive: true, force: true });
+    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile], rootB);
+    const id = `pc-redis-${process.pid}`;
+    const bundle = `/var/lib/postcopy/bundles/${id}`;
+    const data = `/var/lib/postcopy/${id}-data`;
+    mkdirSync(join(ROOT, data), { recursive: true });
+    makeBundle(bundle, ['/bin/sh', '-c', `exec redis-server --port 0 --unixsocket ${data}/redis.sock --save '' --appendonly no --enable-debug-command yes </dev/null >/dev/null 2>&1`], [data]);
+    startContainer('host-a', '/var/lib/postcopy-agent/host-a/runc', bundle, id, veth.exec('a'));
+    const deadline = Date.now() + 30_000;
+    while (!existsSync(join(ROOT, data, 'redis.sock')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const digest = inRootSync(`redis-cli -s ${data}/redis.sock DEBUG POPULATE ${keys} key 100 >/dev/null && redis-cli -s ${data}/redis.sock DEBUG DIGEST`).at(-1)!;
+    assert.match(digest, /^[0-9a-f]{40}$/);
+    return {
+      a, b, id, bundle, data, rootB, digest,
+      runcA: '/var/lib/postcopy-agent/host-a/runc',
+      runcB: '/var/lib/postcopy-agent/host-b/runc',
+      cleanup: () => {
+        removeContainer('host-a', '/var/lib/postcopy-agent/host-a/runc', id);
+        removeContainer('host-b', '/var/lib/postcopy-agent/host-b/runc', id, rootB);
+        rmSync(join(ROOT, bundle), { recursive: true, force: true });
+        rmSync(join(ROOT, data), { recursive: true, force: true });
+        rmSync(rootB, { recursive: true, force: true });
+      },
+    };
+  };
+
+  it('moves a redis container of 1M keys to a host without its bundle, with --copy-bundle: the digest is equal, runc runs it there, and it is gone here', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    const keys = Number(process.env.POSTCOPY_REDIS_KEYS ?? 1_000_000);
+    let h: Awaited<ReturnType<typeof redisOnTwoRoots>> | null = null;
+    try {
+      h = await redisOnTwoRoots(keys);
+      mkdirSync(join(h.rootB, h.data), { recursive: true }); // its data volume: there on both hosts
+      const { status, result, stderr } = await migrateTo(h.a.stateDir, 0, veth!.b.addr, ['--container', h.id, '--copy-bundle']);
+      if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
+      assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
+      assert.equal(result.running, 'restored');
+      const phases = (result.phases as { name: string }[]).map((p) => p.name);
+      assert.ok(phases.some((p) => p.startsWith('bundle sent')) && phases.some((p) => p.startsWith('bundle changes sent')), phases.join(', '));
+      assert.ok(existsSync(join(h.rootB, h.bundle, 'config.json')), 'the bundle was copied to host b');
+      assert.equal(containerStatus('host-b', h.runcB, h.id, h.rootB)?.status, 'running', 'runc on host b says the container runs');
+      assert.equal(containerStatus('host-a', h.runcA, h.id), null, 'the container is gone from host a');
+      const after = inRootSync(`redis-cli -s ${h.data}/redis.sock DEBUG DIGEST`, h.rootB).at(-1);
+      assert.equal(after, h.digest, 'the same dataset, served on host b');
+      assert.equal(inRootSync(`redis-cli -s ${h.data}/redis.sock DBSIZE`, h.rootB).at(-1), String(keys));
+    } finally {
+      h?.cleanup();
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
+  it('a destination without the bundle, and no --copy-bundle: a clear ERR_INVALID_ARG, and the container runs on here, untouched', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    let h: Awaited<ReturnType<typeof redisOnTwoRoots>> | null = null;
+    try {
+      h = await redisOnTwoRoots(10_000);
+      const { status, result } = await migrateTo(h.a.stateDir, 0, veth!.b.addr, ['--container', h.id]);
+      assert.notEqual(status, 0);
+      assert.equal(result.code, 'ERR_INVALID_ARG', JSON.stringify(result));
+      assert.match(String(result.message), /no bundle at/);
+      assert.equal(result.running, 'original');
+      assert.equal(containerStatus('host-a', h.runcA, h.id)?.status, 'running', 'the container runs on host a');
+      assert.equal(containerStatus('host-b', h.runcB, h.id, h.rootB), null, 'nothing of it on host b');
+      assert.equal(inRootSync(`redis-cli -s ${h.data}/redis.sock DEBUG DIGEST`).at(-1), h.digest, 'its dataset is whole');
+    } finally {
+      h?.cleanup();
       await stopAgents();
       veth?.destroy();
       veth = null;

@@ -5,7 +5,7 @@
 // Until the source says COMMIT, whatever goes wrong (an ABORT, a failure here, the channel lost)
 // ends with every restored task killed and seen dead: the source still holds the original.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
@@ -20,7 +20,8 @@ import { readDump } from '../criu/image.js';
 import { unpackImages } from '../criu/image-transfer.js';
 import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from '../criu/lazy-pages.js';
 import { criuRootDir, inCriuRoot } from '../criu/root.js';
-import { checkBundle, checkContainerId, inRuncRoot, runc } from '../criu/runc.js';
+import { checkBundle, checkContainerId, checkPathInRoot, inRuncRoot, runc } from '../criu/runc.js';
+import { receiveBundle } from './bundle.js';
 import { ended, inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
 import type { AgentMetrics } from './metrics.js';
 
@@ -53,6 +54,8 @@ export class DestinationMigration {
   #listenFd = -1;
   #host = '';
   #socketDir = '';
+  /** the bundle came with this migration (--copy-bundle): removed if it fails */
+  #copiedBundle = false;
 
   constructor(
     readonly prepare: MessageOf<AgentType.PREPARE>,
@@ -79,11 +82,13 @@ export class DestinationMigration {
       rmSync(this.#host, { recursive: true, force: true });
       mkdirSync(img, { recursive: true });
       // What the downtime needs is ready before the source freezes.
-      // A container's bundle must be here already: refused now, the source has frozen nothing.
+      // A container's bundle must be here already, or come now (--copy-bundle), before the source
+      // freezes anything: refused now, the task runs on there.
       if (p.container !== undefined) {
         checkContainerId(p.container);
+        if (p.copyBundle) await this.#receiveBundle(p.bundle ?? '', p.timeoutMs);
         checkBundle(p.bundle ?? '');
-      }
+      } else if (p.copyBundle) throw new PostcopyError('ERR_INVALID_ARG', 'copyBundle goes with a container');
       const restore = new LineChild('criu restore', this.#restoreArgv(workDir));
       this.#restore = restore;
       await restore.next((l) => l === 'armed', p.timeoutMs);
@@ -97,14 +102,21 @@ export class DestinationMigration {
       this.state = 'prepared';
       this.ch.send({ type: AgentType.PREPARED, migration: p.migration });
 
-      let images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT, AgentType.PING], p.timeoutMs);
-      for (let pings = 0; images.type === AgentType.PING && pings < 16; pings++) {
-        this.ch.send({ type: AgentType.PONG });
-        images = await this.ch.next([AgentType.IMAGES, AgentType.ABORT, AgentType.PING], p.timeoutMs);
+      // Before the images: PINGs (a round trip timed), and with --copy-bundle the files changed since the first pass.
+      const before = [AgentType.IMAGES, AgentType.ABORT, AgentType.PING, AgentType.BUNDLE, AgentType.BUNDLE_END] as const;
+      let images = await this.ch.next(before, p.timeoutMs);
+      for (let steps = 0; images.type !== AgentType.IMAGES && images.type !== AgentType.ABORT; steps++) {
+        if (steps >= 16) throw new PostcopyError('ERR_PROTOCOL', `${steps} messages, and no IMAGES`);
+        if (images.type === AgentType.PING) this.ch.send({ type: AgentType.PONG });
+        else {
+          if (!this.#copiedBundle) throw new PostcopyError('ERR_PROTOCOL', 'a bundle stream that was not asked for');
+          await receiveBundle(this.ch, join(criuRootDir(), p.bundle!), true, p.timeoutMs, images);
+        }
+        images = await this.ch.next(before, p.timeoutMs);
       }
-      if (images.type === AgentType.PING) throw new PostcopyError('ERR_PROTOCOL', 'PING after PING, and no IMAGES');
       if (images.type === AgentType.ABORT) throw new Aborted(images.reason);
       this.#t0 = performance.now();
+      if (this.#copiedBundle) this.#mark('bundle changes written (before the images)');
       unpackImages(Buffer.from(images.data.buffer, images.data.byteOffset, images.data.length), img);
       this.ctx.metrics.imageBytes.inc({ role: 'destination' }, images.data.length);
       const dump = readDump(img);
@@ -217,6 +229,17 @@ export class DestinationMigration {
     return inRuncRoot(this.ctx.name, waitForGo(runc(this.ctx.runcRoot, ['restore', '--lazy-pages', '-d', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, '--bundle', p.bundle!, '--pid-file', `${workDir}/restored.pid`, p.container])));
   }
 
+  /** --copy-bundle: the first pass, into a bundle path that must not exist here yet. */
+  async #receiveBundle(bundle: string, timeoutMs: number): Promise<void> {
+    checkPathInRoot('bundle', bundle);
+    const dir = join(criuRootDir(), bundle);
+    if (existsSync(dir)) throw new PostcopyError('ERR_INVALID_ARG', `a bundle is at ${bundle} on ${this.ctx.name} already: without --copy-bundle it is used as it is`);
+    mkdirSync(dir, { recursive: true });
+    this.#copiedBundle = true;
+    const bytes = await receiveBundle(this.ch, dir, false, timeoutMs);
+    this.ctx.logger.info({ bundle, bytes }, 'bundle received');
+  }
+
   /** Kills `criu restore` and every task it made (with their children), each seen dead. */
   async #removeRestored(lazy: Promise<LazyPagesReport> | null): Promise<{ clean: boolean; killed: number[] }> {
     this.#restore?.kill();
@@ -247,6 +270,7 @@ export class DestinationMigration {
       pokeSocket(join(this.#socketDir, LAZY_PAGES_SOCKET));
       await within(lazy.catch(() => null), KILL_WAIT_MS);
     }
+    if (this.#copiedBundle) rmSync(join(criuRootDir(), this.prepare.bundle!), { recursive: true, force: true });
     return { clean, killed };
   }
 }

@@ -23,6 +23,7 @@ import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/m
 import { criuRootDir } from '../criu/root.js';
 import { containerState, inRuncRoot, runc, type ContainerState } from '../criu/runc.js';
 import { failure, frozenTasks, inTaskMounts, readLog, readyOnStatus, round, Run, type MigrateError, type Running } from '../criu/run.js';
+import { sendBundle } from './bundle.js';
 import type { AgentMetrics } from './metrics.js';
 
 export interface SourceRequest {
@@ -31,6 +32,8 @@ export interface SourceRequest {
   /** or a runc container, by id, in runc root runcRoot (default: the agent's) */
   container?: string;
   runcRoot?: string;
+  /** send the container's bundle (config.json and rootfs) to the destination, which must not have it */
+  copyBundle?: boolean;
   /** the destination agent, as the user named it */
   to: string;
   checksums?: boolean;
@@ -93,8 +96,11 @@ export class SourceMigration {
     readonly onPhase: (name: string, ms: number) => void = () => {},
   ) {}
 
+  /** the migration's start: phases are timed from it (the freeze is a phase of its own) */
+  readonly #started = performance.now();
+
   #phase(name: string): void {
-    const ms = round(this.#t0 ? performance.now() - this.#t0 : 0);
+    const ms = round(performance.now() - this.#started);
     this.phases.push({ name, ms });
     this.onPhase(name, ms);
   }
@@ -114,6 +120,7 @@ export class SourceMigration {
       if ((r.pid === undefined) === (r.container === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give a pid or a container, not both');
       if (r.container !== undefined) container = containerState(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, r.container);
       pid = container ? container.pid : r.pid!;
+      if (r.copyBundle && !r.container) throw new PostcopyError('ERR_INVALID_ARG', '--copy-bundle goes with --container');
       pidfd = await checkOptions({ pid, workDir, criuPort, timeoutMs, checksums: r.checksums, push: r.push }, 'postcopy', timeoutMs, !!container);
     } catch (err) {
       throw failure(err, 'original');
@@ -137,13 +144,20 @@ export class SourceMigration {
         keyId: key.keyId,
         key: Buffer.from(key.key).toString('hex'),
         tasks: treePids(pid).size,
-        ...(container ? { container: container.id, bundle: container.bundle } : {}),
+        ...(container ? { container: container.id, bundle: container.bundle, ...(r.copyBundle ? { copyBundle: true } : {}) } : {}),
         checksums: r.checksums ?? true,
         push: r.push ?? true,
         pushBatch: DEFAULT_PUSH_BATCH,
         pushWindow: DEFAULT_PUSH_WINDOW,
         timeoutMs,
       });
+      // --copy-bundle: the first pass now, the container running; the changes since, in the downtime.
+      let bundleSince = 0;
+      if (container && r.copyBundle) {
+        bundleSince = Date.now() - 2000; // mtime is in whole seconds: a margin, not a gap
+        const bytes = await sendBundle(dest, join(criuRootDir(), container.bundle));
+        this.#phase(`bundle sent (${bytes} bytes)`);
+      }
       await dest.next([AgentType.PREPARED], timeoutMs);
       // Half a round trip: the images' way to the destination, counted in the downtime.
       const oneWay = (await roundTrip(dest)) / 2;
@@ -159,6 +173,7 @@ export class SourceMigration {
       // The destination's end of the channel failing from here fails the migration at once.
       void dest.ended.then((err) => run.fail(err));
       this.#t0 = performance.now();
+      this.#phase('frozen');
       run.frozen = true;
       dump.send('go');
       const said = await dump.next((l) => l === 'ready' || l.startsWith('dump exit'), timeoutMs).catch((err: Error) => {
@@ -167,6 +182,10 @@ export class SourceMigration {
       if (said !== 'ready') throw new PostcopyError('ERR_CRIU', `criu dump failed (${said.slice(5)}): ${readLog(host, dumpLog)}`);
       run.watchDump(host, 'postcopy', dumpLog);
       this.#phase('dumped');
+      if (bundleSince) {
+        const bytes = await sendBundle(dest, join(criuRootDir(), container!.bundle), bundleSince);
+        this.#phase(`bundle changes sent (${bytes} bytes)`);
+      }
       // A page server per frozen task, on the address the destination reached us from.
       const images = readDump(join(host, 'img'));
       const frozen = frozenTasks(images, pid);

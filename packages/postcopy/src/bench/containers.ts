@@ -43,16 +43,27 @@ export function startContainer(host: string, runcRoot: string, bundle: string, i
   run([...prefix, ...inRuncRoot(host, runc(runcRoot, ['run', '-d', '--bundle', bundle, id]))], `runc run ${id}`);
 }
 
+/** The environment of a host whose CRIU root is criuRoot (a test's second host may have its own). */
+const envOf = (criuRoot?: string) => (criuRoot ? { ...process.env, POSTCOPY_CRIU_ROOT: criuRoot } : process.env);
+
 /** `runc state` of a container, or null if that runc root has none by that id. */
-export function containerStatus(host: string, runcRoot: string, id: string): { status: string; pid: number } | null {
+export function containerStatus(host: string, runcRoot: string, id: string, criuRoot?: string): { status: string; pid: number } | null {
   const argv = inRuncRoot(host, runc(runcRoot, ['state', id]));
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000, env: envOf(criuRoot) });
   if (r.status !== 0) return null;
   return JSON.parse(r.stdout) as { status: string; pid: number };
 }
 
 /** Removes a container (killed first) from a runc root; quiet if it is not there. */
-export function removeContainer(host: string, runcRoot: string, id: string): void {
+export function removeContainer(host: string, runcRoot: string, id: string, criuRoot?: string): void {
   const argv = inRuncRoot(host, runc(runcRoot, ['delete', '-f', id]));
-  spawnSync(argv[0], argv.slice(1), { stdio: 'ignore', timeout: 30_000 });
+  spawnSync(argv[0], argv.slice(1), { stdio: 'ignore', timeout: 30_000, env: envOf(criuRoot) });
+}
+
+/** A command's output lines, run in a CRIU root (this host's, or criuRoot). */
+export function inRootSync(command: string, criuRoot?: string): string[] {
+  const argv = inCriuRoot(['/bin/bash', '-c', command]);
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 120_000, env: envOf(criuRoot) });
+  if (r.status !== 0) throw new Error(`${command}: ${r.stderr || r.error?.message}`);
+  return r.stdout.trim().split('\n');
 }

@@ -715,6 +715,7 @@ program
   .option('--pid <pid>', 'the task, running in the CRIU root (see `postcopy criu-setup`)')
   .option('--container <id>', 'with --to: a runc container of this host (its runc root: --runc-root, default the agent\'s)')
   .option('--runc-root <dir>', 'with --container: the runc root it lives in, a path inside the CRIU root')
+  .option('--copy-bundle', 'with --container: send its bundle to the destination (copied while it runs, what changed sent again in the downtime); by default the bundle must be there already')
   .option('--to <host>', "another host's agent, HOST[:PORT] (port 7070 by default): this host's agent moves the task there")
   .option('--state-dir <dir>', "with --to: this host's agent's state directory (its socket agent.sock is in it)", '/var/lib/postcopy')
   .addOption(new Option('--mode <mode>', "postcopy, or stock (CRIU's own lazy-pages, the baseline)").choices(['postcopy', 'stock']).default('postcopy'))
@@ -733,6 +734,7 @@ program
       if ((o.pid === undefined) === (o.container === undefined)) throw invalid('give exactly one of --pid and --container');
       if (o.container !== undefined && o.to === undefined) throw invalid('--container goes with --to (a container moves to another host)');
       if (o.runcRoot !== undefined && o.container === undefined) throw invalid('--runc-root goes with --container');
+      if (o.copyBundle && o.container === undefined) throw invalid('--copy-bundle goes with --container');
       const pid = o.pid === undefined ? undefined : pidArg('--pid', numberArg('--pid', o.pid));
       if (o.to !== undefined) {
         try {
@@ -751,7 +753,7 @@ program
         const socket = join(dirArg('--state-dir', o.stateDir), AGENT_SOCKET);
         migrating = true;
         const onPhase = o.json ? undefined : (p: string, ms: number) => process.stderr.write(`${String(ms).padStart(8)} ms  ${p}\n`);
-        const result = await migrateThroughAgent(socket, { ...(pid !== undefined ? { pid } : { container: o.container, runcRoot: o.runcRoot }), to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
+        const result = await migrateThroughAgent(socket, { ...(pid !== undefined ? { pid } : { container: o.container, runcRoot: o.runcRoot, ...(o.copyBundle ? { copyBundle: true } : {}) }), to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
         print(!!o.json, { ok: true, ...result }, `migrated ${pid ?? `container ${o.container}`} to ${o.to} (pid ${result.restoredPid} there): downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
         return;
       }
@@ -774,6 +776,7 @@ interface MigrateCliOptions {
   pid?: string;
   container?: string;
   runcRoot?: string;
+  copyBundle?: boolean;
   to?: string;
   stateDir: string;
   mode: MigrateMode;

@@ -16,6 +16,11 @@ export const AGENT_HEADER = 5;
 /** the images of a dump are small (the lazy memory stays behind), but a JSON body is smaller still */
 export const MAX_IMAGES_BODY = 256 << 20;
 export const MAX_JSON_BODY = 1 << 20;
+/** a BUNDLE frame's most: a tar stream goes in pieces */
+export const MAX_BUNDLE_BODY = 4 << 20;
+
+/** Types whose body is raw bytes, not JSON. */
+type RawType = AgentType.IMAGES | AgentType.BUNDLE;
 
 export enum AgentType {
   HELLO = 1,
@@ -37,9 +42,11 @@ export enum AgentType {
   ERROR = 17,
   PING = 18,
   PONG = 19,
+  BUNDLE = 20,
+  BUNDLE_END = 21,
 }
 
-const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
+const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
   // client -> agent: its version and name; over plain TCP, its nonce and the key it claims
   [AgentType.HELLO]: { version: 'uint', agent: 'string', nonce: 'hex?', keyId: 'string?' },
   // agent -> client: its version and name; with a key, its nonce and its proof
@@ -47,13 +54,13 @@ const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
   // client -> agent: the client's proof
   [AgentType.AUTH]: { proof: 'hex' },
   // CLI -> its own agent: move task `pid`, or runc container `container` (of runc root `runcRoot`), to the agent at `to`
-  [AgentType.MIGRATE]: { pid: 'uint?', container: 'string?', runcRoot: 'string?', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
-  // agent -> CLI: a step of the migration done, ms after the freeze (negative: before it)
+  [AgentType.MIGRATE]: { pid: 'uint?', container: 'string?', runcRoot: 'string?', copyBundle: 'bool?', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
+  // agent -> CLI: a step of the migration done, ms since it began (the freeze is the step `frozen`)
   [AgentType.PHASE]: { name: 'string', ms: 'number' },
   // agent -> CLI: the end; `result` on success, else code, message and which copy runs
   [AgentType.RESULT]: { ok: 'bool', result: 'object?', code: 'string?', message: 'string?', running: 'string?' },
   // source agent -> destination agent: get ready to restore this migration's tasks (a container: its id and bundle path)
-  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', container: 'string?', bundle: 'string?', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
+  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', container: 'string?', bundle: 'string?', copyBundle: 'bool?', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
   // destination -> source: `criu restore` waits, its handlers' threads are up
   [AgentType.PREPARED]: { migration: 'string' },
   // source -> destination: where each task's pages are served (pid as the dump names it)
@@ -74,16 +81,19 @@ const SCHEMAS: Record<Exclude<AgentType, AgentType.IMAGES>, Schema> = {
   // either way, answered with a PONG: a round trip timed (the source times one before the freeze)
   [AgentType.PING]: {},
   [AgentType.PONG]: {},
+  // source -> destination, --copy-bundle: the end of a tar stream of the bundle (BUNDLE frames carry
+  // it, raw); delta: files changed since the first pass, sent during the downtime
+  [AgentType.BUNDLE_END]: { bytes: 'uint', delta: 'bool' },
 };
 
 export interface Fields {
   [AgentType.HELLO]: { version: number; agent: string; nonce?: string; keyId?: string };
   [AgentType.WELCOME]: { version: number; agent: string; nonce?: string; proof?: string };
   [AgentType.AUTH]: { proof: string };
-  [AgentType.MIGRATE]: { pid?: number; container?: string; runcRoot?: string; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
+  [AgentType.MIGRATE]: { pid?: number; container?: string; runcRoot?: string; copyBundle?: boolean; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
   [AgentType.PHASE]: { name: string; ms: number };
   [AgentType.RESULT]: { ok: boolean; result?: Record<string, unknown>; code?: string; message?: string; running?: string };
-  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
+  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; copyBundle?: boolean; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
   [AgentType.PREPARED]: { migration: string };
   [AgentType.IMAGES]: { data: Uint8Array };
   [AgentType.RESTORE]: { sources: { pid: number; endpoint: string }[] };
@@ -96,6 +106,8 @@ export interface Fields {
   [AgentType.ERROR]: { code: string; message: string };
   [AgentType.PING]: object;
   [AgentType.PONG]: object;
+  [AgentType.BUNDLE]: { data: Uint8Array };
+  [AgentType.BUNDLE_END]: { bytes: number; delta: boolean };
 }
 
 export type AgentMessage = { [T in AgentType]: { type: T } & Fields[T] }[AgentType];
@@ -109,8 +121,10 @@ function checkSources(v: unknown): void {
   }
 }
 
+const rawLimit = (type: RawType) => (type === AgentType.IMAGES ? MAX_IMAGES_BODY : MAX_BUNDLE_BODY);
+
 /** Checks fields against the type's schema; returns only the schema's fields. */
-function checked(type: Exclude<AgentType, AgentType.IMAGES>, body: unknown): Record<string, unknown> {
+function checked(type: Exclude<AgentType, RawType>, body: unknown): Record<string, unknown> {
   const out = checkFields(AgentType[type], SCHEMAS[type], body);
   if (type === AgentType.RESTORE) checkSources(out.sources);
   return out;
@@ -119,8 +133,8 @@ function checked(type: Exclude<AgentType, AgentType.IMAGES>, body: unknown): Rec
 /** One message as a frame. Throws ProtocolError if its fields do not fit its type. */
 export function encodeAgentMessage(m: AgentMessage): Buffer {
   let body: Buffer;
-  if (m.type === AgentType.IMAGES) {
-    if (m.data.length > MAX_IMAGES_BODY) throw new ProtocolError(`IMAGES: ${m.data.length} bytes, more than ${MAX_IMAGES_BODY}`);
+  if (m.type === AgentType.IMAGES || m.type === AgentType.BUNDLE) {
+    if (m.data.length > rawLimit(m.type)) throw new ProtocolError(`${AgentType[m.type]}: ${m.data.length} bytes, more than ${rawLimit(m.type)}`);
     body = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.length);
   } else {
     if (!(m.type in SCHEMAS)) throw new ProtocolError(`unknown agent message type ${m.type}`);
@@ -136,7 +150,10 @@ export function encodeAgentMessage(m: AgentMessage): Buffer {
 
 /** A message from a frame's type and body. Throws ProtocolError (ERR_PROTOCOL) on anything malformed. */
 export function decodeAgentBody(type: number, body: Uint8Array): AgentMessage {
-  if (type === AgentType.IMAGES) return { type, data: body };
+  if (type === AgentType.IMAGES || type === AgentType.BUNDLE) {
+    if (body.length > rawLimit(type)) throw new ProtocolError(`${AgentType[type]}: ${body.length} bytes, more than ${rawLimit(type)}`);
+    return { type, data: body };
+  }
   if (!(type in SCHEMAS)) throw new ProtocolError(`unknown agent message type ${type}`);
   if (body.length > MAX_JSON_BODY) throw new ProtocolError(`${AgentType[type]}: ${body.length} bytes of JSON, more than ${MAX_JSON_BODY}`);
   let parsed: unknown;
@@ -145,7 +162,7 @@ export function decodeAgentBody(type: number, body: Uint8Array): AgentMessage {
   } catch {
     throw new ProtocolError(`${AgentType[type]}: the body is not UTF-8 JSON`);
   }
-  return { type, ...checked(type as Exclude<AgentType, AgentType.IMAGES>, parsed) } as AgentMessage;
+  return { type, ...checked(type as Exclude<AgentType, RawType>, parsed) } as AgentMessage;
 }
 
 /** A streaming decoder: push bytes as they come, take whole messages out. */
@@ -164,7 +181,7 @@ export class AgentDecoder {
       const length = head.readUInt32LE(0);
       const type = head.readUInt8(4);
       if (length < 1) throw new ProtocolError('an agent frame of length 0');
-      const limit = type === AgentType.IMAGES ? MAX_IMAGES_BODY : MAX_JSON_BODY;
+      const limit = type === AgentType.IMAGES || type === AgentType.BUNDLE ? rawLimit(type) : MAX_JSON_BODY;
       if (length - 1 > limit) throw new ProtocolError(`an agent frame of ${length} bytes (type ${type}): more than ${limit}`);
       if (!(type in AgentType)) throw new ProtocolError(`unknown agent message type ${type}`);
       if (this.#buffered < 4 + length) break;

@@ -46,6 +46,22 @@ export class AgentChannel {
     this.socket.write(encodeAgentMessage(m));
   }
 
+  /** Sends, then waits until the socket has taken what it buffered (for a long stream of frames). */
+  async sendDrained(m: AgentMessage): Promise<void> {
+    if (this.#closed) throw this.#closed;
+    if (this.socket.write(encodeAgentMessage(m))) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.once('drain', done);
+      this.socket.once('close', done);
+    });
+    if (this.#closed) throw this.#closed;
+  }
+
   /** Sends an ERROR, then ends the connection. */
   fail(code: ErrorCode | string, message: string): void {
     try {

@@ -1,2 +1,2 @@
 // runc containers for tests: the bench's own helpers (src/bench/containers.ts).
-export { containerStatus, makeBundle, removeContainer, startContainer } from '../../src/bench/containers.js';
+export { containerStatus, inRootSync, makeBundle, removeContainer, startContainer } from '../../src/bench/containers.js';

@@ -160,6 +160,8 @@ export const agentMessageArb: fc.Arbitrary<AgentMessage> = fc.oneof(
   fc.record({ type: fc.constant(AgentType.PREPARE as const), migration: text, keyId: text, key: hex, tasks: nat, checksums: fc.boolean(), push: fc.boolean(), pushBatch: nat, pushWindow: nat, timeoutMs: nat }),
   fc.record({ type: fc.constant(AgentType.PREPARED as const), migration: text }),
   fc.uint8Array({ maxLength: 512 }).map((data) => ({ type: AgentType.IMAGES as const, data })),
+  fc.uint8Array({ maxLength: 512 }).map((data) => ({ type: AgentType.BUNDLE as const, data })),
+  fc.record({ type: fc.constant(AgentType.BUNDLE_END as const), bytes: nat, delta: fc.boolean() }),
   fc.record({ type: fc.constant(AgentType.RESTORE as const), sources: fc.array(fc.record({ pid: fc.integer({ min: 1, max: 2 ** 22 }), endpoint: text }), { maxLength: 4 }) }),
   fc.record({ type: fc.constant(AgentType.RESTORED as const), restoredPid: nat, restoreMs: fc.double({ noNaN: true, noDefaultInfinity: true }) }),
   fc.record({ type: fc.constant(AgentType.DONE as const), complete: fc.boolean(), report: fc.dictionary(text, fc.oneof(text, nat, fc.boolean())) }),
@@ -173,7 +175,7 @@ export const agentMessageArb: fc.Arbitrary<AgentMessage> = fc.oneof(
 ) as fc.Arbitrary<AgentMessage>;
 
 /** What a message decodes to: its JSON fields as JSON carries them (-0 becomes 0). */
-const asDecoded = (m: AgentMessage) => (m.type === AgentType.IMAGES ? { type: m.type, data: Buffer.from(m.data) } : JSON.parse(JSON.stringify(m)));
+const asDecoded = (m: AgentMessage) => (m.type === AgentType.IMAGES || m.type === AgentType.BUNDLE ? { type: m.type, data: Buffer.from(m.data) } : JSON.parse(JSON.stringify(m)));
 
 export interface FuzzTarget {
   name: string;
@@ -243,7 +245,7 @@ export const fuzzTargets: FuzzTarget[] = [
         const decoder = new AgentDecoder();
         const at = cut % (bytes.length + 1);
         const got = [...decoder.push(bytes.subarray(0, at)), ...decoder.push(bytes.subarray(at))];
-        assert.deepEqual(got.map((m) => (m.type === AgentType.IMAGES ? { type: m.type, data: Buffer.from(m.data) } : m)), messages.map(asDecoded));
+        assert.deepEqual(got.map((m) => (m.type === AgentType.IMAGES || m.type === AgentType.BUNDLE ? { type: m.type, data: Buffer.from(m.data) } : m)), messages.map(asDecoded));
         assert.equal(decoder.pending, 0);
       }),
   },
