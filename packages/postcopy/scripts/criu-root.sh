@@ -12,9 +12,9 @@
 # Needs root; `ensure` needs Debian's mirror once.
 set -euo pipefail
 ROOT=${POSTCOPY_CRIU_ROOT:-/var/cache/postcopy/trixie}
-PKGS=criu,redis-server,redis-tools,iproute2,procps,runc,iptables
+PKGS=criu,redis-server,redis-tools,iproute2,procps,runc,iptables,nginx-light
 # added to roots built before they were in PKGS (see extras)
-EXTRAS="runc iptables"
+EXTRAS="runc iptables nginx-light"
 MARK="$ROOT/.postcopy-root-ok"
 
 die() { echo "criu-root: $*" >&2; exit 1; }
