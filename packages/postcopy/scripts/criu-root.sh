@@ -8,7 +8,9 @@
 #                                  sysfs, dev, a fresh devpts and tmpfs /run, then pivot_root
 #   criu-root.sh check             `criu check` inside the root
 #
-# Env: POSTCOPY_CRIU_ROOT (default /var/cache/postcopy/trixie), POSTCOPY_DEBIAN_MIRROR.
+# Env: POSTCOPY_CRIU_ROOT (default /var/cache/postcopy/trixie; / means the host's own criu and runc,
+# run as they are), POSTCOPY_DEBIAN_MIRROR, POSTCOPY_CRIU_SUITE (default trixie: criu 4.1.1; sid or
+# forky have criu 4.2, which dumps INET sockets on kernels >= 6.16).
 # Needs root; `ensure` needs Debian's mirror once.
 set -euo pipefail
 ROOT=${POSTCOPY_CRIU_ROOT:-/var/cache/postcopy/trixie}
@@ -29,6 +31,7 @@ mirror() {
 }
 
 ensure() {
+  [ "$ROOT" = / ] && { echo /; return; }  # the host's own tools: nothing to build
   [ -e "$MARK" ] && { echo "$ROOT"; return; }
   mkdir -p "$(dirname "$ROOT")"
   exec 8>"$ROOT.lock"
@@ -42,8 +45,10 @@ ensure() {
   local tmp="$ROOT.partial"
   rm -rf "$tmp"
   local log="$ROOT.debootstrap.log"
-  echo "criu-root: building $ROOT from $(mirror) (debootstrap trixie, about a minute)" >&2
-  if ! debootstrap --variant=minbase --include=$PKGS trixie "$tmp" "$(mirror)" $script >"$log" 2>&1; then
+  echo "criu-root: building $ROOT from $(mirror) (debootstrap ${POSTCOPY_CRIU_SUITE:-trixie}, about a minute)" >&2
+  local suite=${POSTCOPY_CRIU_SUITE:-trixie}
+  [ "$suite" = trixie ] || script=/usr/share/debootstrap/scripts/sid
+  if ! debootstrap --variant=minbase --include=$PKGS "$suite" "$tmp" "$(mirror)" $script >"$log" 2>&1; then
     tail -20 "$log" >&2
     die "debootstrap failed (log: $log)"
   fi
@@ -79,6 +84,11 @@ workloads() {
 }
 
 enter() {
+  if [ "$ROOT" = / ]; then
+    # The host's own criu and runc (postcopy chose them: criu >= 4.0 whose check passes, runc >= 1.1).
+    export CRIU_FAULT="${CRIU_FAULT:-130}"
+    exec "$@"
+  fi
   [ -e "$MARK" ] || die "no root at $ROOT: run '$0 ensure' first"
   export CRIU_ROOT_DIR="$ROOT"
   # Step with PTRACE_SYSCALL, not hardware breakpoints (they never fire in some VMs): see src/criu/root.ts.
@@ -134,7 +144,7 @@ exec "$@"' criu-root "$@"
 }
 
 case "${1:-}" in
-  ensure) ensure; (extras); workloads ;;
+  ensure) ensure; [ "$ROOT" = / ] || { (extras); workloads; } ;;
   exec) shift; [ $# -gt 0 ] || die "exec needs a command"; enter "$@" ;;
   check) enter criu check ;;
   *) die "usage: $0 ensure | exec CMD [ARG...] | check" ;;

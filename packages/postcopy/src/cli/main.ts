@@ -21,7 +21,7 @@ import { fetchImages, serveImages } from '../criu/image-transfer.js';
 import { accessSync, constants as fsConstants, readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { criuStatus, ensureCriuRoot, withPipeSize } from '../criu/root.js';
+import { criuStatus, ensureCriuRoot, inetNote, probeHostTools, toolChoice, withPipeSize } from '../criu/root.js';
 import { migrate, releaseCriuDump, type MigrateMode } from '../criu/migrate.js';
 import { readDump, taskLayout } from '../criu/image.js';
 import { progressBar, stepBar } from './progress.js';
@@ -891,16 +891,35 @@ program
   .action((o: { json?: boolean }) => {
     const c = probeCapabilities();
     const mark = (ok: boolean) => (ok ? 'ok  ' : 'MISSING');
-    const text = [
+    const text: string[] = [
       `kernel          ${c.kernel}`,
       `root            ${c.root ? 'yes' : 'no'}`,
       `userfaultfd     ${mark(c.uffd.ok)} ${c.uffd.detail}${c.uffd.features ? ` (features: ${c.uffd.features.join(', ')})` : ''}`,
       `process memory  ${mark(c.processVmReadv.ok)} ${c.processVmReadv.detail}`,
       `netns/veth      ${mark(c.netns.ok)} ${c.netns.detail}`,
       `criu            ${mark(c.criu.ok)} ${c.criu.detail}`,
-    ].join('\n');
-    print(!!o.json, c, text);
+    ];
+    // Which criu and runc migrations use, and why (the host's own, or the managed root).
+    const host = probeHostTools();
+    const choice = toolChoice();
+    const tools = {
+      host: host,
+      using: choice.root === '/' ? 'host' : 'root',
+      root: choice.root,
+      reason: choice.reason,
+      inet: inetNote(c.kernel, choice.root === '/' ? host.criuVersion : rootCriuVersion(c.criu.detail)),
+    };
+    text.push(
+      `host criu       ${host.criuVersion ? `${host.criuVersion} (criu check: ${host.criuCheck ?? 'no answer'})` : 'none'}`,
+      `host runc       ${host.runcVersion ?? 'none'}`,
+      `using           ${choice.root === '/' ? "the host's criu and runc" : `criu and runc in ${choice.root}`}: ${choice.reason}`,
+      ...(tools.inet ? [`INET sockets    ${tools.inet}`] : []),
+    );
+    print(!!o.json, { ...c, tools }, text.join('\n'));
   });
+
+/** criu's version from the root's status line ("criu 4.1.1 in ..."). */
+const rootCriuVersion = (detail: string) => /criu (\d+\.\d+(?:\.\d+)?)/.exec(detail)?.[1] ?? null;
 
 /**
  * `--page-server` values: one endpoint, or PID=ENDPOINT for each task of a tree, every one checked
