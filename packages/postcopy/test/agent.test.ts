@@ -419,6 +419,51 @@ describe('agents on two hosts', () => {
     }
   });
 
+  it('the source agent SIGKILLed once the task is frozen: the task runs again at the source, whole, and nothing of it stays on the destination', async (t) => {
+    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+    ensureCriuRoot();
+    veth = VethPair.create(tag, '10.236.0');
+    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+    const dir = `/var/lib/postcopy/agent-srckill-${process.pid}`;
+    let original = 0;
+    try {
+      original = await startInRoot(dir, `/usr/local/bin/memproc 256 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      let killed = false;
+      const killer = (async () => {
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          if (['t', 'T'].includes(taskState(original))) {
+            a.agent.child.kill('SIGKILL');
+            killed = true;
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      })();
+      const { status, result } = await migrateTo(a.stateDir, original, veth.b.addr);
+      await killer;
+      assert.ok(killed, 'the source agent was killed while the task was frozen');
+      assert.notEqual(status, 0, JSON.stringify(result));
+      // The task runs again (its dump killed once the agent was gone) and its memory is whole.
+      const deadline = Date.now() + 20_000;
+      while (['t', 'T'].includes(taskState(original)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(taskState(original) === 't' || taskState(original) === 'T', false, `the task is not left frozen (state ${taskState(original)})`);
+      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
+      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+      assert.ok(lines.length >= before + 2, 'the original runs on');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'its memory is whole');
+      const copies = spawnSync('pgrep', ['-x', 'memproc'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
+      assert.deepEqual(copies.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)), [original], 'one copy: the original');
+    } finally {
+      if (original > 0) spawnSync('kill', ['-9', String(original)]);
+      rmSync(join(ROOT, dir), { recursive: true, force: true });
+      await stopAgents();
+      veth?.destroy();
+      veth = null;
+    }
+  });
+
   it('the link between the hosts cut for 2 s during post-copy: the migration resumes and ends with every page right', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
     ensureCriuRoot();

@@ -333,6 +333,7 @@ function dumpArgv(pid: number, workDir: string, criuPort: number): string[] {
     'echo armed; read -r go; [ "$go" = go ] || exit 1',
     `criu dump -t ${pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log 9>st &`,
     'D=$!',
+    orphanWatch(),
     readyOnStatus('st', 'D', 'dump'),
   ]);
 }
@@ -345,6 +346,17 @@ function checkpointArgv(host: string, runcRoot: string, id: string, workDir: str
     'echo armed; read -r go; [ "$go" = go ] || exit 1',
     `${checkpoint.join(' ')} 9>st &`,
     'D=$!',
+    orphanWatch(),
     readyOnStatus('st', 'D', 'dump'),
   ].join('\n')]);
+}
+
+/**
+ * If this agent dies during the migration, its dump must not keep the task frozen for ever: a
+ * watcher in the dump's shell kills the shell's whole process group (CRIU with it, which lets the
+ * task run again) once the agent is gone. It waits 2 s first, so that the destination, which has
+ * lost the agent's connection too, has removed whatever it restored.
+ */
+function orphanWatch(): string {
+  return `( while kill -0 ${process.pid} && kill -0 $D; do sleep 0.2; done 2>/dev/null; kill -0 $D 2>/dev/null || exit 0; sleep 2; kill -9 0 ) </dev/null >/dev/null 2>&1 &`;
 }
