@@ -9,16 +9,15 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-// @ts-expect-error no types shipped
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { startInRoot } from '../src/bench/criu-bench.js';
 import { ensureCriuRoot } from '../src/criu/root.js';
 import { LineChild } from '../src/util/child.js';
 import { VethPair } from '../src/util/netns.js';
 import { caps, need } from './helpers/caps.js';
-import { makeCerts } from './helpers/certs.js';
+import { makeCerts, type TestCerts } from './helpers/certs.js';
 import { containerStatus, inRootSync, makeBundle, removeContainer, startContainer } from './helpers/container.js';
-import { CLI } from './helpers/util.js';
+import { CLI, taskState, waitForLines } from './helpers/util.js';
 
 const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
 const TSX = [process.execPath, '--import', 'tsx', CLI];
@@ -48,6 +47,24 @@ function metric(families: { name: string; metrics: { value?: string; count?: str
     .reduce((n, m) => n + Number(m.value ?? m.count ?? 0), 0);
 }
 
+/**
+ * memproc writing to `out` (inside the CRIU root) runs on: `more` self-checks after this call, each
+ * one right (every page it reads is the page it wrote).
+ */
+async function checksRight(out: string, more: number, what: string, ms = 20_000): Promise<void> {
+  const file = join(ROOT, out, 'out.txt');
+  const before = (await waitForLines(file, () => true, 0)).filter(Boolean).length;
+  const lines = await waitForLines(file, (l) => l.length >= before + more, ms);
+  assert.ok(lines.length >= before + more, `${what} runs on`);
+  assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], `${what}: every self-check passes`);
+}
+
+/** The memproc processes writing into dir: one, the original, and no copy of it anywhere. */
+function onlyOriginal(dir: string, original: number): void {
+  const copies = spawnSync('pgrep', ['-x', 'memproc'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
+  assert.deepEqual(copies.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)), [original], 'one copy: the original');
+}
+
 /** GET path from an HTTP server on a unix socket: the body (bounded in time). */
 function getOverUnix(socketPath: string, path: string): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -63,23 +80,7 @@ function getOverUnix(socketPath: string, path: string): Promise<Buffer> {
   });
 }
 
-function taskState(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return 'gone';
-  }
-}
 
-async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n') : [];
-    if (enough(lines) || Date.now() > deadline) return lines;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** `postcopy migrate --to` on host a (asynchronous: the test acts meanwhile); its JSON result line (ok or not) and exit status. */
 async function migrateTo(stateDir: string, pid: number, to: string, extra: string[] = []): Promise<{ status: number | null; result: Record<string, unknown>; stderr: string }> {
@@ -125,28 +126,67 @@ describe('agents on two hosts', () => {
     }
   };
 
+  /** the rack's CA, a certificate for each host, and a stranger's signed by another CA */
+  let certs: TestCerts;
+  const tls = (who: 'source' | 'target' | 'stranger') => {
+    const f = who === 'stranger' ? { cert: join(certs.dir, 'stranger.pem'), key: join(certs.dir, 'stranger.key'), ca: certs.files('source').ca } : certs.files(who);
+    return ['--tls-cert', f.cert, '--tls-key', f.key, '--tls-ca', f.ca];
+  };
+  const psk = (end: 'a' | 'b') => ['--listen', `tcp://${veth![end].addr}:${AGENT_PORT}`, '--key-file', keyFile];
+
+  /** Host b with a CRIU root of its own: the same system hard-linked, with nothing of host a's (no bundle, no work directory). */
+  const separateRoot = () => {
+    const rootB = `${ROOT}-pc${process.pid}`;
+    rmSync(rootB, { recursive: true, force: true });
+    const cp = spawnSync('cp', ['-al', ROOT, rootB]);
+    assert.equal(cp.status, 0, String(cp.stderr));
+    for (const old of ['var/lib/postcopy', 'var/lib/postcopy-agent']) rmSync(join(rootB, old), { recursive: true, force: true });
+    return rootB;
+  };
+
+  /**
+   * A test on two fresh hosts: the namespaces, an agent on each (tcp:// with the rack's key, unless
+   * `agents` says otherwise; host b in a CRIU root of its own with `separateRoot`), then body. The
+   * agents are stopped, the namespaces and a separate root removed after it, whatever happened.
+   */
+  const onTwoHosts = (name: string, body: (h: { a: Host; b: Host; rootB?: string }) => Promise<void>, opts: { agents?: () => { a: string[]; b: string[] }; separateRoot?: boolean } = {}) =>
+    it(name, async (t) => {
+      if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
+      ensureCriuRoot();
+      veth = VethPair.create(tag, '10.236.0');
+      const rootB = opts.separateRoot ? separateRoot() : undefined;
+      try {
+        const args = opts.agents?.() ?? { a: psk('a'), b: psk('b') };
+        const a = await startAgent('a', args.a);
+        const b = await startAgent('b', args.b, rootB);
+        await body({ a, b, rootB });
+      } finally {
+        await stopAgents();
+        veth?.destroy();
+        veth = null;
+        if (rootB) rmSync(rootB, { recursive: true, force: true });
+      }
+    });
+
   before(() => {
     writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+    certs = makeCerts();
   });
   after(async () => {
     await stopAgents();
     veth?.destroy();
     rmSync(tmp, { recursive: true, force: true });
+    if (certs) rmSync(certs.dir, { recursive: true, force: true });
   });
 
-  it('moves a process from one host to the other with one command; the restored copy runs alone, in the other host\'s namespace, and /metrics counts it', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+  onTwoHosts('moves a process from one host to the other with one command; the restored copy runs alone, in the other host\'s namespace, and /metrics counts it', async ({ a, b }) => {
     const dir = `/var/lib/postcopy/agent-move-${process.pid}`;
     let original = 0;
     let restored = 0;
     try {
-      original = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      original = await startInRoot(dir, `/usr/local/bin/memproc 128 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
       const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
-      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth.b.addr);
+      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth!.b.addr);
       assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.equal(result.ok, true);
@@ -176,7 +216,7 @@ describe('agents on two hosts', () => {
       assert.equal(metric(mb, 'postcopy_migrations_succeeded_total', { role: 'destination' }), 1);
       assert.equal(metric(mb, 'postcopy_pages_faulted_total'), result.faulted);
       assert.equal(metric(mb, 'postcopy_pages_pushed_total'), result.pushed);
-      assert.ok(metric(mb, 'postcopy_fault_latency_seconds') >= (result.faulted as number) > 0 ? 1 : 0);
+      assert.ok(metric(mb, 'postcopy_fault_latency_seconds') >= ((result.faulted as number) > 0 ? 1 : 0), 'the fault-latency histogram holds the faults served');
       const status_ = JSON.parse(httpGet(veth, 'b', `http://${b.addr}:${METRICS_PORT}/status`)) as { migrations: { id: string; state: string; role: string }[] };
       assert.deepEqual(status_.migrations.map((m) => [m.id, m.role, m.state]), [[result.migration, 'destination', 'committed']]);
       const ledger = readFileSync(join(a.stateDir, 'ledger.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -186,18 +226,10 @@ describe('agents on two hosts', () => {
     } finally {
       for (const pid of [original, restored]) if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
   });
 
-  it('moves a runc container from one host to the other with one command: it runs there, from the same bundle, and is gone here', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+  onTwoHosts('moves a runc container from one host to the other with one command: it runs there, from the same bundle, and is gone here', async ({ a, b }) => {
     const id = `pc-test-${process.pid}`;
     const bundle = `/var/lib/postcopy/bundles/${id}`;
     const out = `/var/lib/postcopy/${id}-out`;
@@ -206,10 +238,10 @@ describe('agents on two hosts', () => {
     try {
       mkdirSync(join(ROOT, out), { recursive: true });
       makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 256 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
-      startContainer('host-a', runcA, bundle, id, veth.exec('a'));
+      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
       const before = (await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000)).length;
       const original = containerStatus('host-a', runcA, id)!.pid;
-      const { status, result, stderr } = await migrateTo(a.stateDir, 0, veth.b.addr, ['--container', id]);
+      const { status, result, stderr } = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
       assert.equal(result.running, 'restored');
@@ -229,9 +261,6 @@ describe('agents on two hosts', () => {
       removeContainer('host-b', runcB, id);
       rmSync(join(ROOT, bundle), { recursive: true, force: true });
       rmSync(join(ROOT, out), { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
   });
 
@@ -239,21 +268,13 @@ describe('agents on two hosts', () => {
    * Host b with a CRIU root of its own (the same system, hard-linked: no bundle, no work directory,
    * nothing of host a's), and a redis container (keys) on host a.
    */
-  const redisOnTwoRoots = async (keys: number) => {
-    veth = VethPair.create(tag, '10.236.0');
-    const rootB = `${ROOT}-pc${process.pid}`;
-    rmSync(rootB, { recursive: true, force: true });
-    const cp = spawnSync('cp', ['-al', ROOT, rootB]);
-    assert.equal(cp.status, 0, String(cp.stderr));
-    for (const old of ['var/lib/postcopy', 'var/lib/postcopy-agent']) rmSync(join(rootB, old), { recursive: true, force: true });
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile], rootB);
+  const redisOnTwoRoots = async (a: Host, b: Host, rootB: string, keys: number) => {
     const id = `pc-redis-${process.pid}`;
     const bundle = `/var/lib/postcopy/bundles/${id}`;
     const data = `/var/lib/postcopy/${id}-data`;
     mkdirSync(join(ROOT, data), { recursive: true });
     makeBundle(bundle, ['/bin/sh', '-c', `exec redis-server --port 0 --unixsocket ${data}/redis.sock --save '' --appendonly no --enable-debug-command yes </dev/null >/dev/null 2>&1`], [data]);
-    startContainer('host-a', '/var/lib/postcopy-agent/host-a/runc', bundle, id, veth.exec('a'));
+    startContainer('host-a', '/var/lib/postcopy-agent/host-a/runc', bundle, id, veth!.exec('a'));
     const deadline = Date.now() + 30_000;
     while (!existsSync(join(ROOT, data, 'redis.sock')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const digest = inRootSync(`redis-cli -s ${data}/redis.sock DEBUG POPULATE ${keys} key 100 >/dev/null && redis-cli -s ${data}/redis.sock DEBUG DIGEST`).at(-1)!;
@@ -267,18 +288,15 @@ describe('agents on two hosts', () => {
         removeContainer('host-b', '/var/lib/postcopy-agent/host-b/runc', id, rootB);
         rmSync(join(ROOT, bundle), { recursive: true, force: true });
         rmSync(join(ROOT, data), { recursive: true, force: true });
-        rmSync(rootB, { recursive: true, force: true });
       },
     };
   };
 
-  it('moves a redis container of 1M keys to a host without its bundle, with --copy-bundle: the digest is equal, runc runs it there, and it is gone here', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
+  onTwoHosts('moves a redis container of 1M keys to a host without its bundle, with --copy-bundle: the digest is equal, runc runs it there, and it is gone here', async ({ a, b, rootB }) => {
     const keys = Number(process.env.POSTCOPY_REDIS_KEYS ?? 1_000_000);
     let h: Awaited<ReturnType<typeof redisOnTwoRoots>> | null = null;
     try {
-      h = await redisOnTwoRoots(keys);
+      h = await redisOnTwoRoots(a, b, rootB!, keys);
       mkdirSync(join(h.rootB, h.data), { recursive: true }); // its data volume: there on both hosts
       const { status, result, stderr } = await migrateTo(h.a.stateDir, 0, veth!.b.addr, ['--container', h.id, '--copy-bundle']);
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
@@ -294,18 +312,13 @@ describe('agents on two hosts', () => {
       assert.equal(inRootSync(`redis-cli -s ${h.data}/redis.sock DBSIZE`, h.rootB).at(-1), String(keys));
     } finally {
       h?.cleanup();
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
-  });
+  }, { separateRoot: true });
 
-  it('a destination without the bundle, and no --copy-bundle: a clear ERR_INVALID_ARG, and the container runs on here, untouched', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
+  onTwoHosts('a destination without the bundle, and no --copy-bundle: a clear ERR_INVALID_ARG, and the container runs on here, untouched', async ({ a, b, rootB }) => {
     let h: Awaited<ReturnType<typeof redisOnTwoRoots>> | null = null;
     try {
-      h = await redisOnTwoRoots(10_000);
+      h = await redisOnTwoRoots(a, b, rootB!, 10_000);
       const { status, result } = await migrateTo(h.a.stateDir, 0, veth!.b.addr, ['--container', h.id]);
       assert.notEqual(status, 0);
       assert.equal(result.code, 'ERR_INVALID_ARG', JSON.stringify(result));
@@ -316,18 +329,10 @@ describe('agents on two hosts', () => {
       assert.equal(inRootSync(`redis-cli -s ${h.data}/redis.sock DEBUG DIGEST`).at(-1), h.digest, 'its dataset is whole');
     } finally {
       h?.cleanup();
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
-  });
+  }, { separateRoot: true });
 
-  it('moves an nginx container (a master and two workers) serving a 4 MiB file over a unix socket: the file served after the move is byte-identical', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+  onTwoHosts('moves an nginx container (a master and two workers) serving a 4 MiB file over a unix socket: the file served after the move is byte-identical', async ({ a, b }) => {
     const id = `pc-nginx-${process.pid}`;
     const bundle = `/var/lib/postcopy/bundles/${id}`;
     const data = `/var/lib/postcopy/${id}-data`;
@@ -344,13 +349,13 @@ describe('agents on two hosts', () => {
         `  server { listen unix:${data}/nginx.sock; root ${data}/www; } }`,
       ].join('\n'));
       makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/sbin/nginx -c ${data}/nginx.conf </dev/null >/dev/null 2>&1`], [data]);
-      startContainer('host-a', runcA, bundle, id, veth.exec('a'));
+      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
       const socketPath = join(ROOT, data, 'nginx.sock');
       const deadline = Date.now() + 30_000;
       while (!existsSync(socketPath) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const before = await getOverUnix(socketPath, '/file');
       assert.ok(before.equals(file), 'nginx serves the file before the move');
-      const { status, result, stderr } = await migrateTo(a.stateDir, 0, veth.b.addr, ['--container', id]);
+      const { status, result, stderr } = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
       assert.equal(result.tasks, 3, 'a master and two workers, each served by a handler of its own');
@@ -362,24 +367,16 @@ describe('agents on two hosts', () => {
       removeContainer('host-b', runcB, id);
       rmSync(join(ROOT, bundle), { recursive: true, force: true });
       rmSync(join(ROOT, data), { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
   });
 
-  it('the destination agent SIGKILLed once it is ready to restore: the migration fails, and the task runs on at the source, whole', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    const b = await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+  onTwoHosts('the destination agent SIGKILLed once it is ready to restore: the migration fails, and the task runs on at the source, whole', async ({ a, b }) => {
     const dir = `/var/lib/postcopy/agent-kill-${process.pid}`;
     const destRoot = join(ROOT, 'var/lib/postcopy-agent/host-b');
     rmSync(destRoot, { recursive: true, force: true });
     let original = 0;
     try {
-      original = await startInRoot(dir, `/usr/local/bin/memproc 64 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      original = await startInRoot(dir, `/usr/local/bin/memproc 64 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
       // Killed as soon as the destination listens for its restore (PREPARED is on its way).
       let killedAt = '';
       const killer = (async () => {
@@ -394,7 +391,7 @@ describe('agents on two hosts', () => {
           await new Promise((r) => setTimeout(r, 2));
         }
       })();
-      const { status, result } = await migrateTo(a.stateDir, original, veth.b.addr);
+      const { status, result } = await migrateTo(a.stateDir, original, veth!.b.addr);
       await killer;
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(killedAt, JSON.stringify(result));
       assert.ok(killedAt, 'the destination agent was killed');
@@ -403,32 +400,20 @@ describe('agents on two hosts', () => {
       assert.equal(result.running, 'original', JSON.stringify(result));
       assert.equal(taskState(original) === 'T' || taskState(original) === 't', false, 'the task is not left stopped');
       assert.notEqual(taskState(original), 'gone');
-      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
-      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 2, 20_000);
-      assert.ok(lines.length >= before + 2, 'the original runs on');
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'its memory is whole');
-      const copies = spawnSync('pgrep', ['-x', 'memproc'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
-      assert.deepEqual(copies.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)), [original], 'one copy: the original');
+      await checksRight(dir, 2, 'the original');
+      onlyOriginal(dir, original);
     } finally {
       if (original > 0) spawnSync('kill', ['-9', String(original)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
       rmSync(destRoot, { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
   });
 
-  it('the source agent SIGKILLed once the task is frozen: the task runs again at the source, whole, and nothing of it stays on the destination', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+  onTwoHosts('the source agent SIGKILLed once the task is frozen: the task runs again at the source, whole, and nothing of it stays on the destination', async ({ a, b }) => {
     const dir = `/var/lib/postcopy/agent-srckill-${process.pid}`;
     let original = 0;
     try {
-      original = await startInRoot(dir, `/usr/local/bin/memproc 256 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      original = await startInRoot(dir, `/usr/local/bin/memproc 256 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
       let killed = false;
       const killer = (async () => {
         const deadline = Date.now() + 60_000;
@@ -441,7 +426,7 @@ describe('agents on two hosts', () => {
           await new Promise((r) => setTimeout(r, 1));
         }
       })();
-      const { status, result } = await migrateTo(a.stateDir, original, veth.b.addr);
+      const { status, result } = await migrateTo(a.stateDir, original, veth!.b.addr);
       await killer;
       assert.ok(killed, 'the source agent was killed while the task was frozen');
       assert.notEqual(status, 0, JSON.stringify(result));
@@ -449,27 +434,15 @@ describe('agents on two hosts', () => {
       const deadline = Date.now() + 20_000;
       while (['t', 'T'].includes(taskState(original)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       assert.equal(taskState(original) === 't' || taskState(original) === 'T', false, `the task is not left frozen (state ${taskState(original)})`);
-      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
-      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 2, 20_000);
-      assert.ok(lines.length >= before + 2, 'the original runs on');
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'its memory is whole');
-      const copies = spawnSync('pgrep', ['-x', 'memproc'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
-      assert.deepEqual(copies.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)), [original], 'one copy: the original');
+      await checksRight(dir, 2, 'the original');
+      onlyOriginal(dir, original);
     } finally {
       if (original > 0) spawnSync('kill', ['-9', String(original)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
   });
 
-  it('the link between the hosts cut for 2 s during post-copy: the migration resumes and ends with every page right', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const a = await startAgent('a', ['--listen', `tcp://${veth.a.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
-    await startAgent('b', ['--listen', `tcp://${veth.b.addr}:${AGENT_PORT}`, '--key-file', keyFile]);
+  onTwoHosts('the link between the hosts cut for 2 s during post-copy: the migration resumes and ends with every page right', async ({ a, b }) => {
     const dir = `/var/lib/postcopy/agent-cut-${process.pid}`;
     const destRoot = join(ROOT, 'var/lib/postcopy-agent/host-b');
     rmSync(destRoot, { recursive: true, force: true });
@@ -477,7 +450,7 @@ describe('agents on two hosts', () => {
     let restored = 0;
     const link = (state: 'up' | 'down') => spawnSync('ip', ['-n', veth!.b.ns, 'link', 'set', veth!.b.dev, state]);
     try {
-      original = await startInRoot(dir, `/usr/local/bin/memproc 512 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
+      original = await startInRoot(dir, `/usr/local/bin/memproc 512 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
       let cut = false;
       const cutter = (async () => {
         const deadline = Date.now() + 120_000;
@@ -492,7 +465,7 @@ describe('agents on two hosts', () => {
           await new Promise((r) => setTimeout(r, 2));
         }
       })();
-      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth.b.addr, ['--timeout', '60']);
+      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth!.b.addr, ['--timeout', '60']);
       await cutter;
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.ok(cut, 'the link was cut while pages were still coming');
@@ -500,36 +473,39 @@ describe('agents on two hosts', () => {
       assert.equal(result.running, 'restored');
       restored = result.restoredPid as number;
       assert.ok((result.all_present_ms as number) >= 2000, `every page came after the cut ended: ${JSON.stringify(result)}`);
-      const before = readFileSync(join(ROOT, dir, 'out.txt'), 'utf8').trim().split('\n').length;
-      const lines = await waitForLines(join(ROOT, dir, 'out.txt'), (l) => l.length >= before + 3, 30_000);
-      assert.ok(lines.length >= before + 3, 'the restored process runs on');
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check of the restored process passes');
+      await checksRight(dir, 3, 'the restored process', 30_000);
     } finally {
       link('up');
       for (const pid of [original, restored]) if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
       rmSync(destRoot, { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
   });
 
-  it('a destination that refuses this host\'s certificate: a clear ERR_AUTH, and nothing was frozen', async (t) => {
-    if (!need(t, caps.root && caps.uffd.ok && caps.netns.ok, `${caps.uffd.detail}; ${caps.netns.detail}`)) return;
-    ensureCriuRoot();
-    veth = VethPair.create(tag, '10.236.0');
-    const certs = makeCerts();
-    const files = (who: 'source' | 'target') => certs.files(who);
-    const stranger = join(certs.dir, 'stranger');
-    const a = await startAgent('a', ['--listen', `tls://${veth.a.addr}:${AGENT_PORT}`, '--tls-cert', `${stranger}.pem`, '--tls-key', `${stranger}.key`, '--tls-ca', files('source').ca]);
-    await startAgent('b', ['--listen', `tls://${veth.b.addr}:${AGENT_PORT}`, '--tls-cert', files('target').cert, '--tls-key', files('target').key, '--tls-ca', files('target').ca]);
+  onTwoHosts('moves a process between agents on tls:// with mutual certificates (the rack\'s CA)', async ({ a }) => {
+    const dir = `/var/lib/postcopy/agent-tls-${process.pid}`;
+    let original = 0;
+    let restored = 0;
+    try {
+      original = await startInRoot(dir, `/usr/local/bin/memproc 32 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
+      const { status, result, stderr } = await migrateTo(a.stateDir, original, veth!.b.addr);
+      assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
+      restored = result.restoredPid as number;
+      assert.equal(result.running, 'restored');
+      await checksRight(dir, 2, 'the restored process');
+    } finally {
+      for (const pid of [original, restored]) if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
+      rmSync(join(ROOT, dir), { recursive: true, force: true });
+    }
+  }, { agents: () => ({ a: ['--listen', `tls://${veth!.a.addr}:${AGENT_PORT}`, ...tls('source')], b: ['--listen', `tls://${veth!.b.addr}:${AGENT_PORT}`, ...tls('target')] }) });
+
+  onTwoHosts('a destination that refuses this host\'s certificate: a clear ERR_AUTH, and nothing was frozen', async ({ a }) => {
     const dir = `/var/lib/postcopy/agent-cert-${process.pid}`;
     let original = 0;
     try {
-      assert.ok(existsSync(`${stranger}.pem`), 'the helper writes the stranger\'s certificate');
-      original = await startInRoot(dir, `/usr/local/bin/memproc 16 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth.exec('a'));
-      const { status, result } = await migrateTo(a.stateDir, original, veth.b.addr);
+      assert.ok(existsSync(join(certs.dir, 'stranger.pem')), 'the helper writes the stranger\'s certificate');
+      original = await startInRoot(dir, `/usr/local/bin/memproc 16 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
+      const { status, result } = await migrateTo(a.stateDir, original, veth!.b.addr);
       assert.notEqual(status, 0);
       assert.equal(result.ok, false);
       assert.equal(result.code, 'ERR_AUTH', JSON.stringify(result));
@@ -540,10 +516,6 @@ describe('agents on two hosts', () => {
     } finally {
       if (original > 0) spawnSync('kill', ['-9', String(original)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
-      rmSync(certs.dir, { recursive: true, force: true });
-      await stopAgents();
-      veth?.destroy();
-      veth = null;
     }
-  });
+  }, { agents: () => ({ a: ['--listen', `tls://${veth!.a.addr}:${AGENT_PORT}`, ...tls('stranger')], b: ['--listen', `tls://${veth!.b.addr}:${AGENT_PORT}`, ...tls('target')] }) });
 });

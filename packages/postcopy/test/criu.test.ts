@@ -17,7 +17,7 @@ import { migrate } from '../src/criu/migrate.js';
 import { ensureCriuRoot, withPipeSize } from '../src/criu/root.js';
 import { privateAnonymousRanges } from '../src/source/live-process.js';
 import { caps, need } from './helpers/caps.js';
-import { CLI, jsonLines, spawnTs } from './helpers/util.js';
+import { CLI, jsonLines, spawnTs, taskState, waitForLines } from './helpers/util.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
 const SCRIPT = fileURLToPath(new URL('../scripts/criu-root.sh', import.meta.url));
@@ -38,26 +38,6 @@ function testDir(tag: string) {
       rmSync(this.host, { recursive: true, force: true });
     },
   };
-}
-
-/** Lines of a workload's output, once there are enough (or the time is up). */
-async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const lines = readFileSync(path, 'utf8').trim().split('\n');
-    if (enough(lines) || Date.now() > deadline) return lines;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** A process's state letter, or 'gone'. A killed task is gone, or a zombie nobody reaped yet. */
-function taskState(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return 'gone';
-  }
 }
 
 describe('CRIU images', () => {

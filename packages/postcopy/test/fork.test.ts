@@ -20,7 +20,7 @@ import { FaultHandler } from '../src/target/handler.js';
 import { TcpTransport } from '../src/transport/index.js';
 import { createLogger } from '../src/util/log.js';
 import { caps, need } from './helpers/caps.js';
-import { FAULTER, jsonLines, makeImage, spawnTs } from './helpers/util.js';
+import { FAULTER, jsonLines, makeImage, spawnTs, waitForLines } from './helpers/util.js';
 
 const PS = 4096;
 
@@ -28,15 +28,6 @@ const RUNS = Number(process.env.POSTCOPY_FORK_RUNS ?? 5);
 const MIB = 256;
 const FORKS = 50;
 
-/** Lines of a file once `enough` holds, or when the time is up. */
-async function linesWhen(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n') : [];
-    if (enough(lines) || Date.now() > deadline) return lines;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const alive = (pid: number) => {
   try {
@@ -76,7 +67,7 @@ describe('forks during post-copy', () => {
           const onPhase = (phase: string) => phase === 'restored' && writeFileSync(`${out}.fork`, '');
           const logger = process.env.POSTCOPY_TEST_VERBOSE ? createLogger('migrate', 'info') : undefined;
           const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: (netns ? 27860 : 27870) + (process.pid % 9), netns, onPhase, logger, timeoutMs: 60_000 }));
-          const lines = await linesWhen(out, (l) => l.some((x) => x.startsWith('storm done')) && /^(ok|BAD) /.test(l[l.length - 1]), 120_000);
+          const lines = await waitForLines(out, (l) => l.some((x) => x.startsWith('storm done')) && /^(ok|BAD) /.test(l[l.length - 1]), 120_000);
           const children = lines.filter((l) => l.startsWith('child '));
           const bad = children.filter((l) => !l.startsWith('child ok '));
           assert.ok(lines.some((l) => l.startsWith('storm done')), `run ${run}: the storm ends (last lines: ${lines.slice(-3).join(' | ')})`);
@@ -112,7 +103,7 @@ describe('a fork child that dies during post-copy', () => {
       const onPhase = (phase: string) => phase === 'restored' && writeFileSync(join(host, 'out.txt.fork'), '');
       // A slow push (a page per request) so that the children die while pages are still missing.
       const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27830 + (process.pid % 9), onPhase, pushBatch: 1, pushWindow: 1, timeoutMs: 60_000 }));
-      const lines = await linesWhen(join(host, 'out.txt'), (l) => l.some((x) => x.startsWith('storm done')), 60_000);
+      const lines = await waitForLines(join(host, 'out.txt'), (l) => l.some((x) => x.startsWith('storm done')), 60_000);
       assert.equal(lines.filter((l) => l.startsWith('child signal ')).length, 3, `three children died of a signal: ${lines.slice(0, 12).join(' | ')}`);
       const died = result.died_of_signal ?? [];
       assert.ok(died.length >= 1, `the result names them: ${JSON.stringify(result)}`);

@@ -15,6 +15,7 @@ import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/r
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { containerStatus, makeBundle, removeContainer, startContainer } from './containers.js';
+import { migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
 import { probeRedisGets, type RedisProbe } from './redis-probe.js';
 
 export type ContainerWorkload = 'memproc' | 'redis';
@@ -46,18 +47,14 @@ export interface ContainerRun {
 export interface ContainerBenchResult {
   options: Omit<ContainerBenchOptions, 'onProgress'>;
   runs: ContainerRun[];
-  summary: { workload: string; mode: ContainerMode; downtime_ms: number; all_present_ms: number; get_p50_us: number | null; get_p99_us: number | null; runs: number; verified: number }[];
-  ratios: { workload: string; downtime: number; all_present: number }[];
+  summary: SummaryRow<ContainerMode>[];
+  ratios: Ratio[];
 }
 
 const HOSTS = { a: 'bench-a', b: 'bench-b' } as const;
 const AGENT_PORT = 7070;
 const STEP_MS = 120_000;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
-};
 const round = (x: number) => Math.round(x * 10) / 10;
 
 /** Lines of a file once there are enough, or the time is up. */
@@ -172,26 +169,7 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
     rmSync(tmp, { recursive: true, force: true });
   }
   o.onProgress?.(plan.length, plan.length, 'done');
-  const summary: ContainerBenchResult['summary'] = [];
-  const ratios: ContainerBenchResult['ratios'] = [];
-  for (const workload of o.workloads) {
-    for (const mode of ['stock', 'postcopy'] as ContainerMode[]) {
-      const rs = runs.filter((r) => r.workload === workload && r.mode === mode);
-      const gets = rs.map((r) => r.get_during_postcopy).filter((g) => g !== null);
-      summary.push({
-        workload,
-        mode,
-        downtime_ms: median(rs.map((r) => r.downtime_ms)),
-        all_present_ms: median(rs.map((r) => r.all_present_ms)),
-        get_p50_us: gets.length ? median(gets.map((g) => g.p50_us)) : null,
-        get_p99_us: gets.length ? median(gets.map((g) => g.p99_us)) : null,
-        runs: rs.length,
-        verified: rs.filter((r) => r.verified).length,
-      });
-    }
-    const [s, p] = summary.slice(-2);
-    ratios.push({ workload, downtime: Math.round((p.downtime_ms / s.downtime_ms) * 100) / 100, all_present: Math.round((p.all_present_ms / s.all_present_ms) * 100) / 100 });
-  }
+  const { summary, ratios } = summarizeMigrations<ContainerMode>(o.workloads, runs);
   const { onProgress: _omit, ...options } = o;
   return { options, runs, summary, ratios };
 }
@@ -252,12 +230,6 @@ export function formatContainerReport(r: ContainerBenchResult): string {
     'Downtime: the checkpoint starts (the container freezes) -> it runs on the destination. All present: the freeze -> every lazy page on the destination.',
     'Stock: runc checkpoint --lazy-pages --page-server, the images copied (cp), criu lazy-pages, runc restore --lazy-pages. postcopy: migrate --container --to, TCP with a CRC32C with every page.',
     '',
-    '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
-    '|---|---|---|---|---|---|',
-    ...r.summary.map((s) => `| ${s.workload} | ${s.mode} | ${s.downtime_ms} | ${s.all_present_ms} | ${s.get_p50_us === null ? '–' : `${s.get_p50_us} / ${s.get_p99_us}`} | ${s.verified}/${s.runs} |`),
-    '',
-    '| workload | downtime postcopy / stock | all present postcopy / stock |',
-    '|---|---|---|',
-    ...r.ratios.map((x) => `| ${x.workload} | ${x.downtime}× | ${x.all_present}× |`),
+    ...migrationTables(r.summary, r.ratios),
   ].join('\n');
 }

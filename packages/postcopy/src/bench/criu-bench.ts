@@ -8,6 +8,7 @@ import { migrate, type MigrateMode, type MigrateResult } from '../criu/migrate.j
 import { checkPushSettings } from '../target/handler.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
 import { LineChild } from '../util/child.js';
+import { median, migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
 import { probeRedisGets, type RedisProbe } from './redis-probe.js';
 
 export interface CriuBenchOptions {
@@ -40,8 +41,8 @@ export interface CriuBenchResult {
   options: Omit<CriuBenchOptions, 'onProgress'>;
   runs: CriuRun[];
   /** per workload: medians, and postcopy / stock */
-  summary: { workload: string; mode: MigrateMode; downtime_ms: number; all_present_ms: number; get_p50_us: number | null; get_p99_us: number | null; runs: number; verified: number }[];
-  ratios: { workload: string; downtime: number; all_present: number }[];
+  summary: SummaryRow<MigrateMode>[];
+  ratios: Ratio[];
 }
 
 const shell = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n')]);
@@ -67,10 +68,6 @@ async function inRoot(lines: string[]): Promise<string[]> {
   return new LineChild('in root', shell(lines)).rest(120_000);
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
-};
 
 export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult> {
   checkPushSettings(o);
@@ -140,27 +137,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
     }
   });
   o.onProgress?.(plan.length, plan.length, 'done');
-  const summary = [];
-  const ratios = [];
-  for (const workload of o.workloads) {
-    const byMode = (mode: MigrateMode) => runs.filter((r) => r.workload === workload && r.mode === mode);
-    for (const mode of ['stock', 'postcopy'] as MigrateMode[]) {
-      const rs = byMode(mode);
-      const gets = rs.map((r) => r.get_during_postcopy).filter((g) => g !== null);
-      summary.push({
-        workload,
-        mode,
-        downtime_ms: median(rs.map((r) => r.downtime_ms)),
-        all_present_ms: median(rs.map((r) => r.all_present_ms)),
-        get_p50_us: gets.length ? median(gets.map((g) => g.p50_us)) : null,
-        get_p99_us: gets.length ? median(gets.map((g) => g.p99_us)) : null,
-        runs: rs.length,
-        verified: rs.filter((r) => r.verified).length,
-      });
-    }
-    const [s, p] = summary.slice(-2);
-    ratios.push({ workload, downtime: Math.round((p.downtime_ms / s.downtime_ms) * 100) / 100, all_present: Math.round((p.all_present_ms / s.all_present_ms) * 100) / 100 });
-  }
+  const { summary, ratios } = summarizeMigrations<MigrateMode & ('stock' | 'postcopy')>(o.workloads, runs);
   const { onProgress: _omit, ...options } = o;
   return { options, runs, summary, ratios };
 }
@@ -175,13 +152,7 @@ export function formatCriuReport(r: CriuBenchResult): string {
       : 'No memory warmed before the freeze (--warm-up to ask).',
     ...(r.options.idleBefore ? [`${r.options.idleBefore} s idle before each freeze (--idle-before).`] : []),
     '',
-    '| workload | mode | downtime ms | all present ms | GET p50 / p99 µs during post-copy | verified |',
-    '|---|---|---|---|---|---|',
-    ...r.summary.map((s) => `| ${s.workload} | ${s.mode} | ${s.downtime_ms} | ${s.all_present_ms} | ${s.get_p50_us === null ? '–' : `${s.get_p50_us} / ${s.get_p99_us}`} | ${s.verified}/${s.runs} |`),
-    '',
-    '| workload | downtime postcopy / stock | all present postcopy / stock |',
-    '|---|---|---|',
-    ...r.ratios.map((x) => `| ${x.workload} | ${x.downtime}× | ${x.all_present}× |`),
+    ...migrationTables(r.summary, r.ratios),
   ];
   return lines.join('\n');
 }

@@ -261,7 +261,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       return { mode, restoredPid: run.restoredPid, downtime_ms: round(downtime), all_present_ms: round(allPresent), pages: transferred ? Number(transferred[2]) : null, faulted: null, pushed: null, bytes_sent: transferred ? Number(transferred[1]) * 4096 : null, fault_p50_us: null, fault_p99_us: null, forked: null, ...warmedReport(warmed) };
     }
 
-    if (o.netns) return { ...(await migrateAcrossNamespaces(o, run, host, veth!, start, t0, phase, timeoutMs)), ...warmedReport(warmed) };
+    if (o.netns) return { ...(await migrateAcrossNamespaces({ o, run, host, start, phase, timeoutMs }, veth!, t0)), ...warmedReport(warmed) };
 
     // postcopy: our source over the frozen tasks, our daemon in the place of `criu lazy-pages`.
     run.guard();
@@ -429,17 +429,20 @@ export function sameRanges(a: readonly Range[], b: readonly Range[]): boolean {
 const warmedReport = (w: { bytes: number; ms: number }) => ({ warmed_bytes: w.bytes, warm_up_ms: round(w.ms) });
 
 
+/** What a migration's steps share: its options, its Run, its directory on this host, how it starts children and says its phases. */
+interface MigrationFlow {
+  o: MigrateOptions;
+  run: Run;
+  /** the work directory, as this host sees it */
+  host: string;
+  start: (name: string, argv: string[]) => LineChild;
+  phase: (name: string, t0: number) => void;
+  timeoutMs: number;
+}
+
 /** The postcopy mode with each end in a network namespace of its own, as separate processes. */
-async function migrateAcrossNamespaces(
-  o: MigrateOptions,
-  run: Run,
-  host: string,
-  veth: VethPair,
-  start: (name: string, argv: string[]) => LineChild,
-  t0: number,
-  phase: (name: string, t0: number) => void,
-  timeoutMs: number,
-): Promise<Omit<MigrateResult, 'running'>> {
+async function migrateAcrossNamespaces(m: MigrationFlow, veth: VethPair, t0: number): Promise<Omit<MigrateResult, 'running'>> {
+  const { o, run, host, start, phase, timeoutMs } = m;
   const images = readDump(join(host, 'img'));
   const frozen = frozenTasks(images, o.pid);
   try {

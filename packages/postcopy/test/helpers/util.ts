@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { hashPages } from '../../src/util/pagehash.js';
@@ -66,4 +66,24 @@ export function sh(cmd: string, args: string[]): void {
 
 export function shQuiet(cmd: string, args: string[]): void {
   spawnSync(cmd, args, { stdio: 'ignore' });
+}
+
+/** Lines of a file once `enough` holds, or when the time is up (no file yet: no lines). */
+export async function waitForLines(path: string, enough: (lines: string[]) => boolean, ms: number): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n') : [];
+    if (enough(lines) || Date.now() > deadline) return lines;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A process's state letter, or 'gone'. A killed task is gone, or a zombie nobody reaped yet. */
+export function taskState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return 'gone';
+  }
 }
