@@ -205,11 +205,14 @@ export class Agent {
       return;
     }
     const migration = new DestinationMigration(prepare, ch, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, metrics: this.metrics, logger: this.#log });
-    const record: MigrationRecord = { id: migration.id, role: 'destination', peer: ch.peer, state: 'preparing', startedAt: new Date().toISOString() };
+    const record: MigrationRecord = { id: migration.id, role: 'destination', peer: ch.peer, state: 'preparing', startedAt: new Date().toISOString(), ...(prepare.container !== undefined ? { container: prepare.container } : {}) };
+    // GET /status sees the migration's state as it goes, not only at its end.
+    Object.defineProperty(record, 'state', { get: () => migration.state, enumerable: true, configurable: true });
     this.migrations.set(migration.id, record);
     this.metrics.started.inc({ role: 'destination' });
     await migration.run();
-    Object.assign(record, { state: migration.state, endedAt: new Date().toISOString(), ...(migration.report ? { result: { restoredPid: migration.restoredPid, ...migration.report } } : {}), ...(migration.error ? { error: migration.error } : {}) });
+    Object.defineProperty(record, 'state', { value: migration.state, enumerable: true, writable: true, configurable: true });
+    Object.assign(record, { endedAt: new Date().toISOString(), ...(migration.report ? { result: { restoredPid: migration.restoredPid, ...migration.report } } : {}), ...(migration.error ? { error: migration.error } : {}) });
     if (migration.state === 'committed') this.metrics.succeeded.inc({ role: 'destination' });
     else this.metrics.failed.inc({ role: 'destination', code: migration.error?.code ?? 'ERR_CRIU' });
     this.#ledger(record);
