@@ -45,9 +45,13 @@ export function plotSpec(result: BenchResult): object {
 }
 
 export async function renderSvg(result: BenchResult): Promise<string> {
+  return specToSvg(plotSpec(result));
+}
+
+async function specToSvg(spec: object): Promise<string> {
   const vegaLite = await import('vega-lite');
   const vega = await import('vega');
-  const compiled = vegaLite.compile(plotSpec(result) as never).spec;
+  const compiled = vegaLite.compile(spec as never).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   try {
     return await view.toSVG();
@@ -58,9 +62,20 @@ export async function renderSvg(result: BenchResult): Promise<string> {
 
 /** Writes FILE.svg or FILE.png. */
 export async function writePlot(result: BenchResult, file: string): Promise<void> {
+  await writeSpec(plotSpec(result), file);
+}
+
+/** Checks that a plot can go to FILE (.svg or .png), before the work that makes it. */
+export function checkPlotFile(file: string): void {
   const kind = extname(file).toLowerCase();
   if (kind !== '.svg' && kind !== '.png') throw new PostcopyError('ERR_INVALID_ARG', `--plot wants a .svg or .png file, not ${file}`);
-  const svg = await renderSvg(result);
+}
+
+/** Renders a vega-lite spec to FILE.svg or FILE.png. */
+export async function writeSpec(spec: object, file: string): Promise<void> {
+  checkPlotFile(file);
+  const kind = extname(file).toLowerCase();
+  const svg = await specToSvg(spec);
   if (kind === '.svg') return writeFileSync(file, svg);
   const { Resvg } = await import('@resvg/resvg-js');
   const png = new Resvg(svg, { background: 'white', fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' } }).render().asPng();

@@ -26,7 +26,9 @@ import { migrate, releaseCriuDump, type MigrateMode } from '../criu/migrate.js';
 import { readDump, taskLayout } from '../criu/image.js';
 import { progressBar, stepBar } from './progress.js';
 import { runBench, type BenchResult, type BenchTransport, type Link, type Placement } from '../bench/bench.js';
-import { writePlot } from '../bench/plot.js';
+import { checkPlotFile, writePlot, writeSpec } from '../bench/plot.js';
+import { checkCosts, checkHostClass } from '../plan/model.js';
+import { formatSimulation, parseTrace, powerPlotSpec, simulate } from '../plan/simulate.js';
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
@@ -615,6 +617,65 @@ program
     if (o.plot) await writePlot(result, o.plot);
     print(!!o.json, result, formatReport(result));
   });
+
+const rack = program.command('rack').description('the energy planner on a rack');
+
+rack
+  .command('simulate')
+  .description('the planner on a simulated rack, against no migration and a threshold heuristic, on the same load')
+  .option('--hosts <n>', 'hosts in the rack', positive, 40)
+  .option('--hours <n>', 'hours simulated', numberOption, 24)
+  .option('--seed <n>', 'seed of the synthetic load (and of nothing else)', int, 1)
+  .option('--trace <file>', 'the load as CSV: time,container,cpu,mem (seconds, an id, busy threads, GiB; mem 0 ends a container)')
+  .option('--classes <file>', 'host classes, JSON: [{name, threads, memGiB, power: [[threads, watts]...], chassisW, wPerGiB, sleepW, wakeS, wakeJ}] (hosts take the first, every fourth the second)')
+  .option('--costs <file>', 'migration costs, JSON: {allPresentSPerGiB, downtimeS, bytesPerGiB, threadsPerEnd, nicJPerByte}')
+  .option('--horizon <duration>', 'the planner\'s horizon: a move must pay for itself within it (e.g. 1h, 30m)', durationOption, 3600)
+  .option('--sla <share>', 'CPU ceiling of a host, a share of its threads', numberOption, 0.8)
+  .option('--max-moves <n>', 'migrations at most per step (in flight)', int, 8)
+  .option('--json', 'print {options, strategies, series} as JSON')
+  .option('--plot <file>', 'rack power over time, one line per strategy: FILE.svg or FILE.png')
+  .action(async (o: { hosts: number; hours: number; seed: number; trace?: string; classes?: string; costs?: string; horizon: number; sla: number; maxMoves: number; json?: boolean; plot?: string }) => {
+    if (o.plot) checkPlotFile(o.plot);
+    const trace = o.trace ? parseTrace(readArg('--trace', o.trace).toString('utf8')) : undefined;
+    const classes = o.classes ? jsonArg('--classes', o.classes, (v) => {
+      if (!Array.isArray(v) || !v.length) throw invalid('--classes: a JSON list of host classes');
+      return v.map(checkHostClass);
+    }) : undefined;
+    const costs = o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined;
+    const result = simulate({ hosts: o.hosts, hours: o.hours, seed: o.seed, trace, classes, costs, horizonS: o.horizon, slaCpu: o.sla, maxMoves: o.maxMoves });
+    if (o.plot) await writeSpec(powerPlotSpec(result), o.plot);
+    print(!!o.json, result, formatSimulation(result));
+  });
+
+/** A number (not only a whole one) as an option's value. */
+function numberOption(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('not a number');
+  return n;
+}
+
+/** A duration: 90, 90s, 30m, 1h, 1.5h; in seconds. */
+function durationOption(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m|h)?$/.exec(value.trim());
+  if (!m || Number(m[1]) <= 0) throw new InvalidArgumentError('a duration such as 3600, 90s, 30m or 1h');
+  return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
+}
+
+/** A JSON file, parsed and checked (check throws ERR_INVALID_ARG naming what is wrong). */
+function jsonArg<T>(option: string, path: string, check: (v: unknown) => T): T {
+  let v: unknown;
+  try {
+    v = JSON.parse(readArg(option, path).toString('utf8'));
+  } catch (err) {
+    if (err instanceof PostcopyError) throw err;
+    throw invalid(`${option} ${path}: not JSON (${(err as Error).message})`);
+  }
+  try {
+    return check(v);
+  } catch (err) {
+    throw invalid(`${option} ${path}: ${(err as Error).message}`);
+  }
+}
 
 program
   .command('criu-setup')
