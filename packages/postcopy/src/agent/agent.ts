@@ -19,6 +19,7 @@ import { formatEndpoint, parseEndpoint, transportFor, UnixTransport, type Endpoi
 import { silentLogger, type Logger } from '../util/log.js';
 import { DestinationMigration } from './destination-host.js';
 import { AgentMetrics } from './metrics.js';
+import { containerLoads } from './host-state.js';
 import { SourceMigration, type RemoteMigrateResult } from './source-host.js';
 
 export const DEFAULT_AGENT_PORT = 7070;
@@ -39,6 +40,8 @@ export interface AgentOptions {
   name?: string;
   /** where runc keeps this host's containers, inside the CRIU root (default: in the agent's work root) */
   runcRoot?: string;
+  /** this host's class, as the planner's energy model names it (docs/energy.md) */
+  hostClass?: string;
   logger?: Logger;
 }
 
@@ -54,6 +57,10 @@ export interface MigrationRecord {
   endedAt?: string;
   phases?: { name: string; ms: number }[];
   result?: RemoteMigrateResult | Record<string, unknown>;
+  /** a planner's forecast for this move, J over its horizon, and how it priced it */
+  forecast?: { gainJ: number; costJ: number; threadW: number; nicJPerByte: number };
+  /** what the move cost, J, by the energy model from the measured report (docs/energy.md) */
+  measured?: { costJ: number };
   error?: { code: string; message: string; running?: string };
 }
 
@@ -132,16 +139,8 @@ export class Agent {
   }
 
   /** An authenticated channel to another agent: HOST[:PORT], or a full tcp:// or tls:// endpoint. */
-  async connect(to: string): Promise<AgentChannel> {
-    const endpoint = peerEndpoint(to, this.o.tls ? 'tls' : 'tcp');
-    if (endpoint.kind === 'tls' && !this.o.tls) throw new PostcopyError('ERR_INVALID_ARG', `${to}: this agent has no certificate for tls://`);
-    let socket: Socket;
-    try {
-      socket = await transportFor(endpoint, this.o.tls).connect();
-    } catch (err) {
-      throw new PostcopyError('ERR_PEER_CLOSED', `cannot reach the agent at ${formatEndpoint(endpoint)}: ${(err as Error).message}`);
-    }
-    return AgentChannel.open(socket, this.name, endpoint.kind === 'tcp' ? this.o.keys?.[0] : undefined, HANDSHAKE_MS);
+  connect(to: string): Promise<AgentChannel> {
+    return connectAgent(to, { name: this.name, tls: this.o.tls, key: this.o.keys?.[0] });
   }
 
   async close(): Promise<void> {
@@ -163,11 +162,18 @@ export class Agent {
     // TLS and the Unix socket (root's) authenticate the peer; plain TCP needs the key.
     const keys = door === 'network' && this.o.listen.kind === 'tcp' ? (this.o.keys ?? []) : [];
     const ch = await AgentChannel.accept(socket, this.name, keys, HANDSHAKE_MS);
-    const first = await ch.next(door === 'local' ? [AgentType.MIGRATE] : [AgentType.PREPARE], HANDSHAKE_MS).catch((err: PostcopyError) => {
+    // The network door is the rack's (TLS or the key): another agent's PREPARE, or a planner's
+    // STATE_REQUEST and MIGRATE; this host's CLI comes by the Unix socket.
+    const first = await ch.next(door === 'local' ? [AgentType.MIGRATE, AgentType.STATE_REQUEST] : [AgentType.PREPARE, AgentType.MIGRATE, AgentType.STATE_REQUEST], HANDSHAKE_MS).catch((err: PostcopyError) => {
       ch.fail(err.code ?? 'ERR_PROTOCOL', err.message);
       throw err;
     });
     if (first.type === AgentType.MIGRATE) return this.#asSource(ch, first);
+    if (first.type === AgentType.STATE_REQUEST) {
+      ch.send({ type: AgentType.STATE, agent: this.name, hostClass: this.o.hostClass ?? 'xeon-d-m510', containers: await containerLoads(this.name, this.runcRoot) });
+      ch.close();
+      return;
+    }
     return this.#asDestination(ch, first);
   }
 
@@ -175,12 +181,12 @@ export class Agent {
     const migration = new SourceMigration(m, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, connect: (to) => this.connect(to), metrics: this.metrics, logger: this.#log }, (name, ms) => {
       if (!ch.closed) ch.send({ type: AgentType.PHASE, name, ms });
     });
-    const record: MigrationRecord = { id: migration.id, role: 'source', peer: m.to, ...(m.pid !== undefined ? { pid: m.pid } : { container: m.container }), state: 'running', startedAt: new Date().toISOString(), phases: migration.phases };
+    const record: MigrationRecord = { id: migration.id, role: 'source', peer: m.to, ...(m.pid !== undefined ? { pid: m.pid } : { container: m.container }), state: 'running', startedAt: new Date().toISOString(), phases: migration.phases, ...(m.forecast ? { forecast: m.forecast } : {}) };
     this.migrations.set(migration.id, record);
     this.metrics.started.inc({ role: 'source' });
     try {
       const result = await migration.run();
-      Object.assign(record, { state: 'done', result });
+      Object.assign(record, { state: 'done', result, ...(m.forecast ? { measured: { costJ: measuredCostJ(result, m.forecast) } } : {}) });
       this.metrics.succeeded.inc({ role: 'source' });
       this.metrics.downtime.observe(result.downtime_ms / 1000);
       this.metrics.allPresent.observe(result.all_present_ms / 1000);
@@ -259,6 +265,32 @@ export function peerEndpoint(to: string, kind: 'tcp' | 'tls'): Endpoint & { kind
 }
 
 /**
+ * An authenticated channel to an agent at HOST[:PORT] (or a full tcp:// or tls:// endpoint): TLS
+ * with these certificates, or plain TCP with this key.
+ */
+export async function connectAgent(to: string, me: { name: string; tls?: TlsMaterial; key?: PresharedKey }): Promise<AgentChannel> {
+  const endpoint = peerEndpoint(to, me.tls ? 'tls' : 'tcp');
+  if (endpoint.kind === 'tls' && !me.tls) throw new PostcopyError('ERR_INVALID_ARG', `${to}: no certificate for tls://`);
+  let socket: Socket;
+  try {
+    socket = await transportFor(endpoint, me.tls).connect();
+  } catch (err) {
+    throw new PostcopyError('ERR_PEER_CLOSED', `cannot reach the agent at ${formatEndpoint(endpoint)}: ${(err as Error).message}`);
+  }
+  return AgentChannel.open(socket, me.name, endpoint.kind === 'tcp' ? me.key : undefined, HANDSHAKE_MS);
+}
+
+/** An agent's state (its class, its containers' load), asked on an open channel. */
+export async function askState(ch: AgentChannel): Promise<MessageOf<AgentType.STATE>> {
+  try {
+    ch.send({ type: AgentType.STATE_REQUEST });
+    return await ch.next([AgentType.STATE], HANDSHAKE_MS * 3);
+  } finally {
+    ch.close();
+  }
+}
+
+/**
  * `postcopy migrate --to`: asks this host's agent (its Unix socket) to move task pid, and reports
  * each phase as the agent says it. Resolves with the result; throws a PostcopyError with `running`.
  */
@@ -273,7 +305,15 @@ export async function migrateThroughAgent(
   } catch (err) {
     throw Object.assign(new PostcopyError('ERR_PEER_CLOSED', `no agent on ${socketPath} (is \`postcopy agent\` running, with this --state-dir?): ${(err as Error).message}`), { running: 'original' });
   }
-  const ch = await AgentChannel.open(socket, 'cli', undefined, HANDSHAKE_MS);
+  return migrateOver(await AgentChannel.open(socket, 'cli', undefined, HANDSHAKE_MS), request, onPhase);
+}
+
+/** Asks the agent at the other end of ch to move a task (MIGRATE), reports its phases, and returns its result. */
+export async function migrateOver(
+  ch: AgentChannel,
+  request: Omit<MessageOf<AgentType.MIGRATE>, 'type'>,
+  onPhase: (name: string, ms: number) => void = () => {},
+): Promise<RemoteMigrateResult> {
   try {
     ch.send({ type: AgentType.MIGRATE, ...request });
     const limit = (request.timeoutMs ?? 120_000) * 4 + 60_000;
@@ -295,4 +335,11 @@ export async function migrateThroughAgent(
   }
 }
 
-
+/**
+ * What a migration cost, J, priced as the planner priced its forecast (a busy thread's power, the
+ * NIC's energy per byte: the planner sends them, so that no model lives here), from the measured
+ * report: a thread on each end for as long as pages moved, the bytes, and the downtime.
+ */
+export function measuredCostJ(r: RemoteMigrateResult, price: { threadW: number; nicJPerByte: number }): number {
+  return 2 * price.threadW * (r.all_present_ms / 1000) + price.nicJPerByte * r.bytes_sent + price.threadW * (r.downtime_ms / 1000);
+}

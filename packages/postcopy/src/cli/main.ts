@@ -35,7 +35,8 @@ import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
 import { formatContainerReport, runContainerBench, type ContainerBenchResult } from '../bench/container-bench.js';
 import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } from '../protocol/cli-events.js';
 import { checkContainerId, checkPathInRoot } from '../criu/runc.js';
-import { Agent, AGENT_SOCKET, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
+import { Agent, AGENT_SOCKET, connectAgent, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
+import { formatLivePlan, planLive } from '../plan/live.js';
 
 function int(value: string): number {
   const n = value.trim() === '' ? NaN : Number(value);
@@ -647,6 +648,54 @@ rack
     print(!!o.json, result, formatSimulation(result));
   });
 
+program
+  .command('plan')
+  .description('the energy planner on a live rack: asks each agent for its host\'s load, and proposes (or with --apply makes) the migrations worth making')
+  .requiredOption('--agents <list>', 'the rack\'s agents, HOST[:PORT] comma-separated', (v) => v.split(',').map((x) => x.trim()).filter(Boolean))
+  .option('--tls-cert <file>', 'this planner\'s certificate (PEM), for agents on tls://')
+  .option('--tls-key <file>', 'its private key (PEM)')
+  .option('--tls-ca <file>', 'the rack\'s CA (PEM)')
+  .option('--key-file <file>', 'the rack\'s pre-shared key, for agents on tcp://')
+  .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
+  .option('--classes <file>', 'host classes, JSON (see rack simulate)')
+  .option('--costs <file>', 'migration costs, JSON (see rack simulate)')
+  .option('--horizon <duration>', 'a move must pay for itself within it (e.g. 1h, 30m)', durationOption, 3600)
+  .option('--sla <share>', 'CPU ceiling of a host, a share of its threads', numberOption, 0.8)
+  .option('--max-moves <n>', 'migrations at most', int, 8)
+  .option('--apply', 'make the moves, through the agents, one after the other')
+  .option('--json', 'print {hosts, unreachable, moves, applied} as JSON')
+  .action(async (o: { agents: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; keyFile?: string; keyId: string; classes?: string; costs?: string; horizon: number; sla: number; maxMoves: number; apply?: boolean; json?: boolean }, cmd: Command) => {
+    const tls = readTls(o);
+    const key = readKey(o, cmd);
+    if (!tls && !key) throw invalid('give --key-file (agents on tcp://) or --tls-cert, --tls-key and --tls-ca (agents on tls://)');
+    if (!o.agents.length) throw invalid('--agents: at least one agent');
+    for (const a of o.agents) {
+      try {
+        peerEndpoint(a, tls ? 'tls' : 'tcp');
+      } catch (err) {
+        throw invalid((err as Error).message);
+      }
+    }
+    const classes = o.classes ? jsonArg('--classes', o.classes, (v) => {
+      if (!Array.isArray(v) || !v.length) throw invalid('--classes: a JSON list of host classes');
+      return v.map(checkHostClass);
+    }) : undefined;
+    const costs = o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined;
+    const result = await planLive({
+      agents: o.agents,
+      connect: (to) => connectAgent(to, { name: 'planner', tls, key }),
+      classes,
+      costs,
+      horizonS: o.horizon,
+      slaCpu: o.sla,
+      maxMoves: o.maxMoves,
+      apply: !!o.apply,
+      onMove: o.json ? undefined : (m, a) => process.stderr.write(`${m.container}: ${m.from} -> ${m.to}: ${a.ok ? 'moved' : `failed (${a.code})`}\n`),
+    });
+    print(!!o.json, result, formatLivePlan(result));
+    if (result.applied?.some((a) => !a.ok) || result.unreachable.length) process.exitCode = 1;
+  });
+
 /** A number (not only a whole one) as an option's value. */
 function numberOption(value: string): number {
   const n = Number(value);
@@ -863,6 +912,7 @@ program
   .option('--metrics-listen <endpoint>', 'plain HTTP, tcp://HOST:PORT: GET /metrics (Prometheus) and GET /status (JSON)')
   .option('--name <name>', "this host's name in the status, the logs and the ledger (default: the host name)")
   .option('--runc-root <dir>', 'where runc keeps this host\'s containers, a path inside the CRIU root (default: /var/lib/postcopy-agent/NAME/runc)')
+  .option('--class <name>', 'this host\'s class in the energy model (docs/energy.md), told to `postcopy plan`', 'xeon-d-m510')
   .option('--json', 'JSON lines on stdout')
   .action(async (o: AgentCliOptions, cmd: Command) => {
     const tls = readTls(o);
@@ -872,6 +922,7 @@ program
     if (listen.kind === 'tcp' && !key) throw invalid('--listen tcp://: give --key-file (a pre-shared key), or listen on tls:// with certificates');
     const metricsListen = o.metricsListen ? endpointArg('--metrics-listen', o.metricsListen, 'listen', ['tcp']) : undefined;
     if (o.name !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(o.name)) throw invalid(`--name ${JSON.stringify(o.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(o.class)) throw invalid(`--class ${JSON.stringify(o.class)}: a host class name`);
     if (statOrNull(o.stateDir) && !statOf('--state-dir', o.stateDir).isDirectory()) throw invalid(`--state-dir ${o.stateDir}: not a directory`);
     socketPathArg('--state-dir', join(o.stateDir, AGENT_SOCKET), 'connect');
     ensureCriuRoot();
@@ -882,7 +933,7 @@ program
         throw invalid((err as Error).message);
       }
     }
-    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, runcRoot: o.runcRoot, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
+    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, runcRoot: o.runcRoot, hostClass: o.class, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
     printEvent(!!o.json, 'agent', 'listening', { agent: agent.name, endpoint: formatEndpoint(agent.endpoint), socket: agent.socketPath, ...(agent.metricsEndpoint ? { metrics: formatEndpoint(agent.metricsEndpoint) } : {}) }, `agent ${agent.name} listening on ${formatEndpoint(agent.endpoint)}${agent.metricsEndpoint ? `, metrics on http://${(agent.metricsEndpoint as { host: string }).host}:${(agent.metricsEndpoint as { port: number }).port}/metrics` : ''}`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
@@ -903,6 +954,7 @@ interface AgentCliOptions {
   metricsListen?: string;
   name?: string;
   runcRoot?: string;
+  class: string;
   json?: boolean;
 }
 

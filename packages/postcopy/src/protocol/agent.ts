@@ -44,6 +44,8 @@ export enum AgentType {
   PONG = 19,
   BUNDLE = 20,
   BUNDLE_END = 21,
+  STATE_REQUEST = 22,
+  STATE = 23,
 }
 
 const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
@@ -53,8 +55,9 @@ const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
   [AgentType.WELCOME]: { version: 'uint', agent: 'string', nonce: 'hex?', proof: 'hex?' },
   // client -> agent: the client's proof
   [AgentType.AUTH]: { proof: 'hex' },
-  // CLI -> its own agent: move task `pid`, or runc container `container` (of runc root `runcRoot`), to the agent at `to`
-  [AgentType.MIGRATE]: { pid: 'uint?', container: 'string?', runcRoot: 'string?', copyBundle: 'bool?', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
+  // CLI -> its own agent (or a planner -> an agent): move task `pid`, or runc container `container`
+  // (of runc root `runcRoot`), to the agent at `to`; a planner adds its forecast and its prices
+  [AgentType.MIGRATE]: { pid: 'uint?', container: 'string?', runcRoot: 'string?', copyBundle: 'bool?', forecast: 'object?', to: 'string', checksums: 'bool?', push: 'bool?', timeoutMs: 'uint?' },
   // agent -> CLI: a step of the migration done, ms since it began (the freeze is the step `frozen`)
   [AgentType.PHASE]: { name: 'string', ms: 'number' },
   // agent -> CLI: the end; `result` on success, else code, message and which copy runs
@@ -84,13 +87,17 @@ const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
   // source -> destination, --copy-bundle: the end of a tar stream of the bundle (BUNDLE frames carry
   // it, raw); delta: files changed since the first pass, sent during the downtime
   [AgentType.BUNDLE_END]: { bytes: 'uint', delta: 'bool' },
+  // a planner -> an agent: this host's state, for `postcopy plan`
+  [AgentType.STATE_REQUEST]: {},
+  // its host class, and each running container's CPU (busy threads) and memory (GiB)
+  [AgentType.STATE]: { agent: 'string', hostClass: 'string', containers: 'array' },
 };
 
 export interface Fields {
   [AgentType.HELLO]: { version: number; agent: string; nonce?: string; keyId?: string };
   [AgentType.WELCOME]: { version: number; agent: string; nonce?: string; proof?: string };
   [AgentType.AUTH]: { proof: string };
-  [AgentType.MIGRATE]: { pid?: number; container?: string; runcRoot?: string; copyBundle?: boolean; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
+  [AgentType.MIGRATE]: { pid?: number; container?: string; runcRoot?: string; copyBundle?: boolean; forecast?: { gainJ: number; costJ: number; threadW: number; nicJPerByte: number }; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
   [AgentType.PHASE]: { name: string; ms: number };
   [AgentType.RESULT]: { ok: boolean; result?: Record<string, unknown>; code?: string; message?: string; running?: string };
   [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; copyBundle?: boolean; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
@@ -108,6 +115,8 @@ export interface Fields {
   [AgentType.PONG]: object;
   [AgentType.BUNDLE]: { data: Uint8Array };
   [AgentType.BUNDLE_END]: { bytes: number; delta: boolean };
+  [AgentType.STATE_REQUEST]: object;
+  [AgentType.STATE]: { agent: string; hostClass: string; containers: { id: string; cpu: number; memGiB: number }[] };
 }
 
 export type AgentMessage = { [T in AgentType]: { type: T } & Fields[T] }[AgentType];
@@ -123,10 +132,24 @@ function checkSources(v: unknown): void {
 
 const rawLimit = (type: RawType) => (type === AgentType.IMAGES ? MAX_IMAGES_BODY : MAX_BUNDLE_BODY);
 
+/** The containers of a STATE: {id, cpu >= 0, memGiB >= 0} each. */
+function checkStateContainers(v: unknown): void {
+  for (const c of v as unknown[]) {
+    const x = c as { id?: unknown; cpu?: unknown; memGiB?: unknown };
+    const ok = typeof c === 'object' && c !== null && typeof x.id === 'string' && typeof x.cpu === 'number' && x.cpu >= 0 && Number.isFinite(x.cpu) && typeof x.memGiB === 'number' && x.memGiB >= 0 && Number.isFinite(x.memGiB);
+    if (!ok) throw new ProtocolError(`STATE: a container is {id, cpu, memGiB}, not ${JSON.stringify(c)?.slice(0, 80)}`);
+  }
+}
+
 /** Checks fields against the type's schema; returns only the schema's fields. */
 function checked(type: Exclude<AgentType, RawType>, body: unknown): Record<string, unknown> {
   const out = checkFields(AgentType[type], SCHEMAS[type], body);
   if (type === AgentType.RESTORE) checkSources(out.sources);
+  if (type === AgentType.STATE) checkStateContainers(out.containers);
+  if (type === AgentType.MIGRATE && out.forecast !== undefined) {
+    const f = out.forecast as Record<string, unknown>;
+    for (const k of ['gainJ', 'costJ', 'threadW', 'nicJPerByte']) if (typeof f[k] !== 'number' || !Number.isFinite(f[k])) throw new ProtocolError(`MIGRATE: forecast.${k} must be a number`);
+  }
   return out;
 }
 

@@ -59,3 +59,52 @@ export class VethPair {
     for (const ns of [this.a.ns, this.b.ns]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
 }
+
+/** Several network namespaces on one bridge (a LAN of hosts), made and removed by us (tests). */
+export class NetnsLan {
+  readonly hosts: { ns: string; dev: string; addr: string }[];
+  readonly #switch: string;
+  #alive = true;
+
+  private constructor(tag: string, subnet: string, n: number) {
+    this.#switch = `${tag}-sw`;
+    this.hosts = Array.from({ length: n }, (_, i) => ({ ns: `${tag}-${i}`, dev: `${tag}h${i}`, addr: `${subnet}.${i + 1}` }));
+  }
+
+  /** tag: a short unique name (at most 10 characters); subnet: three octets; n: 2 to 200 hosts. */
+  static create(tag: string, subnet: string, n: number): NetnsLan {
+    if (tag.length > 10) throw new PostcopyError('ERR_INVALID_ARG', `LAN tag "${tag}" is longer than 10 characters`);
+    if (!(Number.isInteger(n) && n >= 2 && n <= 200)) throw new PostcopyError('ERR_INVALID_ARG', `a LAN of 2 to 200 hosts, not ${n}`);
+    const lan = new NetnsLan(tag, subnet, n);
+    try {
+      ip(['netns', 'add', lan.#switch]);
+      ip(['-n', lan.#switch, 'link', 'add', 'br0', 'type', 'bridge']);
+      ip(['-n', lan.#switch, 'link', 'set', 'br0', 'up']);
+      for (const [i, h] of lan.hosts.entries()) {
+        ip(['netns', 'add', h.ns]);
+        ip(['link', 'add', h.dev, 'netns', h.ns, 'type', 'veth', 'peer', 'name', `${tag}s${i}`, 'netns', lan.#switch]);
+        ip(['-n', lan.#switch, 'link', 'set', `${tag}s${i}`, 'master', 'br0']);
+        ip(['-n', lan.#switch, 'link', 'set', `${tag}s${i}`, 'up']);
+        ip(['-n', h.ns, 'addr', 'add', `${h.addr}/24`, 'dev', h.dev]);
+        ip(['-n', h.ns, 'link', 'set', h.dev, 'up']);
+        ip(['-n', h.ns, 'link', 'set', 'lo', 'up']);
+      }
+    } catch (err) {
+      lan.destroy();
+      throw err;
+    }
+    return lan;
+  }
+
+  /** The command prefix that runs a program on host i. */
+  exec(i: number): string[] {
+    return ['ip', 'netns', 'exec', this.hosts[i].ns];
+  }
+
+  /** Removes every namespace (and with them the links). Safe to call twice. */
+  destroy(): void {
+    if (!this.#alive) return;
+    this.#alive = false;
+    for (const ns of [...this.hosts.map((h) => h.ns), this.#switch]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  }
+}

@@ -168,6 +168,8 @@ export const agentMessageArb: fc.Arbitrary<AgentMessage> = fc.oneof(
   fc.constant({ type: AgentType.COMMIT as const }),
   fc.constant({ type: AgentType.COMMITTED as const }),
   fc.constant({ type: AgentType.PING as const }),
+  fc.constant({ type: AgentType.STATE_REQUEST as const }),
+  fc.record({ type: fc.constant(AgentType.STATE as const), agent: text, hostClass: text, containers: fc.array(fc.record({ id: text, cpu: fc.double({ min: 0, max: 64, noNaN: true }), memGiB: fc.double({ min: 0, max: 512, noNaN: true }) }), { maxLength: 4 }) }),
   fc.constant({ type: AgentType.PONG as const }),
   fc.record({ type: fc.constant(AgentType.ABORT as const), reason: text }),
   fc.record({ type: fc.constant(AgentType.ABORTED as const), clean: fc.boolean(), killed: fc.array(nat, { maxLength: 4 }) }),
