@@ -187,6 +187,7 @@ export class Agent {
     try {
       const result = await migration.run();
       Object.assign(record, { state: 'done', result, ...(m.forecast ? { measured: { costJ: measuredCostJ(result, m.forecast) } } : {}) });
+      if (record.measured) this.metrics.migrationEnergy.inc(record.measured.costJ);
       this.metrics.succeeded.inc({ role: 'source' });
       this.metrics.downtime.observe(result.downtime_ms / 1000);
       this.metrics.allPresent.observe(result.all_present_ms / 1000);

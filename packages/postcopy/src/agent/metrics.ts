@@ -14,6 +14,7 @@ export class AgentMetrics {
   readonly faulted = new Counter({ name: 'postcopy_pages_faulted_total', help: 'Pages fetched because a restored task faulted on them (destination)', registers: [this.registry] });
   readonly pushed = new Counter({ name: 'postcopy_pages_pushed_total', help: 'Pages brought by the background push (destination)', registers: [this.registry] });
   readonly bytes = new Counter({ name: 'postcopy_bytes_sent_total', help: 'Bytes of pages sent by this agent\'s page servers (source)', registers: [this.registry] });
+  readonly migrationEnergy = new Counter({ name: 'postcopy_migration_energy_joules_total', help: 'Energy that migrations made for a planner cost, J, priced as the planner priced its forecast (source)', registers: [this.registry] });
   readonly imageBytes = new Counter({ name: 'postcopy_image_bytes_total', help: 'Bytes of CRIU images sent or received', labelNames: ['role'], registers: [this.registry] });
   readonly faultLatency = new Histogram({
     name: 'postcopy_fault_latency_seconds',
