@@ -862,8 +862,17 @@ program
         }
         const socket = join(dirArg('--state-dir', o.stateDir), AGENT_SOCKET);
         migrating = true;
-        const onPhase = o.json ? undefined : (p: string, ms: number) => process.stderr.write(`${String(ms).padStart(8)} ms  ${p}\n`);
-        const result = await migrateThroughAgent(socket, { ...(pid !== undefined ? { pid } : { container: o.container, runcRoot: o.runcRoot, ...(o.copyBundle ? { copyBundle: true } : {}) }), to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
+        // On a TTY, a bar of the migration's steps; elsewhere, a line per step.
+        const bar = o.json ? null : stepBar('migrate');
+        const steps = ['connected', 'destination ready', 'frozen', 'dumped', 'images sent', 'restored', 'all pages present', 'released'];
+        let done = 0;
+        const onPhase = o.json ? undefined : bar ? (p: string, ms: number) => bar.update(Math.min(++done, steps.length), steps.length, `${p} (${ms} ms)`) : (p: string, ms: number) => process.stderr.write(`${String(ms).padStart(8)} ms  ${p}\n`);
+        let result: Awaited<ReturnType<typeof migrateThroughAgent>>;
+        try {
+          result = await migrateThroughAgent(socket, { ...(pid !== undefined ? { pid } : { container: o.container, runcRoot: o.runcRoot, ...(o.copyBundle ? { copyBundle: true } : {}) }), to: o.to, checksums: given(cmd, 'checksums') ? o.checksums : undefined, timeoutMs: o.timeout * 1000 }, onPhase);
+        } finally {
+          bar?.stop();
+        }
         print(!!o.json, { ok: true, ...result }, `migrated ${pid ?? `container ${o.container}`} to ${o.to} (pid ${result.restoredPid} there): downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
         return;
       }

@@ -23,10 +23,10 @@ export function progressBar(): { update: (p: Progress) => void; stop: () => void
   };
 }
 
-/** A bar of benchmark steps, on a TTY only. */
-export function stepBar(): { update: (done: number, total: number, label: string) => void; stop: () => void } | null {
+/** A bar of steps (a benchmark's, a migration's), on a TTY only. */
+export function stepBar(what = 'bench'): { update: (done: number, total: number, label: string) => void; stop: () => void } | null {
   if (!process.stderr.isTTY) return null;
-  const bar = new cliProgress.SingleBar({ format: 'bench {bar} {value}/{total} | {label}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+  const bar = new cliProgress.SingleBar({ format: `${what} {bar} {value}/{total} | {label}`, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
   let started = false;
   return {
     update: (done, total, label) => {
