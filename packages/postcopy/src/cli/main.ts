@@ -638,11 +638,7 @@ rack
   .action(async (o: { hosts: number; hours: number; seed: number; trace?: string; classes?: string; costs?: string; horizon: number; sla: number; maxMoves: number; json?: boolean; plot?: string }) => {
     if (o.plot) checkPlotFile(o.plot);
     const trace = o.trace ? parseTrace(readArg('--trace', o.trace).toString('utf8')) : undefined;
-    const classes = o.classes ? jsonArg('--classes', o.classes, (v) => {
-      if (!Array.isArray(v) || !v.length) throw invalid('--classes: a JSON list of host classes');
-      return v.map(checkHostClass);
-    }) : undefined;
-    const costs = o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined;
+    const { classes, costs } = modelArgs(o);
     const result = simulate({ hosts: o.hosts, hours: o.hours, seed: o.seed, trace, classes, costs, horizonS: o.horizon, slaCpu: o.sla, maxMoves: o.maxMoves });
     if (o.plot) await writeSpec(powerPlotSpec(result), o.plot);
     print(!!o.json, result, formatSimulation(result));
@@ -676,11 +672,7 @@ program
         throw invalid((err as Error).message);
       }
     }
-    const classes = o.classes ? jsonArg('--classes', o.classes, (v) => {
-      if (!Array.isArray(v) || !v.length) throw invalid('--classes: a JSON list of host classes');
-      return v.map(checkHostClass);
-    }) : undefined;
-    const costs = o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined;
+    const { classes, costs } = modelArgs(o);
     const result = await planLive({
       agents: o.agents,
       connect: (to) => connectAgent(to, { name: 'planner', tls, key }),
@@ -695,6 +687,17 @@ program
     print(!!o.json, result, formatLivePlan(result));
     if (result.applied?.some((a) => !a.ok) || result.unreachable.length) process.exitCode = 1;
   });
+
+/** --classes and --costs (rack simulate, plan): the energy model's files, read and checked. */
+function modelArgs(o: { classes?: string; costs?: string }) {
+  const classes = o.classes
+    ? jsonArg('--classes', o.classes, (v) => {
+        if (!Array.isArray(v) || !v.length) throw invalid('--classes: a JSON list of host classes');
+        return v.map(checkHostClass);
+      })
+    : undefined;
+  return { classes, costs: o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined };
+}
 
 /** A number (not only a whole one) as an option's value. */
 function numberOption(value: string): number {
