@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { C, native } from '../src/native/index.js';
 import { ImageFileSource } from '../src/source/image-file.js';
 import { PageServer } from '../src/source/server.js';
-import { FaultHandler } from '../src/target/handler.js';
+import { FaultHandler, type HandlerReport } from '../src/target/handler.js';
 import { FdReader } from '../src/transport/fd-reader.js';
 import { UnixTransport } from '../src/transport/index.js';
 import type { Endpoint } from '../src/transport/transport.js';
@@ -102,32 +102,50 @@ describe('fault handler', () => {
 describe('fault and push together', () => {
   it('leaves a fault on a page the push is about to bring to the push, instead of fetching it twice', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
-    // Enough pages that the reader meets the push often, however fast the push is here (2048 gave
-    // 19-36 faults on this VM, on the old code too).
     const pages = 8192;
-    await withServedRegion('await', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
-      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
-      // Small push requests, two in flight: a sequential reader keeps running into the oldest one.
-      // Complete at stop, the handler closes its uffd: it gets a copy.
-      const handler = await FaultHandler.start({ endpoint, uffd: native.dup(uffd), mappings, pushBatch: 8, pushWindow: 2 });
-      try {
-        native.touchPages(addr, pages, PS, false);
-        const report = await handler.done();
-        assert.deepEqual(hashes(), Array.from(expected), 'every page intact');
-        assert.equal(report.complete, true);
-        // The reader must meet the push at all for this to say anything (how often depends on this
-        // machine's speed: 19-140 times here), and may fetch at most a tenth of those pages itself.
-        assert.ok(report.faults >= 10, `the reader faulted ${report.faults} times`);
-        t.diagnostic(`${report.faults} faults, ${report.faulted + report.raced} fetched by the fault path or twice`);
-        // Fetched by the fault path (and so sent twice, if the push brought it too): only a page the
-        // push had not asked for yet, as at the very start.
-        const twice = report.faulted + report.raced;
-        assert.ok(twice <= Math.max(4, report.faults / 10), `${report.faulted} of ${report.faults} faults fetched their page themselves, ${report.raced} pages came twice`);
-        assert.equal(report.latency?.count, report.faults, 'every fault timed, awaited ones included');
-      } finally {
-        await handler.stop();
+    /**
+     * One run: a sequential reader over 8192 pages while small push requests (8 pages, two in flight)
+     * bring them. The push holds until registered() (as for criu restore's handover) and is let go
+     * as the reader starts, so both begin at the first page. Returns the handler's report.
+     */
+    const once = () =>
+      new Promise<HandlerReport>((resolve, reject) => {
+        withServedRegion('await', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
+          native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+          const handler = await FaultHandler.start({ endpoint, mappings, pushBatch: 8, pushWindow: 2 });
+          try {
+            // Complete at stop, the handler closes its uffd: it gets a copy.
+            handler.attach(native.dup(uffd), { registered: false });
+            handler.registered();
+            native.touchPages(addr, pages, PS, false);
+            const report = await handler.done();
+            assert.deepEqual(hashes(), Array.from(expected), 'every page intact');
+            assert.equal(report.complete, true);
+            assert.equal(report.latency?.count, report.faults, 'every fault timed, awaited ones included');
+            resolve(report);
+          } finally {
+            await handler.stop();
+          }
+        }).catch(reject);
+      });
+    // A fault either fetches its page itself (the push had not asked for it: the reader ran ahead)
+    // or is left to the push that asked for it. How often the two meet is the scheduler's choice on
+    // two shared vCPUs (2 to 112 times a run here): a run where they met fewer than 10 times says
+    // nothing, and is run again (at most 5 runs).
+    let report: HandlerReport | null = null;
+    for (let run = 0; run < 5; run++) {
+      const r = await once();
+      t.diagnostic(`run ${run}: ${r.faults} faults, ${r.faults - r.faulted} left to the push, ${r.faulted} fetched by the fault path, ${r.raced} pages twice`);
+      if (r.faults - r.faulted >= 10) {
+        report = r;
+        break;
       }
-    });
+    }
+    assert.ok(report, 'the reader met the push at least 10 times in one of 5 runs');
+    // The claim: a page the push is bringing is not fetched again. A fault that waited too long
+    // fetches its page itself (by design, so a slow push never stalls the task): rarely, one.
+    const awaited = report.faults - report.faulted;
+    assert.ok(report.raced <= Math.max(2, awaited / 10), `${report.raced} pages came twice, for ${awaited} faults left to the push`);
   });
 });
 
