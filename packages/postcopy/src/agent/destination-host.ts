@@ -190,6 +190,8 @@ export class DestinationMigration {
       const end = await control;
       if (end.type === AgentType.ABORT) throw new Aborted(end.reason);
       this.state = 'committed';
+      // The restored tree runs on its own: its images and the restore's logs go (a failure keeps them).
+      rmSync(this.#host, { recursive: true, force: true });
       this.ch.send({ type: AgentType.COMMITTED });
       log.info({ restoredPid: pid }, 'migration committed');
     } catch (err) {

@@ -5,6 +5,7 @@
 // at the end: before the release, a failure has the destination remove what it restored (ABORT)
 // before the frozen original is let go.
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
@@ -234,6 +235,8 @@ export class SourceMigration {
         log.warn({ err: (err as Error).message }, 'no COMMITTED from the destination');
       }
       const bytesSent = servers.reduce((n, s) => n + s.stats.bytesSent, 0);
+      // Done: the images and CRIU's logs go (the ledger keeps the report); a failure keeps them for inspection.
+      rmSync(host, { recursive: true, force: true });
       return summarize(this, r.to, restored, report, downtime, allPresent, bytesSent, packed.length);
     } catch (err) {
       run.fail(err);
