@@ -13,6 +13,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isErrorCode, PostcopyError } from '../errors.js';
 import { AgentType, type MessageOf } from '../protocol/agent.js';
+import { isName } from '../protocol/schema.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { AgentChannel } from '../transport/agent-channel.js';
 import { formatEndpoint, parseEndpoint, transportFor, UnixTransport, type Endpoint, type Listener, type TlsMaterial } from '../transport/index.js';
@@ -25,7 +26,6 @@ import { SourceMigration, type RemoteMigrateResult } from './source-host.js';
 export const DEFAULT_AGENT_PORT = 7070;
 export const AGENT_SOCKET = 'agent.sock';
 const HANDSHAKE_MS = 10_000;
-const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 export interface AgentOptions {
   /** tcp://HOST:PORT (with keys) or tls://HOST:PORT (with tls) */
@@ -83,7 +83,7 @@ export class Agent {
   /** Checks the options, then listens on every door; throws (nothing left listening) if one fails. */
   static async start(o: AgentOptions): Promise<Agent> {
     const agent = new Agent(o);
-    if (!NAME.test(agent.name)) throw new PostcopyError('ERR_INVALID_ARG', `agent name ${JSON.stringify(agent.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
+    if (!isName(agent.name)) throw new PostcopyError('ERR_INVALID_ARG', `agent name ${JSON.stringify(agent.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
     if (o.listen.kind === 'unix') throw new PostcopyError('ERR_INVALID_ARG', 'the agents\' port is tcp:// (with a key) or tls:// (with certificates), not a Unix socket');
     if (o.listen.kind === 'tls' && !o.tls) throw new PostcopyError('ERR_INVALID_ARG', 'a tls:// agent needs --tls-cert, --tls-key and --tls-ca');
     if (o.listen.kind === 'tcp' && !o.keys?.length) throw new PostcopyError('ERR_INVALID_ARG', 'a tcp:// agent needs a pre-shared key (--key-file): nothing else would say who connects');
@@ -327,11 +327,9 @@ export async function migrateOver(
       if (m.ok) return m.result as unknown as RemoteMigrateResult;
       throw Object.assign(new PostcopyError(isErrorCode(m.code) ? m.code : 'ERR_REMOTE', m.message ?? 'the migration failed'), { running: m.running });
     }
-  } catch (err) {
-    // The agent's answer lost: it still runs the migration to an end of its own (see its /status).
-    if ((err as { running?: string }).running === undefined) Object.assign(err as object, { running: undefined });
-    throw err;
   } finally {
+    // An error without `running` (the agent's answer lost): the agent still runs the migration to
+    // an end of its own (see its /status), and the CLI says which copy runs is not known.
     ch.close();
   }
 }

@@ -4,12 +4,12 @@
 // let go, and our lazy-pages daemon serving each restored task from the source's page servers.
 // Until the source says COMMIT, whatever goes wrong (an ABORT, a failure here, the channel lost)
 // ends with every restored task killed and seen dead: the source still holds the original.
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
 import { AgentType, type MessageOf } from '../protocol/agent.js';
+import { isName } from '../protocol/schema.js';
 import { FaultHandler } from '../target/handler.js';
 import type { AgentChannel } from '../transport/agent-channel.js';
 import { parseEndpoint } from '../transport/index.js';
@@ -20,7 +20,7 @@ import { readDump } from '../criu/image.js';
 import { unpackImages } from '../criu/image-transfer.js';
 import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from '../criu/lazy-pages.js';
 import { criuRootDir, inCriuRoot } from '../criu/root.js';
-import { checkBundle, checkContainerId, checkPathInRoot, inRuncRoot, runc } from '../criu/runc.js';
+import { checkBundle, checkContainerId, checkPathInRoot, inRuncRoot, runc, runRunc } from '../criu/runc.js';
 import { receiveBundle } from './bundle.js';
 import { ended, inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
 import type { AgentMetrics } from './metrics.js';
@@ -36,7 +36,6 @@ export interface DestinationContext {
 
 export type DestinationState = 'preparing' | 'prepared' | 'restoring' | 'running' | 'done' | 'committed' | 'aborted' | 'failed';
 
-const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
 const KILL_WAIT_MS = 10_000;
 /** After RESTORE, how long COMMIT may take: the source releases its dump and sees the original gone. */
 const COMMIT_WAIT_MS = 120_000;
@@ -73,7 +72,7 @@ export class DestinationMigration {
     const log = this.ctx.logger.child({ migration: p.migration, from: this.ch.peer });
     let lazy: Promise<LazyPagesReport> | null = null;
     try {
-      if (!MIGRATION_ID.test(p.migration)) throw new PostcopyError('ERR_INVALID_ARG', `migration id ${JSON.stringify(p.migration)}: letters, digits, '.', '_' and '-' only`);
+      if (!isName(p.migration)) throw new PostcopyError('ERR_INVALID_ARG', `migration id ${JSON.stringify(p.migration)}: letters, digits, '.', '_' and '-' only`);
       const key = { keyId: p.keyId, key: Buffer.from(p.key, 'hex') };
       if (key.key.length < 16) throw new PostcopyError('ERR_INVALID_ARG', 'the migration key has fewer than 16 bytes');
       const workDir = `${this.ctx.workRoot}/${p.migration}`;
@@ -263,8 +262,7 @@ export class DestinationMigration {
     let clean = await killAll(find, () => false, KILL_WAIT_MS, killed);
     // A container: whatever runc made of it goes too (its state; tasks the pid file did not name).
     if (this.prepare.container !== undefined) {
-      const argv = inRuncRoot(this.ctx.name, runc(this.ctx.runcRoot, ['delete', '-f', this.prepare.container]));
-      const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: KILL_WAIT_MS });
+      const r = await runRunc(this.ctx.name, this.ctx.runcRoot, ['delete', '-f', this.prepare.container], KILL_WAIT_MS);
       if (r.status !== 0 && !/does not exist|not exist/.test(r.stderr)) clean = false;
     }
     // Our lazy-pages daemon ends once its tasks are gone (or, still waiting for the restore, on a poke).

@@ -1,8 +1,7 @@
 // What an agent tells a planner of its host: its class, and each running container's CPU (busy
 // threads, sampled over half a second from its tasks' CPU time) and memory (their resident set).
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { inRuncRoot, runc } from '../criu/runc.js';
+import { runRunc } from '../criu/runc.js';
 import { statFields, treePids } from '../util/proctree.js';
 
 /** The kernel's clock ticks per second for /proc/PID/stat's CPU times (USER_HZ: 100 on Linux). */
@@ -36,8 +35,7 @@ function residentGiB(pids: number[]): number {
 
 /** The running containers of a runc root (as this host's runc sees them), with their load. */
 export async function containerLoads(host: string, runcRoot: string): Promise<ContainerLoad[]> {
-  const argv = inRuncRoot(host, runc(runcRoot, ['list', '--format', 'json']));
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  const r = await runRunc(host, runcRoot, ['list', '--format', 'json']);
   if (r.status !== 0) return [];
   const list = (JSON.parse(r.stdout.trim() || '[]') ?? []) as { id: string; pid: number; status: string }[];
   const running = list.filter((c) => c.status === 'running' && c.pid > 0).map((c) => ({ id: c.id, pids: [...treePids(c.pid).values()] }));

@@ -6,7 +6,6 @@
 // before the frozen original is let go.
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { AgentType, type MessageOf } from '../protocol/agent.js';
@@ -23,7 +22,7 @@ import { packImages } from '../criu/image-transfer.js';
 import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/migrate.js';
 import { criuRootDir } from '../criu/root.js';
 import { containerState, inRuncRoot, runc, type ContainerState } from '../criu/runc.js';
-import { failure, frozenTasks, inTaskMounts, readLog, readyOnStatus, round, Run, type MigrateError, type Running } from '../criu/run.js';
+import { dumpOnGo, failure, freePort, frozenTasks, inTaskMounts, readLog, round, Run, type MigrateError, type Running } from '../criu/run.js';
 import { sendBundle } from './bundle.js';
 import type { AgentMetrics } from './metrics.js';
 
@@ -119,7 +118,7 @@ export class SourceMigration {
     let container: ContainerState | null = null;
     try {
       if ((r.pid === undefined) === (r.container === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give a pid or a container, not both');
-      if (r.container !== undefined) container = containerState(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, r.container);
+      if (r.container !== undefined) container = await containerState(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, r.container);
       pid = container ? container.pid : r.pid!;
       if (r.copyBundle && !r.container) throw new PostcopyError('ERR_INVALID_ARG', '--copy-bundle goes with --container');
       pidfd = await checkOptions({ pid, workDir, criuPort, timeoutMs, checksums: r.checksums, push: r.push }, 'postcopy', timeoutMs, !!container);
@@ -309,17 +308,6 @@ function summarize(m: SourceMigration, to: string, restored: MessageOf<AgentType
   };
 }
 
-/** A free TCP port on loopback, for CRIU's page server (the dump's release). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** One round trip on the channel, ms (PREPARE's is not one: the destination works before it answers). */
 async function roundTrip(ch: AgentChannel): Promise<number> {
@@ -331,27 +319,13 @@ async function roundTrip(ch: AgentChannel): Promise<number> {
 
 /** `criu dump --lazy-pages` of a process, waiting in the task's mount namespace for go (CRIU must dump from there). */
 function dumpArgv(pid: number, workDir: string, criuPort: number): string[] {
-  return inTaskMounts(pid, [
-    `mkdir -p ${workDir}/img && cd ${workDir} && rm -f st && mkfifo st`,
-    'echo armed; read -r go; [ "$go" = go ] || exit 1',
-    `criu dump -t ${pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log 9>st &`,
-    'D=$!',
-    orphanWatch(),
-    readyOnStatus('st', 'D', 'dump'),
-  ]);
+  return inTaskMounts(pid, dumpOnGo(workDir, ['img'], `criu dump -t ${pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log`, [orphanWatch()]));
 }
 
 /** `runc checkpoint --lazy-pages` of a container, waiting in the CRIU root for go: images in img, CRIU's logs in work. */
 function checkpointArgv(host: string, runcRoot: string, id: string, workDir: string, criuPort: number): string[] {
   const checkpoint = runc(runcRoot, ['checkpoint', '--lazy-pages', '--page-server', `127.0.0.1:${criuPort}`, '--status-fd', '9', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, id]);
-  return inRuncRoot(host, ['/bin/bash', '-c', [
-    `mkdir -p ${workDir}/img ${workDir}/work && cd ${workDir} && rm -f st && mkfifo st`,
-    'echo armed; read -r go; [ "$go" = go ] || exit 1',
-    `${checkpoint.join(' ')} 9>st &`,
-    'D=$!',
-    orphanWatch(),
-    readyOnStatus('st', 'D', 'dump'),
-  ].join('\n')]);
+  return inRuncRoot(host, ['/bin/bash', '-c', dumpOnGo(workDir, ['img', 'work'], checkpoint.join(' '), [orphanWatch()]).join('\n')]);
 }
 
 /**

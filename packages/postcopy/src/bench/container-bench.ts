@@ -11,11 +11,13 @@ import { join } from 'node:path';
 import { migrateThroughAgent } from '../agent/agent.js';
 import { PostcopyError } from '../errors.js';
 import { inRuncRoot, runc } from '../criu/runc.js';
+import { dumpOnGo, readyOnStatus } from '../criu/run.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { containerStatus, makeBundle, removeContainer, startContainer } from './containers.js';
 import { migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
+import { inRoot } from './criu-bench.js';
 import { probeRedisGets, type RedisProbe } from './redis-probe.js';
 
 export type ContainerWorkload = 'memproc' | 'redis';
@@ -57,23 +59,17 @@ const STEP_MS = 120_000;
 
 const round = (x: number) => Math.round(x * 10) / 10;
 
-/** Lines of a file once there are enough, or the time is up. */
-async function linesOf(path: string, enough: (l: string[]) => boolean, ms: number): Promise<string[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').filter(Boolean) : [];
-    if (enough(lines) || Date.now() > deadline) return lines;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
+/** Waits (polling, bounded) until ok() holds or ms have passed. */
 async function until(ok: () => boolean, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
 }
 
-async function inRoot(lines: string[]): Promise<string[]> {
-  return new LineChild('in root', inCriuRoot(['/bin/bash', '-c', lines.join('\n')])).rest(STEP_MS);
+/** Lines of a file once there are enough, or the time is up. */
+async function linesOf(path: string, enough: (l: string[]) => boolean, ms: number): Promise<string[]> {
+  const read = () => (existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').filter(Boolean) : []);
+  await until(() => enough(read()), ms);
+  return read();
 }
 
 export async function runContainerBench(o: ContainerBenchOptions): Promise<ContainerBenchResult> {
@@ -182,13 +178,7 @@ async function stockMove(veth: VethPair, id: string, bundle: string, out: string
   const children: LineChild[] = [];
   try {
     const checkpoint = runc(`/var/lib/postcopy-agent/${HOSTS.a}/runc`, ['checkpoint', '--lazy-pages', '--page-server', `${veth.a.addr}:${port}`, '--status-fd', '9', '--image-path', `${src}/img`, '--work-path', `${src}/work`, id]);
-    const dump = new LineChild('runc checkpoint', [...veth.exec('a'), ...inRuncRoot(HOSTS.a, ['/bin/bash', '-c', [
-      `mkdir -p ${src}/img ${src}/work && cd ${src} && rm -f st && mkfifo st`,
-      'echo armed; read -r go; [ "$go" = go ] || exit 1',
-      `${checkpoint.join(' ')} 9>st &`,
-      'D=$!',
-      '[ "$(head -c1 st | wc -c)" = 1 ] && echo ready; wait $D; echo "dump exit $?"',
-    ].join('\n')])]);
+    const dump = new LineChild('runc checkpoint', [...veth.exec('a'), ...inRuncRoot(HOSTS.a, ['/bin/bash', '-c', dumpOnGo(src, ['img', 'work'], checkpoint.join(' ')).join('\n')])]);
     children.push(dump);
     await dump.next((l) => l === 'armed', STEP_MS);
     const t0 = performance.now();
@@ -202,7 +192,7 @@ async function stockMove(veth: VethPair, id: string, bundle: string, out: string
       `cd ${dst} && rm -f lst && mkfifo lst`,
       `criu lazy-pages --page-server --address ${veth.a.addr} --port ${port} -D ${dst}/img -W ${dst}/work --status-fd 9 -o lazy.log 9>lst &`,
       'L=$!',
-      '[ "$(head -c1 lst | wc -c)" = 1 ] && echo ready; wait $L; echo "lazy exit $?"',
+      readyOnStatus('lst', 'L', 'lazy'),
     ].join('\n')])]);
     children.push(lazy);
     const lazySaid = await lazy.next((l) => l === 'ready' || l.startsWith('lazy exit'), STEP_MS);

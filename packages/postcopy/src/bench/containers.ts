@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { inRuncRoot, runc } from '../criu/runc.js';
+import { inRuncRoot, parseRuncState, runc, type ContainerState } from '../criu/runc.js';
 import { criuRootDir, inCriuRoot } from '../criu/root.js';
 
 
@@ -47,11 +47,10 @@ export function startContainer(host: string, runcRoot: string, bundle: string, i
 const envOf = (criuRoot?: string) => (criuRoot ? { ...process.env, POSTCOPY_CRIU_ROOT: criuRoot } : process.env);
 
 /** `runc state` of a container, or null if that runc root has none by that id. */
-export function containerStatus(host: string, runcRoot: string, id: string, criuRoot?: string): { status: string; pid: number } | null {
+export function containerStatus(host: string, runcRoot: string, id: string, criuRoot?: string): ContainerState | null {
   const argv = inRuncRoot(host, runc(runcRoot, ['state', id]));
   const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000, env: envOf(criuRoot) });
-  if (r.status !== 0) return null;
-  return JSON.parse(r.stdout) as { status: string; pid: number };
+  return parseRuncState(id, r);
 }
 
 /** Removes a container (killed first) from a runc root; quiet if it is not there. */

@@ -64,7 +64,8 @@ export async function startInRoot(dir: string, command: string, ready: string, c
   return pid;
 }
 
-async function inRoot(lines: string[]): Promise<string[]> {
+/** A shell script's output lines, run in the CRIU root (2 minutes at most). */
+export async function inRoot(lines: string[]): Promise<string[]> {
   return new LineChild('in root', shell(lines)).rest(120_000);
 }
 

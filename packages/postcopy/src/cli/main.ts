@@ -33,6 +33,7 @@ import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
 import { formatContainerReport, runContainerBench, type ContainerBenchResult } from '../bench/container-bench.js';
+import { isName } from '../protocol/schema.js';
 import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } from '../protocol/cli-events.js';
 import { checkContainerId, checkPathInRoot } from '../criu/runc.js';
 import { Agent, AGENT_SOCKET, connectAgent, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
@@ -619,6 +620,15 @@ program
     print(!!o.json, result, formatReport(result));
   });
 
+/** The planner's options, the same for rack simulate and plan. */
+const plannerOption = {
+  classes: () => new Option('--classes <file>', 'host classes, JSON: [{name, threads, memGiB, power: [[threads, watts]...], chassisW, wPerGiB, sleepW, wakeS, wakeJ}] (rack simulate: hosts take the first, every fourth the second)'),
+  costs: () => new Option('--costs <file>', 'migration costs, JSON: {allPresentSPerGiB, downtimeS, bytesPerGiB, threadsPerEnd, nicJPerByte}'),
+  horizon: () => new Option('--horizon <duration>', 'the planner\'s horizon: a move must pay for itself within it (e.g. 1h, 30m)').argParser(durationOption).default(3600),
+  sla: () => new Option('--sla <share>', 'CPU ceiling of a host, a share of its threads').argParser(numberOption).default(0.8),
+  maxMoves: (help: string) => new Option('--max-moves <n>', help).argParser(int).default(8),
+};
+
 const rack = program.command('rack').description('the energy planner on a rack');
 
 rack
@@ -628,18 +638,17 @@ rack
   .option('--hours <n>', 'hours simulated', numberOption, 24)
   .option('--seed <n>', 'seed of the synthetic load (and of nothing else)', int, 1)
   .option('--trace <file>', 'the load as CSV: time,container,cpu,mem (seconds, an id, busy threads, GiB; mem 0 ends a container)')
-  .option('--classes <file>', 'host classes, JSON: [{name, threads, memGiB, power: [[threads, watts]...], chassisW, wPerGiB, sleepW, wakeS, wakeJ}] (hosts take the first, every fourth the second)')
-  .option('--costs <file>', 'migration costs, JSON: {allPresentSPerGiB, downtimeS, bytesPerGiB, threadsPerEnd, nicJPerByte}')
-  .option('--horizon <duration>', 'the planner\'s horizon: a move must pay for itself within it (e.g. 1h, 30m)', durationOption, 3600)
-  .option('--sla <share>', 'CPU ceiling of a host, a share of its threads', numberOption, 0.8)
-  .option('--max-moves <n>', 'migrations at most per step (in flight)', int, 8)
+  .addOption(plannerOption.classes())
+  .addOption(plannerOption.costs())
+  .addOption(plannerOption.horizon())
+  .addOption(plannerOption.sla())
+  .addOption(plannerOption.maxMoves('migrations at most per step (in flight)'))
   .option('--json', 'print {options, strategies, series} as JSON')
   .option('--plot <file>', 'rack power over time, one line per strategy: FILE.svg or FILE.png')
-  .action(async (o: { hosts: number; hours: number; seed: number; trace?: string; classes?: string; costs?: string; horizon: number; sla: number; maxMoves: number; json?: boolean; plot?: string }) => {
+  .action(async (o: PlannerCliOptions & { hosts: number; hours: number; seed: number; trace?: string; json?: boolean; plot?: string }) => {
     if (o.plot) checkPlotFile(o.plot);
     const trace = o.trace ? parseTrace(readArg('--trace', o.trace).toString('utf8')) : undefined;
-    const { classes, costs } = modelArgs(o);
-    const result = simulate({ hosts: o.hosts, hours: o.hours, seed: o.seed, trace, classes, costs, horizonS: o.horizon, slaCpu: o.sla, maxMoves: o.maxMoves });
+    const result = simulate({ hosts: o.hosts, hours: o.hours, seed: o.seed, trace, ...plannerArgs(o) });
     if (o.plot) await writeSpec(powerPlotSpec(result), o.plot);
     print(!!o.json, result, formatSimulation(result));
   });
@@ -653,14 +662,14 @@ program
   .option('--tls-ca <file>', 'the rack\'s CA (PEM)')
   .option('--key-file <file>', 'the rack\'s pre-shared key, for agents on tcp://')
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
-  .option('--classes <file>', 'host classes, JSON (see rack simulate)')
-  .option('--costs <file>', 'migration costs, JSON (see rack simulate)')
-  .option('--horizon <duration>', 'a move must pay for itself within it (e.g. 1h, 30m)', durationOption, 3600)
-  .option('--sla <share>', 'CPU ceiling of a host, a share of its threads', numberOption, 0.8)
-  .option('--max-moves <n>', 'migrations at most', int, 8)
+  .addOption(plannerOption.classes())
+  .addOption(plannerOption.costs())
+  .addOption(plannerOption.horizon())
+  .addOption(plannerOption.sla())
+  .addOption(plannerOption.maxMoves('migrations at most'))
   .option('--apply', 'make the moves, through the agents, one after the other')
   .option('--json', 'print {hosts, unreachable, moves, applied} as JSON')
-  .action(async (o: { agents: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; keyFile?: string; keyId: string; classes?: string; costs?: string; horizon: number; sla: number; maxMoves: number; apply?: boolean; json?: boolean }, cmd: Command) => {
+  .action(async (o: PlannerCliOptions & { agents: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; keyFile?: string; keyId: string; apply?: boolean; json?: boolean }, cmd: Command) => {
     const tls = readTls(o);
     const key = readKey(o, cmd);
     if (!tls && !key) throw invalid('give --key-file (agents on tcp://) or --tls-cert, --tls-key and --tls-ca (agents on tls://)');
@@ -672,15 +681,10 @@ program
         throw invalid((err as Error).message);
       }
     }
-    const { classes, costs } = modelArgs(o);
     const result = await planLive({
       agents: o.agents,
       connect: (to) => connectAgent(to, { name: 'planner', tls, key }),
-      classes,
-      costs,
-      horizonS: o.horizon,
-      slaCpu: o.sla,
-      maxMoves: o.maxMoves,
+      ...plannerArgs(o),
       apply: !!o.apply,
       onMove: o.json ? undefined : (m, a) => process.stderr.write(`${m.container}: ${m.from} -> ${m.to}: ${a.ok ? 'moved' : `failed (${a.code})`}\n`),
     });
@@ -688,15 +692,24 @@ program
     if (result.applied?.some((a) => !a.ok) || result.unreachable.length) process.exitCode = 1;
   });
 
-/** --classes and --costs (rack simulate, plan): the energy model's files, read and checked. */
-function modelArgs(o: { classes?: string; costs?: string }) {
+interface PlannerCliOptions {
+  classes?: string;
+  costs?: string;
+  horizon: number;
+  sla: number;
+  maxMoves: number;
+}
+
+/** The planner's options as plan() takes them: --classes and --costs read and checked. */
+function plannerArgs(o: PlannerCliOptions) {
   const classes = o.classes
     ? jsonArg('--classes', o.classes, (v) => {
         if (!Array.isArray(v) || !v.length) throw invalid('--classes: a JSON list of host classes');
         return v.map(checkHostClass);
       })
     : undefined;
-  return { classes, costs: o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined };
+  const costs = o.costs ? jsonArg('--costs', o.costs, checkCosts) : undefined;
+  return { classes, costs, horizonS: o.horizon, slaCpu: o.sla, maxMoves: o.maxMoves };
 }
 
 /** A number (not only a whole one) as an option's value. */
@@ -933,8 +946,8 @@ program
     const key = readKey(o, cmd);
     if (listen.kind === 'tcp' && !key) throw invalid('--listen tcp://: give --key-file (a pre-shared key), or listen on tls:// with certificates');
     const metricsListen = o.metricsListen ? endpointArg('--metrics-listen', o.metricsListen, 'listen', ['tcp']) : undefined;
-    if (o.name !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(o.name)) throw invalid(`--name ${JSON.stringify(o.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(o.class)) throw invalid(`--class ${JSON.stringify(o.class)}: a host class name`);
+    if (o.name !== undefined && !isName(o.name)) throw invalid(`--name ${JSON.stringify(o.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
+    if (!isName(o.class)) throw invalid(`--class ${JSON.stringify(o.class)}: a host class name`);
     if (statOrNull(o.stateDir) && !statOf('--state-dir', o.stateDir).isDirectory()) throw invalid(`--state-dir ${o.stateDir}: not a directory`);
     socketPathArg('--state-dir', join(o.stateDir, AGENT_SOCKET), 'connect');
     ensureCriuRoot();

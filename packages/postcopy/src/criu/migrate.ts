@@ -28,7 +28,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump } from './image.js';
 import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from './lazy-pages.js';
 import { criuRootDir, inCriuRoot } from './root.js';
-import { alive, exitedSince, failure, frozenTasks, inTaskMounts, MAX_SOCKET_PATH, MAX_TIMEOUT_MS, migrationKey, pokeSocket, portFree, postcopyResult, presentSince, readLog, readText, readyOnStatus, round, Run, sh, waitForGo, within, ended, type MigrateMode, type MigrateResult } from './run.js';
+import { alive, dumpOnGo, exitedSince, failure, frozenTasks, inTaskMounts, MAX_SOCKET_PATH, MAX_TIMEOUT_MS, migrationKey, pokeSocket, portFree, postcopyResult, presentSince, readLog, readText, readyOnStatus, round, Run, sh, waitForGo, within, ended, type MigrateMode, type MigrateResult } from './run.js';
 export { releaseCriuDump, type MigrateError, type MigrateMode, type MigrateResult, type Running } from './run.js';
 
 
@@ -192,13 +192,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       readyOnStatus('lst', 'L', 'lazy'),
     ])) : null;
     // CRIU must dump from the task's own mount namespace (another one trips its mount code).
-    const dump = armed('criu dump', inTaskMounts(o.pid, [
-      `mkdir -p ${o.workDir}/img && cd ${o.workDir} && rm -f st && mkfifo st`,
-      'read -r go; [ "$go" = go ] || exit 1',
-      `criu dump -t ${o.pid} -D img --lazy-pages --address 127.0.0.1 --port ${o.criuPort} --status-fd 9 -o dump.log 9>st &`,
-      'D=$!',
-      readyOnStatus('st', 'D', 'dump'),
-    ]));
+    const dump = armed('criu dump', inTaskMounts(o.pid, dumpOnGo(o.workDir, ['img'], `criu dump -t ${o.pid} -D img --lazy-pages --address 127.0.0.1 --port ${o.criuPort} --status-fd 9 -o dump.log`)));
     run.dump = dump.child;
     // The tasks `criu restore` makes share its mount namespace (made by criu-root.sh, its own): a
     // restore cut short leaves them without a pid file, and they are found by it.

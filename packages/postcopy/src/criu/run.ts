@@ -90,6 +90,21 @@ export const inTaskMounts = (pid: number, lines: string[]) => ['nsenter', '-t', 
 export const readyOnStatus = (fifo: string, pidVar: string, name: string) =>
   `[ "$(head -c1 ${fifo} | wc -c)" = 1 ] && echo ready; wait $${pidVar}; echo "${name} exit $?"`;
 
+/**
+ * Shell lines for a lazy dump that waits for go: they make dir's subdirectories `dirs` and the
+ * status fifo `st` in dir, say `armed`, read `go`, run `command` (which gives CRIU `--status-fd 9`)
+ * with fd 9 on the fifo (D: its pid; `after`: lines run then), and say `ready` once CRIU's status
+ * byte came, then `dump exit N`.
+ */
+export const dumpOnGo = (dir: string, dirs: string[], command: string, after: string[] = []) => [
+  `mkdir -p ${dirs.map((d) => `${dir}/${d}`).join(' ')} && cd ${dir} && rm -f st && mkfifo st`,
+  'echo armed; read -r go; [ "$go" = go ] || exit 1',
+  `${command} 9>st &`,
+  'D=$!',
+  ...after,
+  readyOnStatus('st', 'D', 'dump'),
+];
+
 /** The longest path a Unix socket takes (sun_path, less its NUL). */
 export const MAX_SOCKET_PATH = 107;
 export const KILL_WAIT_MS = 10_000;
@@ -102,11 +117,26 @@ export function failure(err: unknown, running: Running): MigrateError {
 }
 
 /** Whether a TCP port on 127.0.0.1 is free to listen on. */
-export function portFree(port: number): Promise<boolean> {
+export async function portFree(port: number): Promise<boolean> {
+  return (await tryLoopbackPort(port)) !== null;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for CRIU's page server, which picks none itself). */
+export async function freePort(): Promise<number> {
+  const port = await tryLoopbackPort(0);
+  if (port === null) throw new PostcopyError('ERR_CRIU', 'no free TCP port on 127.0.0.1');
+  return port;
+}
+
+/** Listens on 127.0.0.1:port (0: any) and closes again: the port it got, or null if it could not. */
+function tryLoopbackPort(port: number): Promise<number | null> {
   return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)));
+    server.once('error', () => resolve(null));
+    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => {
+      const got = (server.address() as { port: number }).port;
+      server.close(() => resolve(got));
+    });
   });
 }
 

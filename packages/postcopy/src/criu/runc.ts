@@ -5,7 +5,7 @@
 // What changes against a plain CRIU dump: runc calls CRIU over RPC with --image-path for the images
 // and --work-path for the logs and for lazy-pages.socket (CRIU chdirs to its work directory and
 // connects to the socket there); the dump names tasks by their pids in the container's namespace.
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
@@ -42,19 +42,43 @@ export function checkPathInRoot(what: string, path: string): void {
   if (!PATH_IN_ROOT.test(path) || path.split('/').includes('..')) throw new PostcopyError('ERR_INVALID_ARG', `${what} ${JSON.stringify(path)}: an absolute path inside the CRIU root (letters, digits and ._+@%=,:/- only, no ..)`);
 }
 
-/** `runc state ID`: the container must exist and run. */
-export function containerState(host: string, root: string, id: string): ContainerState {
-  checkContainerId(id);
-  checkPathInRoot('--runc-root', root);
-  const argv = inRuncRoot(host, runc(root, ['state', id]));
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new PostcopyError('ERR_INVALID_ARG', `no container ${id} in runc root ${root}: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
-  let state: ContainerState;
+export interface RuncRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * runc with these arguments in a host's runc root, run to its end without blocking the event loop
+ * (an agent serves other migrations meanwhile). env: a host with a CRIU root of its own (tests).
+ */
+export function runRunc(host: string, root: string, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = process.env): Promise<RuncRun> {
+  const argv = inRuncRoot(host, runc(root, args));
+  return new Promise((resolve) => {
+    execFile(argv[0], argv.slice(1), { encoding: 'utf8', timeout: timeoutMs, env }, (err, stdout, stderr) => {
+      const status = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : null) : 0;
+      resolve({ status, stdout, stderr: stderr || (err && status === null ? err.message : '') });
+    });
+  });
+}
+
+/** What `runc state` said, or null when the runc root has no such container. */
+export function parseRuncState(id: string, r: RuncRun): ContainerState | null {
+  if (r.status !== 0) return null;
   try {
-    state = JSON.parse(r.stdout) as ContainerState;
+    return JSON.parse(r.stdout) as ContainerState;
   } catch {
     throw new PostcopyError('ERR_CRIU', `runc state ${id} said no JSON: ${r.stdout.slice(0, 200)}`);
   }
+}
+
+/** `runc state ID`: the container must exist and run. */
+export async function containerState(host: string, root: string, id: string): Promise<ContainerState> {
+  checkContainerId(id);
+  checkPathInRoot('--runc-root', root);
+  const r = await runRunc(host, root, ['state', id]);
+  const state = parseRuncState(id, r);
+  if (!state) throw new PostcopyError('ERR_INVALID_ARG', `no container ${id} in runc root ${root}: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
   if (state.status !== 'running') throw new PostcopyError('ERR_INVALID_ARG', `container ${id} is ${state.status}, not running`);
   if (!(state.pid > 1)) throw new PostcopyError('ERR_CRIU', `runc state ${id} gives no pid`);
   return state;

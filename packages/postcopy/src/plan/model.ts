@@ -3,6 +3,7 @@
 // to 32 busy threads) and from this machine's `bench --container` (docs/energy.md says where each
 // number comes from, and how to calibrate a host with RAPL).
 import { PostcopyError } from '../errors.js';
+import { isName } from '../protocol/schema.js';
 
 export interface HostClass {
   name: string;
@@ -83,7 +84,7 @@ const finiteAtLeast = (v: unknown, min: number) => typeof v === 'number' && Numb
 export function checkHostClass(c: unknown): HostClass {
   const h = c as HostClass;
   if (typeof h !== 'object' || h === null) throw bad('a host class is an object');
-  const name = typeof h.name === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(h.name) ? h.name : null;
+  const name = isName(h.name) ? h.name : null;
   if (!name) throw bad(`host class name ${JSON.stringify(h.name)}: 1 to 64 letters, digits, '.', '_' or '-'`);
   for (const f of ['threads', 'memGiB'] as const) if (!finiteAtLeast(h[f], 1)) throw bad(`host class ${name}: ${f} must be 1 or more, not ${h[f]}`);
   for (const f of ['chassisW', 'wPerGiB', 'sleepW', 'wakeS', 'wakeJ'] as const) if (!finiteAtLeast(h[f], 0)) throw bad(`host class ${name}: ${f} must be a number of 0 or more (watts, seconds, joules), not ${h[f]}`);

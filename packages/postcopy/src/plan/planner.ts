@@ -7,7 +7,7 @@
 // Every move respects the targets' CPU ceiling (the SLA) and memory, a limit on moves, and never
 // sends a container back to a host it left within the horizon (no ping-pong).
 import { PostcopyError } from '../errors.js';
-import { hostW, migrationJ, type HostClass, type MigrationCosts } from './model.js';
+import { hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from './model.js';
 
 export interface PlanContainer {
   id: string;
@@ -94,8 +94,8 @@ export function plan(input: PlanInput): Move[] {
   const moves: Move[] = [];
   const fits = (t: Load, c: PlanContainer) => !t.host.asleep && !t.emptied && t.cpu + c.cpu <= input.slaCpu * t.cls.threads + 1e-9 && t.mem + c.memGiB <= t.cls.memGiB + 1e-9;
   const leftRecently = (c: PlanContainer, t: Load) => input.recent.some((r) => r.container === c.id && r.from === t.host.id && input.nowS - r.atS < input.horizonS);
-  const addW = (t: Load, c: PlanContainer) => hostW(t.cls, t.cpu + c.cpu, t.mem + c.memGiB) - hostW(t.cls, t.cpu, t.mem);
-  const containerW = (h: Load, c: PlanContainer) => hostW(h.cls, h.cpu, h.mem) - hostW(h.cls, h.cpu - c.cpu, h.mem - c.memGiB);
+  const addW = (t: Load, c: PlanContainer) => marginalW(t.cls, t.cpu, t.mem, c.cpu, c.memGiB);
+  const containerW = (h: Load, c: PlanContainer) => marginalW(h.cls, h.cpu - c.cpu, h.mem - c.memGiB, c.cpu, c.memGiB);
   const cost = (c: PlanContainer, from: Load, to: Load) => migrationJ(c.memGiB, containerW(from, c), { cls: from.cls, busy: from.cpu }, { cls: to.cls, busy: to.cpu }, input.costs);
 
   // 1. Empty the least loaded hosts, each as a whole.

@@ -13,7 +13,7 @@
 //   - Energy: awake hosts by the model, asleep ones at their sleep power, each wake-up, and each
 //     migration's own cost. SLA-violation minutes: minutes a host's demand is over its ceiling.
 import { PostcopyError } from '../errors.js';
-import { DEFAULT_CLASSES, DEFAULT_COSTS, hostW, migrationJ, type HostClass, type MigrationCosts } from './model.js';
+import { DEFAULT_CLASSES, DEFAULT_COSTS, hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from './model.js';
 import { plan, type PlanHost, type RecentMove } from './planner.js';
 
 export type Strategy = 'none' | 'threshold' | 'planner';
@@ -150,7 +150,7 @@ class Rack {
   mem = (h: SimHost) => [...h.containers.values()].reduce((n, c) => n + c.mem, 0);
   power = (h: SimHost) => (h.asleep ? h.cls.sleepW : hostW(h.cls, this.cpu(h), this.mem(h)));
   fits = (h: SimHost, cpu: number, mem: number) => !h.asleep && this.cpu(h) + cpu <= this.o.slaCpu * h.cls.threads + 1e-9 && this.mem(h) + mem <= h.cls.memGiB + 1e-9;
-  addedW = (h: SimHost, cpu: number, mem: number) => hostW(h.cls, this.cpu(h) + cpu, this.mem(h) + mem) - hostW(h.cls, this.cpu(h), this.mem(h));
+  addedW = (h: SimHost, cpu: number, mem: number) => marginalW(h.cls, this.cpu(h), this.mem(h), cpu, mem);
 
   /** The awake host where it adds the least power and fits; else a host woken for it (the most efficient class first). */
   placeFor(cpu: number, mem: number, except?: SimHost): SimHost | null {
@@ -190,7 +190,7 @@ class Rack {
 
   move(id: string, from: SimHost, to: SimHost, nowS: number): void {
     const c = from.containers.get(id)!;
-    const containerW = hostW(from.cls, this.cpu(from), this.mem(from)) - hostW(from.cls, this.cpu(from) - c.cpu, this.mem(from) - c.mem);
+    const containerW = marginalW(from.cls, this.cpu(from) - c.cpu, this.mem(from) - c.mem, c.cpu, c.mem);
     const j = migrationJ(c.mem, containerW, { cls: from.cls, busy: this.cpu(from) }, { cls: to.cls, busy: this.cpu(to) }, this.o.costs);
     this.migrationJ += j;
     this.energyJ += j;

@@ -6,6 +6,12 @@ import { ProtocolError } from '../errors.js';
 export type Kind = 'int' | 'uint' | 'number' | 'string' | 'bool' | 'hex' | 'object' | 'array' | 'ints';
 export type Schema = Record<string, Kind | `${Kind}?`>;
 
+/**
+ * A name the agents pass around and use in paths: an agent's, a migration's, a host class's. 1 to
+ * 64 letters, digits, '.', '_' or '-'.
+ */
+export const isName = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(v);
+
 export function fits(kind: Kind, v: unknown): boolean {
   switch (kind) {
     case 'int':

@@ -5,6 +5,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { criuRootDir, inCriuRoot } from '../../src/criu/root.js';
 import { LineChild } from '../../src/util/child.js';
+import { taskState } from './util.js';
 
 const MEMPROC = '/usr/local/bin/memproc';
 const CLOSE_FDS = 'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done';
@@ -23,16 +24,6 @@ export function findProcesses(match: (argv: string[]) => boolean): number[] {
     }
   }
   return out.sort((a, b) => a - b);
-}
-
-/** A process's state letter, or 'gone'. */
-export function taskState(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return 'gone';
-  }
 }
 
 /** Whether a process is there and has not exited (a zombie has). */
