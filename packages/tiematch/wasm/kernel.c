@@ -304,12 +304,9 @@ typedef struct {
   int32_t exhaustive;        // 1: then every other cluster (exact); 0: only those (approximate)
 } Job;
 
-// The layout JS writes (kernel.ts, JOB_OFFSETS) must match.
-_Static_assert(__builtin_offsetof(Job, scale) == 48, "Job layout");
-_Static_assert(__builtin_offsetof(Job, centres) == 96, "Job layout");
-_Static_assert(__builtin_offsetof(Job, slack2) == 104, "Job layout");
-_Static_assert(__builtin_offsetof(Job, exhaustive) == 132, "Job layout");
-_Static_assert(sizeof(Job) <= 160, "Job layout");
+// The layout JS writes is JOB_OFFSETS (src/engine/job.ts); the build turns that table into
+// job_layout.h, a _Static_assert on each field's offset and size and on sizeof(Job).
+#include "job_layout.h"
 
 #define MAX_PROBES 64
 

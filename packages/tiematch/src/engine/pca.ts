@@ -1,26 +1,37 @@
 // Principal axes of the descriptors, used only to screen candidates: any orthonormal basis keeps
 // the search exact (the bound holds for every one), a good one makes the screen sharp.
+// Pure arithmetic: the sums and products come from a MomentSource (engine/moments.ts, in the kernel).
 import { DESCRIPTOR_SIZE } from '../format/dat.js';
-import { KernelTools } from './kernel.js';
 
 export interface Basis {
   /** K rows of 128, orthonormal, the leading principal axes first. */
   rows: Float64Array;
   k: number;
   mean: Float64Array;
-  /** max over the points given of |a - mean|. */
+  /** Bound on |a - mean| for every u8 descriptor a, not only the sampled ones: queries never seen
+   *  when the index was built project within it. */
   radius: number;
+}
+
+/** What principalBasis needs of the points: their count, column sums, sampled second moments. */
+export interface MomentSource {
+  readonly count: number;
+  columnSums(): Float64Array;
+  /** Covariance (unnormalized) of every step-th point about mean. */
+  moments(step: number, mean: Float64Array): Float64Array;
+  timesRows(c: Float64Array, q: Float64Array, rows: number, out: Float64Array): void;
 }
 
 const D = DESCRIPTOR_SIZE;
 
-/** Principal axes from a sample of about `sampleSize` points drawn evenly from the sets the kernel holds. */
-export function principalBasis(kernel: KernelTools, k: number, sampleSize = 4096): Basis {
-  const total = kernel.sets.reduce((n, s) => n + s.n, 0);
-  const mean = kernel.columnSums();
-  for (let d = 0; d < D; d++) mean[d] /= total;
-  const { cov, radius2 } = kernel.moments(Math.max(1, Math.floor(total / sampleSize)), mean);
-  return { rows: leadingAxes(k, D, (q, rows, out) => kernel.timesRows(cov, q, rows, out)), k, mean, radius: Math.sqrt(Math.max(radius2, 0)) };
+/** Principal axes from a sample of about `sampleSize` points drawn evenly from the source. */
+export function principalBasis(source: MomentSource, k: number, sampleSize = 4096): Basis {
+  const mean = source.columnSums();
+  for (let d = 0; d < D; d++) mean[d] /= source.count;
+  const cov = source.moments(Math.max(1, Math.floor(source.count / sampleSize)), mean);
+  let radius2 = 0;
+  for (let d = 0; d < D; d++) radius2 += Math.max(mean[d], 255 - mean[d]) ** 2;
+  return { rows: leadingAxes(k, D, (q, rows, out) => source.timesRows(cov, q, rows, out)), k, mean, radius: Math.sqrt(radius2) };
 }
 
 /** out = rows of q times a symmetric n x n matrix. */

@@ -1,4 +1,4 @@
-import type { PreparedIndex, PreparedQueries } from './kernel.js';
+import type { PreparedIndex, PreparedQueries } from './layout.js';
 
 export interface WorkerInit {
   index: PreparedIndex;

@@ -4,8 +4,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { TiematchError } from '../errors.js';
 import { DESCRIPTOR_SIZE } from '../format/dat.js';
-import { EXT, KernelTools, prepare, screenParams } from './kernel.js';
-import { principalBasis } from './pca.js';
+import { buildIndex, prepareQueries } from './layout.js';
 import type { WorkerInit, WorkerReply } from './protocol.js';
 
 export type SearchMode = 'exact' | 'approx';
@@ -40,20 +39,51 @@ export const APPROX_PROBES = 16;
 const EXACT_FIRST_PROBES = 2;
 export const DEFAULT_K = 8;
 
+/** The options nearestTwo and tiematch batch search with, defaults filled and checked. */
+export interface ResolvedSearch {
+  mode: SearchMode;
+  threads: number;
+  k: number;
+  alpha: number;
+  chunk: number;
+  probes: number;
+}
+
+export function resolveSearch(options: SearchOptions): ResolvedSearch {
+  const mode = options.mode ?? 'exact';
+  if (mode !== 'exact' && mode !== 'approx') throw new TiematchError('ERR_INVALID_ARG', `mode ${String(mode)}: exact or approx`);
+  const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), 64));
+  const k = options.k ?? DEFAULT_K;
+  const alpha = mode === 'exact' ? 1 : (options.alpha ?? APPROX_ALPHA);
+  if (!(alpha > 0 && alpha <= 1)) throw new TiematchError('ERR_INVALID_ARG', `alpha ${alpha}: must be in (0, 1]`);
+  // A multiple of 4: tiles of 4 queries then fall alike however the chunks are shared out.
+  const chunk = Math.max(4, Math.ceil((options.chunk ?? 64) / 4) * 4);
+  const probes = mode === 'exact' ? EXACT_FIRST_PROBES : Math.floor(options.probes ?? APPROX_PROBES);
+  if (!(probes >= 1 && probes <= 64)) throw new TiematchError('ERR_INVALID_ARG', `probes ${options.probes}: must be in [1, 64]`);
+  return { mode, threads, k, alpha, chunk, probes };
+}
+
+/** Results in search order (nq x 4: d1, i1, d2, i2) put back in query order. */
+export function unpermute(all: Int32Array, order: Int32Array): Pick<NeighbourResult, 'd1' | 'i1' | 'd2' | 'i2'> {
+  const nq = order.length;
+  const r = { d1: new Int32Array(nq), i1: new Int32Array(nq), d2: new Int32Array(nq), i2: new Int32Array(nq) };
+  for (let s = 0; s < nq; s++) {
+    const q = order[s];
+    r.d1[q] = all[s * 4];
+    r.i1[q] = all[s * 4 + 1];
+    r.d2[q] = all[s * 4 + 2];
+    r.i2[q] = all[s * 4 + 3];
+  }
+  return r;
+}
+
 export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options: SearchOptions = {}): Promise<NeighbourResult> {
   const D = DESCRIPTOR_SIZE;
   if (base.length % D || queries.length % D) throw new TiematchError('ERR_DIMENSION', `descriptor arrays must hold whole ${D}-byte descriptors`);
   const nb = base.length / D;
   const nq = queries.length / D;
   if (nb === 0 || nq === 0) throw new TiematchError('ERR_EMPTY', 'no points to match');
-  const mode = options.mode ?? 'exact';
-  const threads = Math.max(1, Math.min(options.threads ?? availableParallelism(), 64));
-  const k = options.k ?? DEFAULT_K;
-  const alpha = mode === 'exact' ? 1 : (options.alpha ?? APPROX_ALPHA);
-  if (!(alpha > 0 && alpha <= 1)) throw new TiematchError('ERR_INVALID_ARG', `alpha ${alpha}: must be in (0, 1]`);
-  const chunk = Math.max(4, options.chunk ?? 64);
-  const probes = mode === 'exact' ? EXACT_FIRST_PROBES : Math.floor(options.probes ?? APPROX_PROBES);
-  if (!(probes >= 1 && probes <= 64)) throw new TiematchError('ERR_INVALID_ARG', `probes ${options.probes}: must be in [1, 64]`);
+  const { mode, threads, k, alpha, chunk, probes } = resolveSearch(options);
 
   const out = new SharedArrayBuffer(nq * 16);
   let order: Int32Array = new Int32Array(0);
@@ -97,33 +127,20 @@ export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options:
       ),
     );
     finished.catch(() => {}); // awaited below; a failure during preparation must not go unhandled
-    const tools = new KernelTools([base, queries]);
-    const params = screenParams(principalBasis(tools, k + EXT), alpha);
-    const prepared = prepare(tools, params);
+    const index = buildIndex(base, k, alpha);
+    const prepared = prepareQueries(index, queries);
     t1 = performance.now();
-    const init: WorkerInit = { index: prepared.index, queries: prepared.queries, out, chunk, probes, exhaustive: mode === 'exact' };
+    const init: WorkerInit = { index, queries: prepared, out, chunk, probes, exhaustive: mode === 'exact' };
     for (const w of workers) w.postMessage({ type: 'init', init });
     await finished;
-    order = prepared.queries.order;
+    order = prepared.order;
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
   const t2 = performance.now();
 
-  const all = new Int32Array(out);
-  const result: NeighbourResult = {
-    d1: new Int32Array(nq),
-    i1: new Int32Array(nq),
-    d2: new Int32Array(nq),
-    i2: new Int32Array(nq),
+  return {
+    ...unpermute(new Int32Array(out), order),
     stats: { threads: workers.length, k, alpha, probes: mode === 'exact' ? null : probes, screened, survivors, pairs: nb * nq, prepareMs: t1 - t0, searchMs: t2 - t1 },
   };
-  for (let r = 0; r < nq; r++) {
-    const q = order[r];
-    result.d1[q] = all[r * 4];
-    result.i1[q] = all[r * 4 + 1];
-    result.d2[q] = all[r * 4 + 2];
-    result.i2[q] = all[r * 4 + 3];
-  }
-  return result;
 }

@@ -2,7 +2,8 @@
 // copies the index into its own kernel instance, then answers chunks of queries, writing results
 // straight into the shared output.
 import { parentPort } from 'node:worker_threads';
-import { KernelSearch, kernelModule } from './kernel.js';
+import { KernelSearch } from './thread-search.js';
+import { kernelModule } from './wasm.js';
 import type { WorkerInit, WorkerReply, WorkerTask } from './protocol.js';
 
 const port = parentPort!;

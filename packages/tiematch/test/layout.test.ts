@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { JOB_FIELD_BYTES, JOB_OFFSETS, JOB_SIZE } from '../src/engine/job.js';
+import { tempDir } from './helpers/data.js';
+
+const pkg = fileURLToPath(new URL('..', import.meta.url));
+const kernelC = join(pkg, 'wasm', 'kernel.c');
+
+/** The Job struct's field names, in order, as kernel.c declares them. */
+function cFields(): string[] {
+  const src = readFileSync(kernelC, 'utf8');
+  const body = /typedef struct \{([^}]*)\} Job;/.exec(src)?.[1];
+  assert.ok(body, 'kernel.c declares Job');
+  return body
+    .split('\n')
+    .map((l) => l.replace(/\/\/.*/, '').trim())
+    .filter(Boolean)
+    .flatMap((decl) => decl.replace(/;$/, '').split(',').map((part) => /(\w+)\s*$/.exec(part)![1]));
+}
+
+describe('the Job layout', () => {
+  it('JOB_OFFSETS names every field of kernel.c\'s Job, in order, without overlaps', () => {
+    assert.deepEqual(Object.keys(JOB_OFFSETS), cFields());
+    let end = 0;
+    for (const [name, { offset, type }] of Object.entries(JOB_OFFSETS)) {
+      assert.ok(offset >= end && offset % JOB_FIELD_BYTES[type] === 0, `${name} at ${offset}`);
+      end = offset + JOB_FIELD_BYTES[type];
+    }
+    assert.ok(end <= JOB_SIZE);
+  });
+
+  it('a table that disagrees with the struct does not compile', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const compile = (header: string) => {
+        writeFileSync(join(dir, 'job_layout.h'), header);
+        return spawnSync('clang-14', ['--target=wasm32', '-msimd128', '-nostdlib', '-fsyntax-only', '-I', dir, kernelC], { encoding: 'utf8' });
+      };
+      const good = readFileSync(join(pkg, 'build', 'job_layout.h'), 'utf8');
+      assert.equal(compile(good).status, 0, 'the generated header compiles');
+      const bad = good.replace('offsetof(Job, slack2) == 104', 'offsetof(Job, slack2) == 108');
+      assert.notEqual(bad, good);
+      const r = compile(bad);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /Job\.slack2/);
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('module structure', () => {
+  it('src/ has no import cycle', () => {
+    const src = join(pkg, 'src');
+    const files = (function walk(d: string): string[] {
+      return readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.ts') ? [join(d, e.name)] : []));
+    })(src);
+    const edges = new Map<string, string[]>();
+    for (const f of files) {
+      const deps = [...readFileSync(f, 'utf8').matchAll(/^(?:import|export)\s[^;]*?from\s+'(\.[^']+)\.js'/gms)].map((m) => resolve(dirname(f), `${m[1]}.ts`));
+      edges.set(f, deps);
+    }
+    const state = new Map<string, 'open' | 'done'>();
+    const visit = (f: string, path: string[]): void => {
+      if (state.get(f) === 'done') return;
+      assert.notEqual(state.get(f), 'open', `import cycle: ${[...path, f].map((p) => relative(src, p)).join(' -> ')}`);
+      state.set(f, 'open');
+      for (const d of edges.get(f) ?? []) visit(d, [...path, f]);
+      state.set(f, 'done');
+    };
+    for (const f of files) visit(f, []);
+    assert.ok(edges.size > 10);
+  });
+});
