@@ -8,7 +8,7 @@
 #                                  sysfs, dev, a fresh devpts and tmpfs /run, then pivot_root
 #   criu-root.sh check             `criu check` inside the root
 #
-# Env: POSTCOPY_CRIU_ROOT (default /var/cache/postcopy/trixie; / means the host's own criu and runc,
+# Env: POSTCOPY_ROOT_BINDS (opt-in, `exec`: "SRC=DST ..." host paths bind-mounted inside), POSTCOPY_CRIU_ROOT (default /var/cache/postcopy/trixie; / means the host's own criu and runc,
 # run as they are), POSTCOPY_DEBIAN_MIRROR, POSTCOPY_CRIU_SUITE (default trixie: criu 4.1.1; sid or
 # forky have criu 4.2, which dumps INET sockets on kernels >= 6.16).
 # Needs root; `ensure` needs Debian's mirror once.
@@ -123,6 +123,13 @@ mkdir -p "$R/dev/pts"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts"
 mount -t tmpfs tmpfs "$R/run"
 mount -t tmpfs tmpfs "$R/tmp"
+# Opt-in: POSTCOPY_ROOT_BINDS="SRC=DST ..." bind-mounts host paths at DST inside the root (made if
+# missing; under /run or /tmp they leave nothing in the root). Unset: no extra mounts.
+for b in ${POSTCOPY_ROOT_BINDS:-}; do
+  s=${b%%=*} d=$R/${b#*=}
+  if [ -d "$s" ]; then mkdir -p "$d"; else mkdir -p "$(dirname "$d")" && { [ -e "$d" ] || : >"$d"; }; fi
+  mount --bind "$s" "$d"
+done
 cd "$R"
 mkdir -p oldroot
 pivot_root . oldroot
