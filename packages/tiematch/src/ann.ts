@@ -38,13 +38,23 @@ export function ratioTest(d1: number, d2: number, ratio: number): boolean {
   return d1 < r * r * d2;
 }
 
-export async function annMatch(points1: Keypoints, points2: Keypoints, options: AnnOptions = {}): Promise<AnnResult> {
-  const ratio = options.ratio ?? DEFAULT_RATIO;
+/** The matches MICMAC keeps from a pair's 2 nearest neighbours: the ratio test, then the filter. */
+export interface PairMatches {
+  index1: Int32Array;
+  index2: Int32Array;
+  coordinates: Float64Array;
+  ratioMatches: number;
+  filterMs: number;
+}
+
+/** Refuses what Ann refuses: a bad ratio, a file1 too small for the ratio test. */
+export function checkAnnInput(points1: Keypoints, ratio: number, what1 = 'file1'): void {
   if (!(ratio > 0 && Number.isFinite(ratio))) throw new TiematchError('ERR_INVALID_ARG', `ratio ${ratio}: must be a positive number`);
-  if (points1.count < 2) throw new TiematchError('ERR_EMPTY', `file1 has ${points1.count} point(s): the ratio test needs at least 2`);
+  if (points1.count < 2) throw new TiematchError('ERR_EMPTY', `${what1} has ${points1.count} point(s): the ratio test needs at least 2`);
+}
+
+export function matchNeighbours(points1: Keypoints, points2: Keypoints, neighbours: Pick<NeighbourResult, 'd1' | 'i1' | 'd2'>, ratio: number, filter: boolean): PairMatches {
   const t0 = performance.now();
-  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes });
-  const t1 = performance.now();
   const i1: number[] = [];
   const i2: number[] = [];
   for (let q = 0; q < points2.count; q++) {
@@ -57,7 +67,7 @@ export async function annMatch(points1: Keypoints, points2: Keypoints, options: 
   const ratioMatches = i1.length;
   let index1 = Int32Array.from(i1);
   let index2 = Int32Array.from(i2);
-  if (options.filter ?? true) {
+  if (filter) {
     const kept = neighbourFilter(
       Float64Array.from(index1, (i) => points1.x[i]),
       Float64Array.from(index1, (i) => points1.y[i]),
@@ -67,7 +77,6 @@ export async function annMatch(points1: Keypoints, points2: Keypoints, options: 
     index1 = Int32Array.from(kept, (k) => index1[k]);
     index2 = Int32Array.from(kept, (k) => index2[k]);
   }
-  const t2 = performance.now();
   const coordinates = new Float64Array(index1.length * 4);
   for (let m = 0; m < index1.length; m++) {
     coordinates[m * 4] = points1.x[index1[m]];
@@ -75,7 +84,17 @@ export async function annMatch(points1: Keypoints, points2: Keypoints, options: 
     coordinates[m * 4 + 2] = points2.x[index2[m]];
     coordinates[m * 4 + 3] = points2.y[index2[m]];
   }
-  return { index1, index2, coordinates, ratioMatches, neighbours, timings: { searchMs: t1 - t0, filterMs: t2 - t1 } };
+  return { index1, index2, coordinates, ratioMatches, filterMs: performance.now() - t0 };
+}
+
+export async function annMatch(points1: Keypoints, points2: Keypoints, options: AnnOptions = {}): Promise<AnnResult> {
+  const ratio = options.ratio ?? DEFAULT_RATIO;
+  checkAnnInput(points1, ratio);
+  const t0 = performance.now();
+  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes });
+  const t1 = performance.now();
+  const m = matchNeighbours(points1, points2, neighbours, ratio, options.filter ?? true);
+  return { index1: m.index1, index2: m.index2, coordinates: m.coordinates, ratioMatches: m.ratioMatches, neighbours, timings: { searchMs: t1 - t0, filterMs: m.filterMs } };
 }
 
 /** Plain scalar brute force for a few queries: the independent reference --verify checks against. */

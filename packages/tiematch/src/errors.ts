@@ -10,7 +10,10 @@ export type TiematchErrorCode =
   | 'ERR_INVALID_ARG' // a bad option
   | 'ERR_KERNEL' // the WebAssembly kernel is missing or failed
   | 'ERR_WORKER' // a worker thread died
-  | 'ERR_PEER'; // a benchmark peer failed
+  | 'ERR_PEER' // a benchmark peer failed
+  | 'ERR_PAIR_LIST' // a pair list (--pairs File:) that cannot be read or is not SauvegardeNamedRel
+  | 'ERR_NO_KEYPOINTS' // an image named in the pair list has no Pastis/LBPp<img>.dat
+  | 'ERR_SLURM'; // the Slurm test cluster could not be set up
 
 export class TiematchError extends Error {
   readonly code: TiematchErrorCode;

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { TiematchError } from './errors.js';
 import { parseKeypoints, type Keypoints, type KeypointFileInfo } from './format/dat.js';
 import { serializeResult, type MatchCoordinates } from './format/result.js';
@@ -13,10 +13,14 @@ export function readKeypointFile(path: string): { points: Keypoints; info: Keypo
   return parseKeypoints(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), path);
 }
 
+/** Writes under a temporary name in the same folder, then renames: the file is whole or absent. */
 export function writeResultFile(path: string, matches: MatchCoordinates, newFormat: boolean): void {
+  const temp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   try {
-    writeFileSync(path, serializeResult(matches, newFormat));
+    writeFileSync(temp, serializeResult(matches, newFormat));
+    renameSync(temp, path);
   } catch (e) {
+    rmSync(temp, { force: true });
     throw new TiematchError('ERR_OUTPUT', `cannot write ${path}: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -7,3 +7,5 @@ export { annMatch, ratioTest, referenceNearestTwo, verify, DEFAULT_RATIO, type A
 export { neighbourFilter, neighbourFilterPass } from './filter.js';
 export { readKeypointFile, writeResultFile } from './files.js';
 export { syntheticPair } from './synthetic.js';
+export { runBatch, parseBytes, DEFAULT_MEMORY, type BatchOptions, type BatchSummary, type PairError } from './batch/batch.js';
+export { parsePairList, parseSelection, parseShard, shardPairs, keypointPath, resultPath, type Pair, type PairSelection } from './batch/pairs.js';

@@ -6,6 +6,8 @@ import { annMatch, referenceNearestTwo, verify, DEFAULT_RATIO } from '../ann.js'
 import { TiematchError } from '../errors.js';
 import { readKeypointFile, writeResultFile } from '../files.js';
 import { APPROX_PROBES, nearestTwo } from '../engine/search.js';
+import { DEFAULT_MULSCALE_POINTS, parseBytes, runBatch } from '../batch/batch.js';
+import { parseShard } from '../batch/pairs.js';
 
 /** MICMAC's single-dash options, spelled as commander expects. */
 const MICMAC_FLAGS: Record<string, string> = { '-ratio': '--ratio', '-newFormat': '--new-format', '-noSplitTypes': '--no-split-types' };
@@ -26,6 +28,22 @@ function positiveNumber(v: string): number {
 export function defaultOutputName(file1: string, file2: string): string {
   const clip = (s: string): string => (s.lastIndexOf('.') > 0 ? s.slice(0, s.lastIndexOf('.')) : s);
   return join(dirname(file1), `${clip(basename(file1))}.-.${clip(basename(file2))}.result`);
+}
+
+/** A bar on stderr (a TTY): pairs done, matches so far, time left. */
+function progressBar(): (done: number, total: number, matches: number) => void {
+  const start = performance.now();
+  let last = 0;
+  return (done, total, matches) => {
+    const now = performance.now();
+    if (done < total && now - last < 100) return;
+    last = now;
+    const width = 30;
+    const filled = total ? Math.round((done / total) * width) : width;
+    const left = done ? ((now - start) / done) * (total - done) / 1000 : NaN;
+    const eta = Number.isFinite(left) && done < total ? `, ${left.toFixed(0)} s left` : '';
+    process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} pairs, ${matches} matches${eta}\x1b[K`);
+  };
 }
 
 const program = new Command();
@@ -93,6 +111,49 @@ program
         console.log(`  verify: recall ${(v.recall * 100).toFixed(3)}% (${v.found}/${v.exactMatches}), ${v.falseMatches} false, recall@1 ${(v.recallAt1 * 100).toFixed(2)}%; scalar recheck ${v.sampled - v.sampleMismatches}/${v.sampled} equal`);
       }
     }
+  });
+
+program
+  .command('batch')
+  .description('match every selected pair of a MICMAC project (Pastis/LBPp<img>.dat) into Pastis/LBPp-Match-LBPp<A>/LBPp<B>.result, as tiematch ann per pair')
+  .argument('<dir>', 'the MICMAC project folder')
+  .option('--pairs <sel>', 'All, Line:N, File:PAIRS.xml (SauvegardeNamedRel) or MulScale:K (as Tapioca)', 'All')
+  .option('--ratio <r>', 'ratio test on distances: d1 < r * d2 (MICMAC -ratio)', positiveNumber, DEFAULT_RATIO)
+  .option('--new-format', 'binary versioned .result (MICMAC -newFormat)', false)
+  .option('--mode <mode>', 'exact (default) or approx', 'exact')
+  .option('--threads <n>', 'worker threads (default: all cores)', positiveInt)
+  .option('--probes <n>', `approx mode: clusters searched per query (default ${APPROX_PROBES})`, positiveInt)
+  .option('--no-filter', 'skip MICMAC\'s neighbour filter')
+  .option('--memory <size>', 'keypoints and indexes held at once (e.g. 2G, 512M)', '2G')
+  .option('--shard <i/n>', 'take shard I of N: disjoint, together all pairs; each image indexed in one shard')
+  .option('--mulscale-points <n>', `MulScale: points of each image in the first pass (largest scales; default ${DEFAULT_MULSCALE_POINTS})`, positiveInt)
+  .option('--force', 'redo results already there', false)
+  .option('--json', 'print a JSON summary', false)
+  .action(async (dir: string, o: Record<string, unknown>) => {
+    if (o.mode !== 'exact' && o.mode !== 'approx') throw new TiematchError('ERR_INVALID_ARG', `--mode ${String(o.mode)}: exact or approx`);
+    const bar = process.stderr.isTTY ? progressBar() : undefined;
+    const summary = await runBatch(dir, {
+      pairs: o.pairs as string,
+      ratio: o.ratio as number,
+      newFormat: o.newFormat as boolean,
+      mode: o.mode,
+      threads: o.threads as number | undefined,
+      probes: o.probes as number | undefined,
+      filter: o.filter as boolean,
+      memory: parseBytes(o.memory as string),
+      shard: o.shard ? parseShard(o.shard as string) : undefined,
+      mulscalePoints: o.mulscalePoints as number | undefined,
+      force: o.force as boolean,
+      progress: bar,
+    });
+    if (bar) process.stderr.write('\n');
+    for (const e of summary.errors) console.error(`tiematch: ${e.a} -> ${e.b}: ${e.message} [${e.code}]`);
+    if (o.json) console.log(JSON.stringify(summary, null, 2));
+    else {
+      const p = summary.pairs;
+      console.log(`${dir}: ${p.matched} pairs matched, ${p.skipped} already there, ${p.failed} failed; ${summary.matches} matches; ${summary.images} images read ${summary.reads} times, ${summary.index_builds} indexes built; ${(summary.time_ms.wall / 1000).toFixed(1)} s`);
+    }
+    if (summary.pairs.failed > 0) process.exitCode = 1;
   });
 
 program

@@ -79,6 +79,9 @@ export interface PreparedIndex {
   clusterStart: Int32Array;
 }
 
+/** What laying out queries needs of an index. */
+export type QueryLayout = Pick<PreparedIndex, 'params' | 'centres' | 'centreN' | 'nClusters'>;
+
 /** Queries, sorted by their nearest cluster so that a tile of 4 shares the clusters it scans. */
 export interface PreparedQueries {
   n: number;
@@ -245,7 +248,7 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
 }
 
 /** Lays out queries against an index: projected on its axes, sorted by their nearest cluster. */
-export function prepareQueries(index: PreparedIndex, descriptors: Uint8Array): PreparedQueries {
+export function prepareQueries(index: QueryLayout, descriptors: Uint8Array): PreparedQueries {
   const { params } = index;
   const nq = descriptors.length / D;
   const k = params.k;

@@ -103,6 +103,11 @@ export class KernelSearch {
     out.set(a.i32(p.out, count * 4));
   }
 
+  /** Bytes of kernel memory this search holds. */
+  get bytes(): number {
+    return this.arena.size;
+  }
+
   /** Every query, in chunks of `chunk` as the threads of nearestTwo take them: out is nq x 4 in search order. */
   searchAll(q: PreparedQueries, chunk: number, out: Int32Array): void {
     for (let start = 0; start < q.n; start += chunk) {
