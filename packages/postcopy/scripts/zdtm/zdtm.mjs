@@ -28,7 +28,7 @@ const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
 const NODE_IN_ROOT = '/run/postcopy-node';
 
 /** The tests of npm test's subset (test/zdtm.test.ts), one per case of issue 20. */
-export const NPM_TEST_SET = ['zdtm/static/pthread00', 'zdtm/transition/fork', 'zdtm/static/maps06', 'zdtm/static/uffd-events', 'zdtm/static/maps01'];
+export const NPM_TEST_SET = ['zdtm/static/maps01', 'zdtm/transition/fork', 'zdtm/static/maps06', 'zdtm/static/uffd-events', 'zdtm/transition/fork2', 'zdtm/static/pthread00'];
 
 /**
  * The ns flavour's memory-heavy set: of the tests zdtm allows in lazy mode with an ns flavour, those
@@ -207,9 +207,14 @@ export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto') {
     ZDTM_AS_ROOT: '1',
     ZDTM_POSTCOPY_ARGS: postcopyArgs,
   });
+  // One run of a test at a time, whoever runs it (this script, npm test): runs of one test share
+  // its files and dump directory in zdtm's tree.
+  const locks = join(ROOT, 'var', 'lib', 'zdtm', 'locks');
+  mkdirSync(locks, { recursive: true });
+  const lock = ['flock', '-w', String(timeoutS), join(locks, `${item.test.replaceAll('/', '_')}.lock`)];
   const started = Date.now();
   return new Promise((done) => {
-    const child = spawn(argv[0], argv.slice(1), { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(lock[0], [...lock.slice(1), ...argv], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -236,7 +241,12 @@ export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto') {
       else result = { status: 'error', detail: `zdtm.py exited ${code}: ${out.trim().split('\n').slice(-2).join(' | ').slice(0, 300)}` };
       const logs = collectLogs(testDir, item, out, logDir);
       if (result.status !== 'pass' && result.status !== 'skip' && item.impl !== 'stock') result.daemon = logs.daemonErrors;
-      if (result.status !== 'pass' && result.status !== 'skip') result.logs = logs.dir;
+      if (result.status !== 'pass' && result.status !== 'skip') {
+        result.logs = logs.dir;
+        // the test's own last words (its memory check, a crash of the restored task)
+        const said = /Test output: =+\n([\s\S]*?) <<< =+/.exec(out)?.[1].trim().split('\n').slice(-3);
+        if (said?.length && said[0]) result.output = said;
+      }
       done({ ...item, ...result, seconds: s, at: new Date().toISOString() });
     });
   });
@@ -258,8 +268,10 @@ function collectLogs(testDir, item, out, logDir) {
       else if (e.name.endsWith('.log') || e.name.endsWith('.cropt')) {
         cpSync(p, join(dir, `${rel}${e.name}`));
         if (e.name === 'lazy-pages.log') {
-          for (const line of readFileSync(p, 'utf8').split('\n'))
-            if (/Error|"level":(50|60)|ERR_|Uncaught|exception/i.test(line) && daemonErrors.length < 8) daemonErrors.push(line.slice(0, 400));
+          const lines = readFileSync(p, 'utf8').split('\n').filter((l) => l.trim());
+          const errors = lines.filter((l) => /Error|"level":(50|60)|ERR_|Uncaught|exception|ended with/i.test(l));
+          // No error of its own: its last word (its report, or where it stopped).
+          daemonErrors.push(...(errors.length ? errors : lines.slice(-1)).slice(0, 8).map((l) => l.slice(0, 400)));
         }
       }
     }
@@ -314,6 +326,17 @@ export function table(runs, meta = {}) {
       return r.status === 'pass' ? 'PASS' : `${CELL[r.status]}${r.detail ? ` (${r.detail.replaceAll('|', '/').slice(0, 60)})` : ''}`;
     });
     lines.push(`| ${test.replace(/^zdtm\//, '')} | ${cells.join(' | ')} |`);
+  }
+  // Ours failing where stock passes: what zdtm, the test and our daemon said.
+  const bad = rs.filter((r) => r.impl !== 'stock' && !['pass', 'skip'].includes(r.status) && runs[keyOf({ ...r, impl: 'stock' })]?.status === 'pass');
+  if (bad.length) {
+    lines.push('', '### Where ours fails and stock passes', '');
+    for (const r of bad.sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
+      const what = [`${r.status}${r.detail ? `: ${r.detail.slice(0, 200)}` : ''}`];
+      if (r.output?.length) what.push(`test: ${r.output.join(' / ').slice(0, 200)}`);
+      if (r.daemon?.length) what.push(`daemon: ${r.daemon.slice(0, 2).join(' / ').slice(0, 300)}`);
+      lines.push(`- ${r.test.replace(/^zdtm\//, '')} (${r.flavour}, ${MODES[r.mode]}, ${IMPL_TITLE[r.impl]}): ${what.join('; ').replaceAll('`', "'")}`);
+    }
   }
   return lines.join('\n') + '\n';
 }
