@@ -285,6 +285,17 @@ describe('postcopy CLI: bad arguments are refused before anything is frozen or t
       { what: 'a key too short', args: (p, d) => lazy(p, d, [...postcopy, '--key-file', f('short-key')]), code: 'ERR_INVALID_ARG' },
       { what: '--key-id without --key-file', args: (p, d) => lazy(p, d, [...postcopy, '--key-id', 'k']), code: 'ERR_INVALID_ARG' },
       { what: 'an unknown source kind', args: (p, d) => lazy(p, d, ['--source', 'ftp']), code: 'ERR_INVALID_ARG' },
+      { what: "CRIU's --address and an endpoint both", args: (p, d) => lazy(p, d, ['--address', '127.0.0.1']), code: 'ERR_INVALID_ARG' },
+      { what: "--page-server without --port", args: (p, d) => lazy(p, d, [], []), code: 'ERR_INVALID_ARG' },
+      { what: 'a --port above 65535', args: (p, d) => lazy(p, d, ['--port', '70000'], []), code: 'ERR_INVALID_ARG' },
+      { what: "PID=ENDPOINT for CRIU's page server (it serves the whole tree)", args: (p, d) => lazy(p, d, [], ['1=tcp://127.0.0.1:1']), code: 'ERR_INVALID_ARG' },
+      { what: 'a verbosity that is not a level', args: (p, d) => lazy(p, d, ['--verbosity', 'loud']), code: 'ERR_INVALID_ARG' },
+      { what: 'a --status-fd that is not open', args: (p, d) => lazy(p, d, ['--status-fd', '97']), code: 'ERR_INVALID_ARG' },
+      { what: 'a log file in a directory that is not there', args: (p, d) => lazy(p, d, ['-o', join(d, 'nothing', 'lazy.log')]), code: 'ERR_INVALID_ARG' },
+      { what: 'a work directory that is not there', args: (p, d) => lazy(p, d, ['-W', join(d, 'nothing')]), code: 'ERR_INVALID_ARG' },
+      { what: '--tls with no certificate at the path', args: (p, d) => lazy(p, d, ['--tls', '--tls-cert', join(d, 'nothing.pem')]), code: 'ERR_INVALID_ARG' },
+      { what: 'a revocation list (not checked here)', args: (p, d) => lazy(p, d, ['--tls', '--tls-cacrl', f('key')]), code: 'ERR_INVALID_ARG' },
+      { what: '--tls for a postcopy source', args: (p, d) => lazy(p, d, [...postcopy, '--tls']), code: 'ERR_INVALID_ARG' },
     ]);
     await refusesAll(cases, join(root, 'lazy'));
   });

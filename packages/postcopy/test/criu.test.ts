@@ -17,6 +17,7 @@ import { migrate } from '../src/criu/migrate.js';
 import { ensureCriuRoot, withPipeSize } from '../src/criu/root.js';
 import { privateAnonymousRanges } from '../src/source/live-process.js';
 import { caps, need } from './helpers/caps.js';
+import { assertMemprocRuns, dumpInRoot } from './helpers/criu-dump.js';
 import { CLI, jsonLines, spawnTs, taskState, waitForLines } from './helpers/util.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/criu-memproc', import.meta.url));
@@ -114,60 +115,12 @@ describe('CRIU images', () => {
   });
 });
 
-/**
- * memproc (mib MiB) started in the CRIU root, then `criu dump --lazy-pages` of it: resolves once
- * the dump is ready (its page server on 127.0.0.1:port). The shell prints `dump exit N` at the end.
- */
-async function lazyDumpOfMemproc(tag: string, mib: number, port: number) {
-  const inRoot = `/var/lib/postcopy/${tag}`;
-  const onHost = join(ROOT, inRoot);
-  rmSync(onHost, { recursive: true, force: true });
-  mkdirSync(join(onHost, 'img'), { recursive: true });
-  const pipeMax = readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim();
-  writeFileSync('/proc/sys/fs/pipe-max-size', String(Math.max(Number(pipeMax), 4 << 20))); // CRIU's lazy page server wants 4 MiB pipes
-  const dumpSide = new LineChild('criu dump', ['bash', SCRIPT, 'exec', '/bin/bash', '-c', [
-    `cd ${inRoot}`,
-    'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done',
-    `( exec unshare -p -f setsid /usr/local/bin/memproc ${mib} ${inRoot}/out.txt </dev/null >/dev/null 2>&1 ) &`,
-    `for i in $(seq 200); do [ -s ${inRoot}/out.txt ] && break; sleep 0.05; done`,
-    'PID=$(pgrep -n -x memproc); echo "pid $PID"',
-    'mkfifo st',
-    `criu dump -t $PID -D img --lazy-pages --address 127.0.0.1 --port ${port} --status-fd 9 -o dump.log 9>st &`,
-    'DUMP=$!; head -c1 st >/dev/null; echo ready; wait $DUMP; echo "dump exit $?"',
-  ].join('\n')]);
-  const cleanup = (extra: (LineChild | null)[] = []) => {
-    for (const pidFile of [join(onHost, 'restored.pid'), join(onHost, 'target', 'restored.pid')])
-      if (existsSync(pidFile)) spawnSync('kill', ['-9', readFileSync(pidFile, 'utf8').trim()]);
-    dumpSide.kill();
-    for (const c of extra) c?.kill();
-    spawnSync('pkill', ['-9', '-x', 'memproc']);
-    writeFileSync('/proc/sys/fs/pipe-max-size', pipeMax);
-    rmSync(onHost, { recursive: true, force: true });
-  };
-  try {
-    const pid = Number((await dumpSide.next((l) => l.startsWith('pid '), 60_000)).slice(4));
-    await dumpSide.next((l) => l === 'ready', 60_000);
-    const before = readFileSync(join(onHost, 'out.txt'), 'utf8').trim().split('\n').length;
-    return { inRoot, onHost, dumpSide, pid, before, cleanup };
-  } catch (err) {
-    cleanup();
-    throw err;
-  }
-}
-
-/** The restored memproc keeps recomputing its checksum over every page: only "ok" lines. */
-async function assertMemprocRuns(out: string, before: number) {
-  const lines = await waitForLines(out, (l) => l.length >= before + 3, 15_000);
-  assert.ok(lines.length >= before + 3, `the restored process runs (${lines.length} lines, ${before} before)`);
-  assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), []);
-}
-
 describe('CRIU lazy migration', () => {
   it('migrates memproc (64 MiB) from stock criu dump --lazy-pages, postcopy serving its faults', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
     const port = 27100 + (process.pid % 800);
-    const d = await lazyDumpOfMemproc(`pc${process.pid}`, 64, port);
+    const d = await dumpInRoot({ tag: `pc${process.pid}`, workload: 'memproc 64 OUT', lazyPort: port });
     let restore: LineChild | null = null;
     try {
       const result = await serveLazyPages({
@@ -197,7 +150,7 @@ describe('CRIU lazy migration', () => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
     const port = 27900 + (process.pid % 50);
-    const d = await lazyDumpOfMemproc(`pc2h${process.pid}`, 64, port);
+    const d = await dumpInRoot({ tag: `pc2h${process.pid}`, workload: 'memproc 64 OUT', lazyPort: port });
     const keyFile = join(d.onHost, 'key');
     writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
     const children: ChildProcess[] = [];

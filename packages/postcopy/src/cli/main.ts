@@ -16,9 +16,9 @@ import type { Endpoint, Listener } from '../transport/transport.js';
 import { innermostPid, treeMember } from '../util/proctree.js';
 import { createLogger } from '../util/log.js';
 import { probeCapabilities } from '../util/preflight.js';
-import { serveLazyPages } from '../criu/lazy-pages.js';
+import { LAZY_PAGES_SOCKET, serveLazyPages, type LazyPagesSource } from '../criu/lazy-pages.js';
 import { fetchImages, serveImages } from '../criu/image-transfer.js';
-import { accessSync, constants as fsConstants, readFileSync, statSync, type Stats } from 'node:fs';
+import { accessSync, constants as fsConstants, fstatSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { criuStatus, ensureCriuRoot, inetNote, probeHostTools, toolChoice, withPipeSize } from '../criu/root.js';
@@ -754,12 +754,25 @@ program
 
 program
   .command('lazy-pages')
-  .description('take the place of `criu lazy-pages`: serve the faults of `criu restore --lazy-pages` from CRIU\'s page server')
-  .requiredOption('--images <dir>', 'the dump directory (criu restore connects to lazy-pages.socket in it)')
-  .requiredOption('--page-server <endpoint...>', 'the source: tcp://HOST:PORT of `criu dump --lazy-pages`, or of `postcopy serve` with --source postcopy; for a process tree, one PID=ENDPOINT per task (PID as the dump names it)')
+  .description("take the place of `criu lazy-pages`, with its arguments: serve the faults of `criu restore --lazy-pages` from CRIU's page server (--page-server), from the images (no --page-server), or from `postcopy serve` (--source postcopy)")
+  .option('-D, --images-dir <dir>', 'the dump directory')
+  .option('--images <dir>', 'the same as --images-dir')
+  .option('-W, --work-dir <dir>', 'where lazy-pages.socket (criu restore connects to it) and the log go (default: the images directory)')
+  .option('--page-server [endpoint...]', "the source: CRIU's page server at --address/--port (or tcp://HOST:PORT), or `postcopy serve` with --source postcopy (a process tree: one PID=ENDPOINT per task, PID as the dump names it); none: the pages in the images directory")
+  .option('--address <host>', "--page-server: the address of CRIU's page server")
+  .option('--port <port>', "--page-server: its port", (v) => portArg('--port', int(v)))
   .addOption(new Option('--source <kind>', "criu: CRIU's page server; postcopy: `postcopy serve` over the frozen task").choices(['criu', 'postcopy']).default('criu'))
+  .option('--tls', "TLS to CRIU's page server (CRIU's certificate paths unless given)")
+  .option('--tls-cacert <file>', 'the CA certificate', '/etc/pki/CA/cacert.pem')
+  .option('--tls-cert <file>', "this daemon's certificate", '/etc/pki/criu/cert.pem')
+  .option('--tls-key <file>', 'its private key', '/etc/pki/criu/private/key.pem')
+  .option('--tls-cacrl <file>', 'a certificate revocation list (not checked: refused if given)')
+  .option('--tls-no-cn-verify', "do not check the page server's name against its certificate (never checked here: its certificate must be signed by the CA)")
+  .option('-o, --log-file <file>', 'the log (relative to the work directory), instead of stderr')
+  .option('-v, --verbosity [level]', "CRIU's log levels: 0 errors only ... 4 debug; -v, -vv ... count", '2')
+  .option('--status-fd <fd>', 'write one zero byte to this fd once criu restore may start, then close it', int)
   .option('--images-from <endpoint>', 'fetch the images first, from `postcopy serve --images-listen`')
-  .option('--pidfile <path>', "the restored task's pid file (`criu restore --pidfile`): killed (with its tree) if its pages cannot be fetched")
+  .option('--pidfile <path>', "the restored task's pid file (`criu restore --pidfile`); without it the tasks are found under criu restore")
   .option('--no-push', 'fetch on fault only, no background push')
   .option('--push-batch <pages>', 'pages per background request', positive)
   .option('--push-window <n>', 'background requests in flight', positive)
@@ -769,42 +782,66 @@ program
   .option('--key-id <id>', 'the name of that key', DEFAULT_KEY_ID)
   .option('--json', 'JSON lines on stdout')
   .action(async (o: LazyPagesOptions, cmd: Command) => {
-    const log = createLogger('lazy-pages');
     const args = checkLazyPages(o, cmd);
-    if (args.imagesFrom) {
-      const names = await fetchImages(args.imagesFrom, o.images, o.timeout * 1000);
-      printEvent(!!o.json, 'lazy-pages', 'images', { files: names.length }, `fetched ${names.length} image files into ${o.images}`);
-    }
-    const rootPid = () => {
-      try {
-        return o.pidfile ? Number(readFileSync(o.pidfile, 'utf8').trim()) || undefined : undefined;
-      } catch {
-        return undefined;
+    const log = args.logFile ? createLogger('lazy-pages', args.level, args.logFile) : createLogger('lazy-pages', args.level);
+    try {
+      if (args.imagesFrom) {
+        const names = await fetchImages(args.imagesFrom, args.imagesDir, o.timeout * 1000);
+        printEvent(!!o.json, 'lazy-pages', 'images', { files: names.length }, `fetched ${names.length} image files into ${args.imagesDir}`);
       }
-    };
-    // A task of the restored tree, by the pid the dump gives it.
-    const targetPid = treeMember(rootPid);
-    const result = await serveLazyPages({
-      imagesDir: o.images,
-      source: { kind: o.source, endpoint: args.sources },
-      push: o.push,
-      pushBatch: o.pushBatch,
-      pushWindow: o.pushWindow,
-      checksums: o.checksums,
-      targetPid,
-      timeoutMs: o.timeout * 1000,
-      key: args.key,
-      logger: log,
-      onListening: () => printEvent(!!o.json, 'lazy-pages', 'listening', { socket: `${o.images}/lazy-pages.socket` }, `waiting for criu restore on ${o.images}/lazy-pages.socket`),
-    });
-    const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
-    printEvent(!!o.json, 'lazy-pages', 'done', result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
+      const rootPid = () => {
+        try {
+          return o.pidfile ? Number(readFileSync(o.pidfile, 'utf8').trim()) || undefined : undefined;
+        } catch {
+          return undefined;
+        }
+      };
+      const result = await serveLazyPages({
+        imagesDir: args.imagesDir,
+        workDir: args.workDir,
+        source: args.source,
+        push: o.push,
+        pushBatch: o.pushBatch,
+        pushWindow: o.pushWindow,
+        checksums: o.checksums,
+        // A task of the restored tree, by the pid the dump gives it (found under criu restore otherwise).
+        targetPid: o.pidfile ? treeMember(rootPid) : undefined,
+        timeoutMs: o.timeout * 1000,
+        key: args.key,
+        logger: log,
+        onListening: () => {
+          if (o.statusFd !== undefined) signalStatusFd(o.statusFd);
+          printEvent(!!o.json, 'lazy-pages', 'listening', { socket: join(args.workDir, LAZY_PAGES_SOCKET) }, `waiting for criu restore on ${join(args.workDir, LAZY_PAGES_SOCKET)}`);
+        },
+      });
+      const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
+      log.info({ tasks: result.tasks.length, ms: result.ms }, 'every task is done');
+      printEvent(!!o.json, 'lazy-pages', 'done', result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
+    } catch (err) {
+      log.error({ code: (err as PostcopyError).code }, `Error: ${(err as Error).message}`); // zdtm and CRIU's users grep the log for "Error"
+      throw err;
+    } finally {
+      log.flush();
+    }
   });
 
 interface LazyPagesOptions {
-  images: string;
-  pageServer: string[];
+  imagesDir?: string;
+  images?: string;
+  workDir?: string;
+  pageServer?: true | string[];
+  address?: string;
+  port?: number;
   source: 'criu' | 'postcopy';
+  tls?: boolean;
+  tlsCacert: string;
+  tlsCert: string;
+  tlsKey: string;
+  tlsCacrl?: string;
+  tlsNoCnVerify?: boolean;
+  logFile?: string;
+  verbosity: string | true;
+  statusFd?: number;
   imagesFrom?: string;
   pidfile?: string;
   push: boolean;
@@ -817,14 +854,42 @@ interface LazyPagesOptions {
   json?: boolean;
 }
 
+/** CRIU's verbosity (-v4, -vvv, --verbosity=3; 2 by default) as a log level. */
+function logLevel(v: string | true): string {
+  const n = v === true ? 3 : /^v*$/.test(v) ? 3 + v.length : /^[0-4]$/.test(v) ? Number(v) : NaN;
+  if (Number.isNaN(n)) throw invalid(`--verbosity ${v}: a level 0 to 4, or -v, -vv ...`);
+  return ['fatal', 'error', 'warn', 'info', 'debug'][Math.min(n, 4)];
+}
+
+/** --status-fd: one zero byte, as CRIU writes it when it is ready, then the fd is closed. */
+function signalStatusFd(fd: number): void {
+  const n = native.writeAll(fd, Buffer.alloc(1), 0, 1);
+  native.close(fd);
+  if (n !== 1) throw new PostcopyError('ERR_INVALID_ARG', `--status-fd ${fd}: cannot write to it (errno ${-n})`);
+}
+
 /** Every argument of lazy-pages, checked before it fetches images or listens for criu restore. */
 function checkLazyPages(o: LazyPagesOptions, cmd: Command) {
+  if (o.images && o.imagesDir && o.images !== o.imagesDir) throw invalid('give the images directory once: --images-dir (-D) or --images');
+  const imagesDir = o.imagesDir ?? o.images;
+  if (!imagesDir) throw invalid('the images directory: -D/--images-dir DIR');
   if (o.imagesFrom) {
     // fetched into it (made if missing)
-    if (statOrNull(o.images) && !statOf('--images', o.images).isDirectory()) throw invalid(`--images ${o.images}: not a directory`);
-  } else dirArg('--images', o.images);
+    if (statOrNull(imagesDir) && !statOf('--images-dir', imagesDir).isDirectory()) throw invalid(`--images-dir ${imagesDir}: not a directory`);
+  } else dirArg('--images-dir', imagesDir);
+  const workDir = o.workDir ? dirArg('--work-dir', o.workDir) : imagesDir;
+  const level = logLevel(o.verbosity);
+  const logFile = o.logFile === undefined ? undefined : o.logFile.startsWith('/') ? o.logFile : join(workDir, o.logFile);
+  if (logFile) dirArg('--log-file', dirname(logFile));
+  if (o.statusFd !== undefined) {
+    try {
+      fstatSync(o.statusFd);
+    } catch {
+      throw invalid(`--status-fd ${o.statusFd}: not an open fd`);
+    }
+  }
   const imagesFrom = o.imagesFrom ? endpointArg('--images-from', o.imagesFrom, 'connect', ['tcp', 'unix']) : null;
-  const sources = sourceEndpoints(o.pageServer, o.source);
+  const source = lazySource(o);
   try {
     checkPushSettings(o);
   } catch (err) {
@@ -832,7 +897,43 @@ function checkLazyPages(o: LazyPagesOptions, cmd: Command) {
   }
   if (o.source === 'criu' && o.keyFile) throw invalid("--key-file goes with --source postcopy (CRIU's page server asks for no key)");
   const key = readKey(o, cmd);
-  return { imagesFrom, sources, key };
+  return { imagesDir, workDir, level, logFile, imagesFrom, source, key };
+}
+
+/** Where lazy-pages takes its pages from, in CRIU's words (--page-server --address --port) or ours. */
+function lazySource(o: LazyPagesOptions): LazyPagesSource {
+  const values = Array.isArray(o.pageServer) ? o.pageServer : [];
+  const criuStyle = o.address !== undefined || o.port !== undefined;
+  if (!o.pageServer) {
+    if (criuStyle) throw invalid('--address and --port go with --page-server');
+    if (o.source === 'postcopy') throw invalid('--source postcopy: give --page-server ENDPOINT');
+    if (o.tls) throw invalid('--tls goes with --page-server');
+    return { kind: 'images' };
+  }
+  if (values.length && criuStyle) throw invalid('give the page server once: --page-server ENDPOINT, or --page-server --address A --port P');
+  if (o.tlsCacrl) throw invalid('--tls-cacrl: revocation lists are not checked here');
+  if (o.source === 'postcopy') {
+    if (!values.length) throw invalid('--source postcopy: give --page-server ENDPOINT (or PID=ENDPOINT per task)');
+    if (o.tls) throw invalid('--tls goes with CRIU\'s page server (a postcopy source: tls:// with --tls-cert, --tls-key and --tls-ca of serve)');
+    return { kind: 'postcopy', endpoint: sourceEndpoints(values) };
+  }
+  let endpoint: Endpoint;
+  if (values.length) {
+    if (values.length !== 1 || /^\d+=/.test(values[0])) throw invalid("--page-server: CRIU's page server is one endpoint, it serves every task of the dump");
+    endpoint = endpointArg('--page-server', values[0], 'connect', ['tcp']);
+  } else {
+    if (o.port === undefined) throw invalid("--page-server: CRIU's page server needs --port (and --address, 127.0.0.1 by default)");
+    endpoint = { kind: 'tcp', host: o.address ?? '127.0.0.1', port: o.port };
+  }
+  if (!o.tls) return { kind: 'criu', endpoint };
+  const read = (option: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw invalid(`${option} ${file}: ${(err as Error).message}`);
+    }
+  };
+  return { kind: 'criu', endpoint, tls: { ca: read('--tls-cacert', o.tlsCacert), cert: read('--tls-cert', o.tlsCert), key: read('--tls-key', o.tlsKey) } };
 }
 
 program
@@ -1063,8 +1164,8 @@ const rootCriuVersion = (detail: string) => /criu (\d+\.\d+(?:\.\d+)?)/.exec(det
  * `--page-server` values: one endpoint, or PID=ENDPOINT for each task of a tree, every one checked
  * now (CRIU's page server listens on TCP; lazy-pages has no TLS options).
  */
-function sourceEndpoints(values: string[], kind: 'criu' | 'postcopy'): Endpoint | ((pid: number) => Endpoint) {
-  const kinds: Endpoint['kind'][] = kind === 'criu' ? ['tcp'] : ['tcp', 'unix'];
+function sourceEndpoints(values: string[]): Endpoint | ((pid: number) => Endpoint) {
+  const kinds: Endpoint['kind'][] = ['tcp', 'unix'];
   if (values.length === 1 && !/^\d+=/.test(values[0])) return endpointArg('--page-server', values[0], 'connect', kinds);
   const byPid = new Map<number, Endpoint>();
   for (const v of values) {

@@ -1,15 +1,20 @@
 // postcopy in the place of `criu lazy-pages`: `criu restore --lazy-pages` connects to
-// lazy-pages.socket in the images directory and, for each task, sends its pid (an int) and then
+// lazy-pages.socket in its work directory and, for each task, sends its pid (an int) and then
 // its userfaultfd (SCM_RIGHTS, one byte); a negative pid is a zombie with no fd. When the restore
 // is done it sends the u32 0x52535446. We resolve each task's faults from the source and push the
-// rest, and tell the source when every page is in.
+// rest, and tell the source when every page is in. The source is CRIU's page server (one
+// connection for the whole tree), the images directory itself (CRIU's local mode), or a postcopy
+// source per task.
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
 import { acceptOne } from '../target/handoff.js';
-import { processExitAt } from '../util/proctree.js';
+import { processExitAt, treePids } from '../util/proctree.js';
 import { FaultHandler, type HandlerReport } from '../target/handler.js';
+import { CriuPageServerConnection } from '../target/criu-channel.js';
+import { ImagePageServer } from './image-page-server.js';
 import type { Endpoint } from '../transport/transport.js';
+import type { TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump, type DumpImages } from './image.js';
@@ -18,17 +23,30 @@ import { readRestoreHandoff } from './restore-handoff.js';
 export const LAZY_PAGES_SOCKET = 'lazy-pages.socket';
 export { LAZY_PAGES_RESTORE_FINISHED } from './restore-handoff.js';
 
+/**
+ * Where pages come from: CRIU's own page server (`criu dump --lazy-pages --address A --port P`, or
+ * `criu page-server --lazy-pages` over images), the images directory itself (pages-*.img, as
+ * `criu lazy-pages` without --page-server), or a postcopy source serving the frozen tasks (its
+ * regions: lazyLayout() of the same images). A promise lets `criu restore` start while the source is
+ * still getting ready.
+ */
+export type LazyPagesSource =
+  | { kind: 'criu'; endpoint: Endpoint | Promise<Endpoint>; tls?: TlsMaterial }
+  | { kind: 'images' }
+  | { kind: 'postcopy'; endpoint: Endpoint | Promise<Endpoint> | ((pid: number) => Endpoint | Promise<Endpoint>) };
+
 export interface LazyPagesOptions {
   imagesDir: string;
+  /** where lazy-pages.socket goes (CRIU's --work-dir): imagesDir by default */
+  workDir?: string;
   /** the images of imagesDir, when the caller has read them already */
   dump?: DumpImages;
+  source: LazyPagesSource;
   /**
-   * Where pages come from: CRIU's own page server (`criu dump --lazy-pages --address A --port P`),
-   * or a postcopy source serving the frozen tasks (its regions: lazyLayout() of the same images).
-   * A promise lets `criu restore` start while the source is still getting ready.
+   * A restored task's pid as this host sees it (from its pid in the dump): killed if its pages
+   * cannot be fetched, watched so that its handler ends when it exits. Where this says nothing, the
+   * task is found in the tree of the `criu restore` that handed it over.
    */
-  source: { kind: 'criu' | 'postcopy'; endpoint: Endpoint | Promise<Endpoint> | ((pid: number) => Endpoint | Promise<Endpoint>) };
-  /** a restored task's pid as this host sees it (from its pid in the dump): killed if its pages cannot be fetched */
   targetPid?: (pid: number) => number | undefined;
   push?: boolean;
   /** extra pages fetched after each faulting page (FaultHandler's default otherwise) */
@@ -78,9 +96,33 @@ async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
   return out;
 }
 
-/** The socket `criu restore --lazy-pages` connects to, in its images directory. */
-export function listenForRestore(imagesDir: string): number {
-  return native.unixListen(join(imagesDir, LAZY_PAGES_SOCKET), 4);
+/** The socket `criu restore --lazy-pages` connects to, in its work directory (the images directory by default). */
+export function listenForRestore(workDir: string): number {
+  return native.unixListen(join(workDir, LAZY_PAGES_SOCKET), 4);
+}
+
+/**
+ * The restored tasks by their pids in the dump, as this host numbers them: found under the
+ * `criu restore` that hands them over, while it still is their ancestor (it exits once they run),
+ * and kept. Its own pid is left out.
+ */
+class RestoredTree {
+  #pids = new Map<number, number>();
+  #restorePid: number;
+
+  constructor(restorePid: number) {
+    this.#restorePid = restorePid;
+  }
+
+  /** Looks again under `criu restore` (while it lives) for tasks not seen yet. */
+  refresh(): void {
+    if (this.#restorePid <= 0 || this.#restorePid === process.pid) return;
+    for (const [inner, host] of treePids(this.#restorePid)) if (host !== this.#restorePid) this.#pids.set(inner, host);
+  }
+
+  get(pid: number): number | undefined {
+    return this.#pids.get(pid);
+  }
 }
 
 /** How long the push waits for `criu restore` to exit after RESTORE_FINISHED; it is a few ms. */
@@ -90,17 +132,27 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
   const log = o.logger ?? silentLogger;
   const timeoutMs = o.timeoutMs ?? 60_000;
   const dump = o.dump ?? readDump(o.imagesDir);
-  const listenFd = o.listenFd ?? listenForRestore(o.imagesDir);
+  const source = o.source;
+  if (source.kind === 'postcopy' && typeof source.endpoint !== 'function' && dump.tasks.length !== 1)
+    throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks and there is one postcopy source: a process tree needs one per task (--page-server PID=ENDPOINT for each)`);
+  // The image page server refuses images without the lazy pages here, before anything listens.
+  const images = source.kind === 'images' ? new ImagePageServer(o.imagesDir, dump) : null;
+  let criu: CriuPageServerConnection | null = images ? CriuPageServerConnection.over(images.fd) : null;
+  let listenFd: number;
+  try {
+    listenFd = o.listenFd ?? listenForRestore(o.workDir ?? o.imagesDir);
+  } catch (err) {
+    await criu?.close(false);
+    throw err;
+  }
   const handlers: { pid: number; handler: FaultHandler }[] = [];
   const prepared = new Map<number, Promise<FaultHandler>>();
+  let restored: RestoredTree | null = null;
+  const targetPid = (pid: number) => restored?.get(pid) ?? o.targetPid?.(pid);
   let conn = -1;
+  let complete = false;
   try {
-    // CRIU's page server takes one connection: one handler, one task. A postcopy source serves one
-    // process: a tree needs one per task.
-    if (o.source.kind === 'criu' && dump.tasks.length !== 1)
-      throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks: CRIU's page server serves one; use postcopy sources for a process tree`);
-    if (typeof o.source.endpoint !== 'function' && dump.tasks.length !== 1)
-      throw new PostcopyError('ERR_CRIU', `the dump holds ${dump.tasks.length} tasks and there is one source: a process tree needs a source per task (--page-server PID=ENDPOINT for each)`);
+    if (source.kind === 'criu') criu = await CriuPageServerConnection.connect(await source.endpoint, source.tls);
     o.onListening?.();
     // While `criu restore` starts, start the fault threads and connect them to the source, so the
     // restored task's first faults (its stack, during the restore itself) wait on nothing else.
@@ -112,7 +164,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         continue;
       }
       const { regions, lazy } = lazyLayout(dump.mms.get(t.pid)!, dump.pagemaps.get(t.pid)!);
-      const endpoint = typeof o.source.endpoint === 'function' ? o.source.endpoint(t.pid) : o.source.endpoint;
+      const endpoint = source.kind !== 'postcopy' ? undefined : typeof source.endpoint === 'function' ? source.endpoint(t.pid) : source.endpoint;
       const handler = Promise.resolve(endpoint).then((endpoint) => FaultHandler.start({
         endpoint,
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
@@ -122,8 +174,8 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         pushBatch: o.pushBatch,
         pushWindow: o.pushWindow,
         checksums: o.checksums,
-        criu: o.source.kind === 'criu' ? { pid: t.pid, regions, lazy } : undefined,
-        targetPid: o.targetPid && (() => o.targetPid!(t.pid)),
+        criu: criu ? { pid: t.pid, regions, lazy, connection: criu.shared } : undefined,
+        targetPid: () => targetPid(t.pid),
         key: o.key,
         logger: log,
       }));
@@ -134,10 +186,15 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     conn = await acceptOne(listenFd, timeoutMs);
     const started = performance.now();
     const restorePid = native.peerPid(conn);
+    restored = new RestoredTree(restorePid);
     const { zombies } = await readRestoreHandoff(conn, {
       pids: [...dump.tasks.map((t) => t.pid), ...(dump.zombies ?? [])],
       timeoutMs,
       onTask: async (pid, uffd) => {
+        // Found now, while `criu restore` is still its ancestor: without it, a task that exits
+        // before it has every page (--no-push) would keep its handler waiting, and one that cannot
+        // be served could not be killed.
+        restored!.refresh();
         const handler = await prepared.get(pid)!.catch((err: Error) => {
           native.close(uffd);
           throw err;
@@ -147,6 +204,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         handlers.push({ pid, handler });
       },
     });
+    restored.refresh();
     // RESTORE_FINISHED: every task's memory is registered. The push (and each keeper's start) waits
     // for `criu restore` to exit as well: its last steps (resuming the tasks, letting go of them)
     // are still downtime, and on few CPUs the push took them ~4 ms longer (docs/benchmarks.md).
@@ -158,6 +216,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
       const report = await h.handler.done();
       tasks.push({ pid: h.pid, report, forked: await forkedReports(h.handler) });
     }
+    complete = true;
     return { tasks, zombies, restoreFinished: true, restoreExitAt, ms: Math.round((performance.now() - started) * 10) / 10 };
   } catch (err) {
     for (const h of prepared.values()) await h.then((x) => x.stop(), () => {});
@@ -165,5 +224,8 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
   } finally {
     if (conn >= 0) native.close(conn);
     native.close(listenFd);
+    // Every task and child is done: CRIU's page server may end (and the dump with it).
+    await criu?.close(complete);
+    await images?.ended();
   }
 }

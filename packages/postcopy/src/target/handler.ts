@@ -21,9 +21,11 @@ import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 import { verifyResident } from './verify.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
+import type { CriuConnection } from './criu-channel.js';
 
 export interface FaultHandlerOptions {
-  endpoint: Endpoint;
+  /** the source; none with `criu`, whose connection is given */
+  endpoint?: Endpoint;
   /**
    * a userfaultfd with every mapping registered in MISSING mode; the handler owns it from now on.
    * Leave it out to start the threads (and connect them) before it exists, then call attach().
@@ -43,10 +45,11 @@ export interface FaultHandlerOptions {
   targetPid?: number | (() => number | undefined);
   /**
    * The source is CRIU's lazy page server (`criu dump --lazy-pages`) for task `pid`: `regions` are
-   * its lazy VMAs, lazy[r][p] marks the pages CRIU holds. It serves one connection, so the fault
-   * thread also does the push.
+   * its lazy VMAs, lazy[r][p] marks the pages CRIU holds. It serves one connection, shared by every
+   * task of the tree (CriuPageServerConnection), so the fault thread also does the push. A child the
+   * task forks asks for its parent's pages, which CRIU keeps for as long as the connection lasts.
    */
-  criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
+  criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[]; connection: CriuConnection };
   /**
    * One thread, which also pushes between faults, instead of a fault and a push thread: for fork
    * children, which come in storms and often live briefly (a thread's start costs ~0.1 s of CPU).
@@ -285,7 +288,8 @@ export class FaultHandler extends EventEmitter {
   async #spawn(): Promise<void> {
     const o = this.#options;
     let endpoint = o.endpoint;
-    if (endpoint.kind === 'tls') {
+    if (!endpoint && !o.criu) throw new PostcopyError('ERR_INVALID_ARG', 'a fault handler needs a source: an endpoint, or a CRIU page server connection');
+    if (endpoint?.kind === 'tls') {
       // Threads speak plain sockets: a local bridge carries each of their connections over TLS.
       if (!o.tls) throw new PostcopyError('ERR_INVALID_ARG', 'a tls:// source needs this target\'s certificate, key and CA');
       this.#bridge = await TlsBridge.start(join(tmpdir(), `postcopy-tls-${process.pid}-${++bridges}.sock`), endpoint, o.tls);
@@ -532,18 +536,6 @@ export class FaultHandler extends EventEmitter {
   #onFork(uffd: number, map: MapSnapshot, present: Uint8Array[]): void {
     const parent = this.#targetPid();
     const found = parent ? FaultHandler.#findChild(parent, map) : Promise.resolve(undefined);
-    if (this.#options.criu) {
-      // The child must die before its uffd closes, or it would read zeros where pages are missing:
-      // found first (under its parent), killed, then the parent (#onFatal), then the uffd let go.
-      void found.then((child) => {
-        if (child) {
-          killQuietly(child);
-          native.close(uffd);
-        } else this.#log.error('a forked child was not found: its userfaultfd stays open, so that it never reads a page it did not get');
-        this.#onFatal(new PostcopyError('ERR_UFFD', "the process forked, and CRIU's page server serves one connection: a child cannot be served"));
-      });
-      return;
-    }
     const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
     // No keeper of its own: spawning one forks this whole process (all its threads' memory) once
     // per fork, and in a storm of forks that stalled the event loop for seconds (malloc's fork lock).
@@ -551,7 +543,10 @@ export class FaultHandler extends EventEmitter {
     this.#children.push(child);
     child.then(
       (h) => this.emit('child', h),
-      (err: PostcopyError) => this.#log.error({ code: err.code }, `cannot serve a forked child: ${err.message}`),
+      (err: PostcopyError) => {
+        this.#log.error({ code: err.code }, `cannot serve a forked child: ${err.message}`);
+        void found.then((pid) => pid && killQuietly(pid)); // it must never read a page it did not get
+      },
     );
   }
 

@@ -7,7 +7,7 @@ import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
 import { ByeReason, Flag, FrameType } from '../protocol/frames.js';
 import type { Endpoint } from '../transport/transport.js';
-import { CriuPageChannel } from './criu-channel.js';
+import { CriuPageChannel, type CriuConnection } from './criu-channel.js';
 import type { RegionInfo } from '../protocol/frames.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
@@ -17,7 +17,8 @@ import { allPresent, Counter, LATENCY_BOUNDS_NS, presentAtFork, requestsAhead, r
 
 export interface WorkerConfig {
   role: 'fault' | 'push';
-  endpoint: Endpoint;
+  /** the source (a postcopy one; CRIU's comes as criu.connection) */
+  endpoint?: Endpoint;
   /** -1: it comes later, in Counter.UFFD, before GO */
   uffd: number;
   stopFd: number;
@@ -37,8 +38,8 @@ export interface WorkerConfig {
   pushWindow: number;
   /** pin this thread to these CPUs (bit mask), 0 = leave as is */
   cpuMask: number;
-  /** the source is CRIU's page server (one connection, task `pid`'s lazy ranges as regions) */
-  criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[] };
+  /** the source is CRIU's page server (one connection for the tree, task `pid`'s lazy ranges as regions) */
+  criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[]; connection: CriuConnection };
   /** fault thread: also push, between faults, on its own connection (for single-connection sources) */
   inlinePush?: boolean;
   /** after a lost connection, keep reconnecting for this long before giving up (0: give up at once) */
@@ -518,7 +519,9 @@ function pushLoop(): void {
 let channel: PageChannel | null = null;
 
 function connect(): PageChannel {
-  const c = config.criu ? new CriuPageChannel(config.endpoint, config.criu.pid, config.criu.regions, config.criu.lazy) : new BlockingChannel(config.endpoint, config.pageSize, config.replyTimeoutMs, config.key, config.checksums);
+  const c = config.criu
+    ? new CriuPageChannel(config.criu.connection, config.criu.pid, config.criu.regions, config.criu.lazy)
+    : new BlockingChannel(config.endpoint!, config.pageSize, config.replyTimeoutMs, config.key, config.checksums);
   try {
     c.handshake();
     validate(c);
