@@ -20,10 +20,10 @@ const CLI = resolve(here, '..', '..', 'dist', 'cli', 'main.js');
 const args = process.argv.slice(2);
 const noPush = process.env.ZDTM_NO_PUSH === '1';
 
-/** Whether this build of ours takes CRIU's arguments (ZDTM_POSTCOPY_ARGS=criu|translate forces one). */
+/** Whether this build of ours takes CRIU's arguments (ZDTM_POSTCOPY_ARGS=criu|criu-no-config|translate forces one). */
 function takesCriuArgs() {
   const forced = process.env.ZDTM_POSTCOPY_ARGS;
-  if (forced === 'criu') return true;
+  if (forced === 'criu' || forced === 'criu-no-config') return true;
   if (forced === 'translate') return false;
   const help = spawnSync(process.execPath, [CLI, 'lazy-pages', '--help'], { encoding: 'utf8', timeout: 30_000 });
   return /--images-dir/.test(`${help.stdout}${help.stderr}`);
@@ -48,7 +48,10 @@ function parseCriu(argv) {
 }
 
 function passThrough() {
-  const argv = [CLI, 'lazy-pages', ...args, ...(noPush ? ['--no-push'] : [])];
+  // ZDTM_POSTCOPY_ARGS=criu-no-config: all but --no-default-config (CRIU: do not read
+  // /etc/criu/default.conf), for a build of ours that refuses it.
+  const given = process.env.ZDTM_POSTCOPY_ARGS === 'criu-no-config' ? args.filter((a) => a !== '--no-default-config') : args;
+  const argv = [CLI, 'lazy-pages', ...given, ...(noPush ? ['--no-push'] : [])];
   // Every fd zdtm gave us (--status-fd among them) stays where it is: inherit 0..N.
   const fdArg = args.findIndex((a) => a === '--status-fd' || a.startsWith('--status-fd='));
   const statusFd = fdArg < 0 ? -1 : Number(args[fdArg].includes('=') ? args[fdArg].split('=')[1] : args[fdArg + 1]);

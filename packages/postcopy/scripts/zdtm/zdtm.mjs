@@ -10,7 +10,7 @@
 //   npm run zdtm -- [--flavour h,ns] [--mode lazy,remote] [--impl stock,postcopy] [--no-push]
 //                   [--set host|ns|npm-test] [-t TEST]... [--tests REGEX] [--sample N]
 //                   [--timeout S] [--jobs N] [--out DIR] [--retry] [--fresh] [--list]
-//                   [--postcopy-args auto|criu|translate]
+//                   [--postcopy-args auto|criu|criu-no-config|translate]
 //
 // Needs root and Debian's mirror (the first time), and a build of ours (`npm run build`).
 import { spawn, spawnSync } from 'node:child_process';
@@ -97,7 +97,7 @@ function options(argv) {
     retry: values.retry,
     fresh: values.fresh,
     list: values.list,
-    postcopyArgs: list(values['postcopy-args'], ['auto', 'criu', 'translate'], '--postcopy-args')[0],
+    postcopyArgs: list(values['postcopy-args'], ['auto', 'criu', 'criu-no-config', 'translate'], '--postcopy-args')[0],
   };
 }
 
