@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Makes keypoint pairs (.dat, MICMAC v0) from photographs that ship in Debian's opencv-doc, with
 # python3-opencv's SIFT; installs both the first time (as root). Usage: make-pairs.sh [OUTDIR]
+# With --views N: a MICMAC project of N homography warps of aloeL.jpg, about 30k points each
+# (OUTDIR/Pastis/LBPpview_NN.jpg.dat), for tiematch bench --batch. Usage: make-pairs.sh --views N [OUTDIR]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+views=0
+if [[ ${1:-} == --views ]]; then views="$2"; shift 2; fi
 out="${1:-$here/../build/pairs}"
 data=/usr/share/doc/opencv-doc/examples/data
 
@@ -32,6 +36,11 @@ find_image() {
 }
 
 mkdir -p "$out"
+if ((views > 0)); then
+  /usr/bin/python3 "$here/make_views.py" "$(find_image aloeL.jpg)" "$out" --views "$views" --upscale 1.5 --contrast 0.02 --features 30000
+  echo "$out"
+  exit 0
+fi
 # name, image 1, image 2, extra options
 while read -r name a b opts; do
   [ -n "$name" ] || continue

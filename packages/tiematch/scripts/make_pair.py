@@ -13,17 +13,25 @@ import cv2
 import numpy as np
 
 
-def keypoints(path, upscale, contrast, features):
+def load(path, upscale):
     image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if image is None:
         sys.exit(f"make_pair: cannot read {path}")
     if upscale != 1:
         image = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
-    sift = cv2.SIFT_create(nfeatures=features, contrastThreshold=contrast)
-    points, descriptors = sift.detectAndCompute(image, None)
+    return image
+
+
+def sift(image, contrast, features, what):
+    detector = cv2.SIFT_create(nfeatures=features, contrastThreshold=contrast)
+    points, descriptors = detector.detectAndCompute(image, None)
     if descriptors is None or len(points) == 0:
-        sys.exit(f"make_pair: no SIFT points in {path}")
+        sys.exit(f"make_pair: no SIFT points in {what}")
     return points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
+
+
+def keypoints(path, upscale, contrast, features):
+    return sift(load(path, upscale), contrast, features, path)
 
 
 def write_v0(path, points, descriptors):

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Installs the benchmark's peers from Debian (libann-dev, libflann-dev, python3-faiss) the first
 # time, and builds the harnesses into build/peers/. Idempotent; needs root for the install.
+# Usage: peers.sh [PEERS], PEERS a comma list of libann, flann, faiss (default: all three).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 out="$here/build/peers"
+want=",${1:-libann,flann,faiss},"
+wants() { [[ $want == *",$1,"* ]]; }
 need=()
-[[ -f /usr/include/ANN/ANN.h ]] || need+=(libann-dev)
-[[ -f /usr/include/flann/flann.hpp ]] || need+=(libflann-dev liblz4-dev)
-/usr/bin/python3 -c "import faiss, numpy" 2>/dev/null || need+=(python3-faiss python3-numpy)
-# faiss flat search is BLAS: Debian's reference BLAS is ~30x slower than OpenBLAS.
-[[ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ]] || need+=(libopenblas0-pthread)
+if wants libann; then [[ -f /usr/include/ANN/ANN.h ]] || need+=(libann-dev); fi
+if wants flann; then [[ -f /usr/include/flann/flann.hpp ]] || need+=(libflann-dev liblz4-dev); fi
+if wants faiss; then
+  /usr/bin/python3 -c "import faiss, numpy" 2>/dev/null || need+=(python3-faiss python3-numpy)
+  # faiss flat search is BLAS: Debian's reference BLAS is ~30x slower than OpenBLAS.
+  [[ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ]] || need+=(libopenblas0-pthread)
+fi
 command -v g++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
 if ((${#need[@]})); then
   if [[ $(id -u) != 0 ]]; then echo "tiematch bench: run as root to install ${need[*]}" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
@@ -24,6 +30,6 @@ build() { # name, extra flags
     g++ -O3 -march=native -std=c++17 -o "$bin" "$src/$1.cpp" "${@:2}"
   fi
 }
-build ann_harness -lann
-build flann_harness -fopenmp -llz4
+if wants libann; then build ann_harness -lann; fi
+if wants flann; then build flann_harness -fopenmp -llz4; fi
 echo "$out"

@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeDocsBlock } from './docs.js';
 import { annMatch, ratioTest } from '../ann.js';
 import { TiematchError } from '../errors.js';
 import { readKeypointFile, writeResultFile } from '../files.js';
@@ -164,12 +165,7 @@ export async function runBench(o: BenchOptions): Promise<void> {
     console.log(table);
     const json = { date: new Date().toISOString(), data, points1: a.count, points2: b.count, ratio, runs: o.runs, rows, formats_identical: formats };
     if (o.json) writeFileSync(o.json, JSON.stringify(json, null, 2) + '\n');
-    if (o.docs) {
-      const doc = existsSync(o.docs) ? readFileSync(o.docs, 'utf8') : '';
-      const block = `<!-- tiematch-bench:start -->\n${table}\n<!-- tiematch-bench:end -->`;
-      const re = /<!-- tiematch-bench:start -->[\s\S]*<!-- tiematch-bench:end -->/;
-      writeFileSync(o.docs, re.test(doc) ? doc.replace(re, block) : `${doc}\n${block}\n`);
-    }
+    if (o.docs) writeDocsBlock(o.docs, 'tiematch-bench', table);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -166,7 +166,16 @@ program
   .option('--peers <list>', 'peers to run', 'libann,flann,faiss')
   .option('--json <path>', 'write the results as JSON')
   .option('--docs <path>', 'write the table into this markdown file between tiematch-bench markers')
+  .option('--batch <dir>', 'instead: a whole set (a MICMAC project): tiematch batch, the libann harness per pair under make -j, tiematch ann per pair')
+  .option('--modes <list>', '--batch: search modes', 'exact,approx')
+  .option('--pairs <sel>', '--batch: pair selection', 'All')
+  .option('--recall-pairs <n>', '--batch: pairs whose ratio-test matches are compared, approx against exact', positiveInt, 6)
   .action(async (o: Record<string, unknown>) => {
+    if (o.batch) {
+      const { runBatchBench } = await import('../bench/batch-bench.js');
+      await runBatchBench(o as never);
+      return;
+    }
     const { runBench } = await import('../bench/bench.js');
     await runBench(o as never);
   });

@@ -34,8 +34,22 @@ function stripZeros(s: string): string {
   return s.replace(/0+$/, '').replace(/\.$/, '');
 }
 
-/** The `precision` leading digits of x > 0, rounded half to even on its exact binary value. */
+/**
+ * The `precision` leading digits of x > 0, rounded half to even on its exact binary value.
+ * toExponential rounds the exact value too but breaks ties upwards; a tie is only possible where x
+ * has exactly precision + 1 significant digits, the last a 5: those take the exact path.
+ */
 function roundSignificant(x: number, precision: number): { digits: string; exponent: number } {
+  const longer = x.toExponential(precision);
+  if (!(longer[precision + 1] === '5' && Number(longer) === x)) {
+    const s = x.toExponential(precision - 1);
+    const e = s.indexOf('e');
+    return { digits: s.slice(0, e).replace('.', ''), exponent: Number(s.slice(e + 1)) };
+  }
+  return roundExactly(x, precision);
+}
+
+function roundExactly(x: number, precision: number): { digits: string; exponent: number } {
   const exact = exactDecimal(x);
   // exact = "<int>.<frac>", both possibly long; find the first significant digit.
   const [intPart, fracPart = ''] = exact.split('.');
