@@ -12,8 +12,7 @@ export type TiematchErrorCode =
   | 'ERR_WORKER' // a worker thread died
   | 'ERR_PEER' // a benchmark peer failed
   | 'ERR_PAIR_LIST' // a pair list (--pairs File:) that cannot be read or is not SauvegardeNamedRel
-  | 'ERR_NO_KEYPOINTS' // an image named in the pair list has no Pastis/LBPp<img>.dat
-  | 'ERR_SLURM'; // the Slurm test cluster could not be set up
+  | 'ERR_NO_KEYPOINTS'; // an image named in the pair list has no Pastis/LBPp<img>.dat
 
 export class TiematchError extends Error {
   readonly code: TiematchErrorCode;
