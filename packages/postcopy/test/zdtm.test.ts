@@ -19,6 +19,12 @@ const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
 const LOGS = mkdtempSync(join(tmpdir(), 'pc-zdtm-'));
 /** How long one zdtm run may take (maps06's 20,480 regions take the longest: ~20 s here). */
 const RUN_LIMIT_S = 240;
+/**
+ * How zdtm's `criu lazy-pages` arguments reach ours (lazy-pages-shim.mjs): auto passes them as they
+ * are once our lazy-pages takes CRIU's arguments; POSTCOPY_ZDTM_ARGS=criu-no-config leaves out
+ * --no-default-config, translate maps them to the older --images/--page-server form.
+ */
+const ARGS = process.env.POSTCOPY_ZDTM_ARGS ?? 'auto';
 
 interface Run {
   test: string;
@@ -65,7 +71,7 @@ async function zdtm(t: TestContext, run: Run): Promise<Result | null> {
   const dir = zdtmDir(t);
   if (!dir) return null;
   try {
-    return (await runOne(dir, run, RUN_LIMIT_S, LOGS)) as Result;
+    return (await runOne(dir, run, RUN_LIMIT_S, LOGS, ARGS)) as Result;
   } finally {
     guard!.afterTest();
   }
