@@ -238,6 +238,7 @@ export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto') {
       else if (skip) result = { status: 'skip', detail: skip[1] };
       else if (pass && code === 0) result = { status: 'pass' };
       else if (fail) result = { status: 'fail', detail: fail[1].trim() };
+      else if (/ProcessLookupError/.test(out)) result = { status: 'fail', detail: 'the restored task was gone when zdtm stopped it (ProcessLookupError)' };
       else result = { status: 'error', detail: `zdtm.py exited ${code}: ${out.trim().split('\n').slice(-2).join(' | ').slice(0, 300)}` };
       const logs = collectLogs(testDir, item, out, logDir);
       if (result.status !== 'pass' && result.status !== 'skip' && item.impl !== 'stock') result.daemon = logs.daemonErrors;
