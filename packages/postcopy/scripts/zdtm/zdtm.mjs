@@ -270,7 +270,7 @@ function collectLogs(testDir, item, out, logDir) {
         cpSync(p, join(dir, `${rel}${e.name}`));
         if (e.name === 'lazy-pages.log') {
           const lines = readFileSync(p, 'utf8').split('\n').filter((l) => l.trim());
-          const errors = lines.filter((l) => /Error|"level":(50|60)|ERR_|Uncaught|exception|ended with/i.test(l));
+          const errors = lines.filter((l) => /Error|Warn|"level":(40|50|60)|ERR_|Uncaught|exception|ended with/i.test(l));
           // No error of its own: its last word (its report, or where it stopped).
           daemonErrors.push(...(errors.length ? errors : lines.slice(-1)).slice(0, 8).map((l) => l.slice(0, 400)));
         }
