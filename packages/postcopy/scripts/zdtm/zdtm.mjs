@@ -355,7 +355,10 @@ async function main() {
   const resultsPath = join(o.out, 'results.json');
   const state = loadResults(resultsPath, o.fresh);
   const criu = spawnSync('bash', [CRIU_ROOT_SH, 'exec', 'criu', '--version'], { encoding: 'utf8', env: { ...process.env, POSTCOPY_CRIU_ROOT: ROOT } }).stdout.split('\n')[0].replace('Version: ', 'criu ');
-  const ours = spawnSync('git', ['-C', REPO, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' }).stdout.trim().slice(0, 80);
+  // ours: the last commit of the daemon's sources (and whether the build may hold more)
+  const git = (...a) => spawnSync('git', ['-C', REPO, ...a], { encoding: 'utf8' }).stdout.trim();
+  const src = 'packages/postcopy/src';
+  const ours = `${git('log', '-1', '--format=%h %s', '--', src).slice(0, 80)}${git('status', '--porcelain', '--', src) ? ' (and uncommitted changes)' : ''}`;
   state.meta = { command: `npm run zdtm -- ${process.argv.slice(2).join(' ')}`.trim(), criu, ours, when: new Date().toISOString() };
   const todo = items.filter((i) => {
     const r = state.runs[keyOf(i)];
