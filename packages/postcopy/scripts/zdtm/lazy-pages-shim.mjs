@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { constants } from 'node:os';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const CLI = resolve(here, '..', '..', 'dist', 'cli', 'main.js');
+// ZDTM_POSTCOPY_CLI: a snapshot of our build (zdtm.mjs); else the checkout's.
+const CLI = process.env.ZDTM_POSTCOPY_CLI || resolve(here, '..', '..', 'dist', 'cli', 'main.js');
 const args = process.argv.slice(2);
 const noPush = process.env.ZDTM_NO_PUSH === '1';
 

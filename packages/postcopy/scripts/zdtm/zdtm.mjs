@@ -10,11 +10,11 @@
 //   npm run zdtm -- [--flavour h,ns] [--mode lazy,remote] [--impl stock,postcopy] [--no-push]
 //                   [--set host|ns|npm-test] [-t TEST]... [--tests REGEX] [--sample N]
 //                   [--timeout S] [--jobs N] [--out DIR] [--retry] [--fresh] [--list]
-//                   [--postcopy-args auto|criu|criu-no-config|translate]
+//                   [--postcopy-args auto|criu|criu-no-config|translate] [--live]
 //
 // Needs root and Debian's mirror (the first time), and a build of ours (`npm run build`).
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -44,7 +44,7 @@ const IMPL_TITLE = { stock: 'stock', postcopy: 'ours', 'postcopy-nopush': 'ours 
 
 function usage(msg) {
   if (msg) console.error(`zdtm: ${msg}`);
-  console.error(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 16).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  console.error(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 17).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
   process.exit(2);
 }
 
@@ -67,6 +67,7 @@ function options(argv) {
       fresh: { type: 'boolean', default: false },
       list: { type: 'boolean', default: false },
       'postcopy-args': { type: 'string', default: 'auto' },
+      live: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -97,18 +98,44 @@ function options(argv) {
     retry: values.retry,
     fresh: values.fresh,
     list: values.list,
+    live: values.live,
     postcopyArgs: list(values['postcopy-args'], ['auto', 'criu', 'criu-no-config', 'translate'], '--postcopy-args')[0],
   };
 }
 
-/** Host paths the root sees: this repository (same path) and node's directory. */
-export function rootBinds() {
-  return `${REPO}=${REPO} ${dirname(process.execPath)}=${NODE_IN_ROOT}`;
+/** Host paths the root sees: this repository and `extra` (same paths) and node's directory. */
+export function rootBinds(extra = []) {
+  return [`${REPO}=${REPO}`, `${dirname(process.execPath)}=${NODE_IN_ROOT}`, ...extra.map((p) => `${p}=${p}`)].join(' ');
 }
 
 /** argv and env of a command inside the CRIU root, which sees the repository and node. */
-export function inRoot(cmd, env = {}) {
-  return { argv: ['bash', CRIU_ROOT_SH, 'exec', 'bash', '-c', cmd], env: { ...process.env, POSTCOPY_CRIU_ROOT: ROOT, POSTCOPY_ROOT_BINDS: rootBinds(), ...env } };
+export function inRoot(cmd, env = {}, extraBinds = []) {
+  return { argv: ['bash', CRIU_ROOT_SH, 'exec', 'bash', '-c', cmd], env: { ...process.env, POSTCOPY_CRIU_ROOT: ROOT, POSTCOPY_ROOT_BINDS: rootBinds(extraBinds), ...env } };
+}
+
+/**
+ * A copy of our build (dist, the native addon and helpers, package.json; node_modules linked) in
+ * dir, so that a run of hours measures one build while `npm run build` goes on in the checkout.
+ * Returns its CLI and when the build was made (its newest file).
+ */
+export function snapshotOurs(dir) {
+  const pkg = join(REPO, 'packages', 'postcopy');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'build'), { recursive: true });
+  cpSync(join(pkg, 'dist'), join(dir, 'dist'), { recursive: true });
+  cpSync(join(pkg, 'build', 'Release'), join(dir, 'build', 'Release'), { recursive: true });
+  cpSync(join(pkg, 'package.json'), join(dir, 'package.json'));
+  symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
+  let newest = 0;
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  walk(join(pkg, 'dist'));
+  return { cli: join(dir, 'dist', 'cli', 'main.js'), builtAt: new Date(newest).toISOString() };
 }
 
 /** Builds the root and zdtm in it (idempotent); returns zdtm's test directory inside the root. */
@@ -198,7 +225,7 @@ export function sysctlGuard() {
 }
 
 /** Runs one zdtm test in the root, bounded; returns its result. */
-export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto') {
+export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto', cli = null) {
   const cmd = `cd ${testDir} && exec ./zdtm.py run -t ${item.test} -f ${item.flavour} ${MODES[item.mode]} --criu-bin ${SHIM} --crit-bin /usr/bin/crit`;
   const { argv, env } = inRoot(cmd, {
     ZDTM_LAZY: item.impl === 'stock' ? 'stock' : 'postcopy',
@@ -206,7 +233,8 @@ export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto') {
     ZDTM_NODE: join(NODE_IN_ROOT, basename(process.execPath)),
     ZDTM_AS_ROOT: '1',
     ZDTM_POSTCOPY_ARGS: postcopyArgs,
-  });
+    ...(cli ? { ZDTM_POSTCOPY_CLI: cli } : {}),
+  }, cli ? [dirname(dirname(dirname(cli)))] : []);
   // One run of a test at a time, whoever runs it (this script, npm test): runs of one test share
   // its files and dump directory in zdtm's tree.
   const locks = join(ROOT, 'var', 'lib', 'zdtm', 'locks');
@@ -359,7 +387,9 @@ async function main() {
   const git = (...a) => spawnSync('git', ['-C', REPO, ...a], { encoding: 'utf8' }).stdout.trim();
   const src = 'packages/postcopy/src';
   const ours = `${git('log', '-1', '--format=%h %s', '--', src).slice(0, 80)}${git('status', '--porcelain', '--', src) ? ' (and uncommitted changes)' : ''}`;
-  state.meta = { command: `npm run zdtm -- ${process.argv.slice(2).join(' ')}`.trim(), criu, ours, when: new Date().toISOString() };
+  // One build of ours for the whole run (--live: the checkout's dist, as it is at each run).
+  const snap = o.live ? null : snapshotOurs(join(o.out, 'ours'));
+  state.meta = { command: `npm run zdtm -- ${process.argv.slice(2).join(' ')}`.trim(), criu, ours: `${ours}${snap ? `, built ${snap.builtAt}` : ', the live dist'}`, when: new Date().toISOString() };
   const todo = items.filter((i) => {
     const r = state.runs[keyOf(i)];
     return !r || (o.retry && !['pass', 'skip'].includes(r.status));
@@ -386,7 +416,7 @@ async function main() {
     for (let g = queue.shift(); g; g = queue.shift())
       for (const item of g) {
         inFlight++;
-        const r = await runOne(testDir, item, o.timeoutS, join(o.out, 'logs'), o.postcopyArgs);
+        const r = await runOne(testDir, item, o.timeoutS, join(o.out, 'logs'), o.postcopyArgs, snap?.cli);
         // not under another run's feet: a hugetlb test sets vm.nr_hugepages for itself
         if (--inFlight === 0) guard.afterTest();
         state.runs[keyOf(item)] = r;
