@@ -2,7 +2,7 @@
 // so that the daemon dying cannot let the process run on zero-filled pages. Closing the last copy of
 // a userfaultfd unregisters its ranges, and every missing page then reads as zero.
 //
-// fd 3 is a Unix socket to the daemon. The daemon sends one byte 'U' with the uffd (SCM_RIGHTS),
+// fd 3 is a Unix socket to the daemon (the tags: src/protocol/keeper.ts, KeeperTag). The daemon sends one byte 'U' with the uffd (SCM_RIGHTS),
 // 'P' and a u32 pid once it knows the process (as this pid namespace sees it), 'M' u32 n and n
 // bytes a successor would need, 'R' u16 n, a socket path of n bytes and u32 ms: where to wait for
 // a successor, and 'D' once the process needs the uffd no more (every page present, or the

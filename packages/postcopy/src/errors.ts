@@ -5,7 +5,8 @@ export type ErrorCode =
   | 'ERR_PAGE_SIZE' // peers disagree on the page size, or it is not supported
   | 'ERR_OUT_OF_RANGE' // GET outside any region, or too many pages at once
   | 'ERR_SOURCE_GONE' // the memory source (a process) went away
-  | 'ERR_PEER_CLOSED' // the connection closed before the migration completed
+  | 'ERR_PEER_CLOSED' // the connection closed before the migration completed, for good
+  | 'ERR_CONNECTION_LOST' // the connection broke, and a target may resume it (ConnectionLost)
   | 'ERR_PRIVILEGE' // a missing privilege or kernel feature
   | 'ERR_UFFD' // userfaultfd failed in a way that loses the fault
   | 'ERR_TARGET_GONE' // the process whose faults we served has exited: nothing is lost
@@ -20,7 +21,7 @@ export type ErrorCode =
 
 /** Every code, for telling a peer's code (a string off the wire) from anything else. */
 const ERROR_CODES: Record<ErrorCode, true> = {
-  ERR_PROTOCOL: true, ERR_VERSION: true, ERR_PAGE_SIZE: true, ERR_OUT_OF_RANGE: true, ERR_SOURCE_GONE: true, ERR_PEER_CLOSED: true,
+  ERR_PROTOCOL: true, ERR_VERSION: true, ERR_PAGE_SIZE: true, ERR_OUT_OF_RANGE: true, ERR_SOURCE_GONE: true, ERR_PEER_CLOSED: true, ERR_CONNECTION_LOST: true,
   ERR_PRIVILEGE: true, ERR_UFFD: true, ERR_TARGET_GONE: true, ERR_TIMEOUT: true, ERR_INVALID_ARG: true, ERR_CHILD: true,
   ERR_IMAGE: true, ERR_CRIU: true, ERR_AUTH: true, ERR_NOT_GRANTED: true, ERR_REMOTE: true,
 };
@@ -43,10 +44,14 @@ export class ProtocolError extends PostcopyError {
   }
 }
 
-/** The connection broke (EOF without BYE, a reset, a write that failed, no reply in time): a target may resume. */
+/**
+ * The connection broke (EOF without BYE, a reset, a write that failed, no reply in time): a target
+ * may resume. A code of its own, so that a thread's report says so: once the target gives up, it is
+ * ERR_PEER_CLOSED.
+ */
 export class ConnectionLost extends PostcopyError {
   constructor(message: string) {
-    super('ERR_PEER_CLOSED', message);
+    super('ERR_CONNECTION_LOST', message);
     this.name = 'ConnectionLost';
   }
 }

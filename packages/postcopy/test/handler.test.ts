@@ -32,7 +32,7 @@ describe('fd reader', () => {
       assert.equal(r.buffered, 0);
       native.writeAll(b, payload, 0, 3);
       native.shutdown(b, 1);
-      assert.throws(() => r.need(4), (e: { code?: string }) => e.code === 'ERR_PEER_CLOSED');
+      assert.throws(() => r.need(4), (e: { code?: string }) => e.code === 'ERR_CONNECTION_LOST');
       r.consume(3);
       assert.equal(r.needOrEof(1), false);
     } finally {

@@ -194,7 +194,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         // Found now, while `criu restore` is still its ancestor: without it, a task that exits
         // before it has every page (--no-push) would keep its handler waiting, and one that cannot
         // be served could not be killed.
-        restored!.refresh();
+        if (restored!.get(pid) === undefined) restored!.refresh(); // the first finds every task: criu forks them all first
         const handler = await prepared.get(pid)!.catch((err: Error) => {
           native.close(uffd);
           throw err;
@@ -204,7 +204,6 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         handlers.push({ pid, handler });
       },
     });
-    restored.refresh();
     // RESTORE_FINISHED: every task's memory is registered. The push (and each keeper's start) waits
     // for `criu restore` to exit as well: its last steps (resuming the tasks, letting go of them)
     // are still downtime, and on few CPUs the push took them ~4 ms longer (docs/benchmarks.md).

@@ -176,6 +176,9 @@ export function dropRange(state: SharedState, start: number, end: number, unmapp
     if (unmapped) x.addr = -1;
   }
   writeTable(state, pieces);
+  // An unmapped page is nowhere now: lookups must read the table (the fast path would still find
+  // it at its mapping's address). Found by the model test (test/address-map.test.ts).
+  if (unmapped && inside.length) Atomics.store(state.counters, Counter.MOVED, 1);
 }
 
 /** mremap moved [from, from + length) to `to` (the two never overlap); what was at `to` is gone. */

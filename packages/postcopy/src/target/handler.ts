@@ -22,6 +22,7 @@ import { allPresent, Counter, createSharedState, type MapSnapshot, type Mapping,
 import { verifyResident } from './verify.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 import type { CriuConnection } from './criu-channel.js';
+import { decodeKeeperHandover, encodeKeeperMappings, encodeKeeperPid, encodeKeeperRecoverAt, KEEPER_DONE, KEEPER_HANDOVER_HEAD, KeeperTag } from '../protocol/keeper.js';
 
 export interface FaultHandlerOptions {
   /** the source; none with `criu`, whose connection is given */
@@ -92,6 +93,8 @@ export interface FaultHandlerOptions {
    * socket) the pages are only ever copied by it, and the CRCs are ~10% of a push's CPU.
    */
   checksums?: boolean;
+  /** the push thread's nice value: above 0, it yields the CPU to faults (default 0) */
+  pushNice?: number;
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -315,6 +318,7 @@ export class FaultHandler extends EventEmitter {
       replyTimeoutMs: o.replyTimeoutMs ?? 10_000,
       key: o.key,
       checksums: o.checksums ?? true,
+      pushNice: o.pushNice ?? Number(process.env.POSTCOPY_PUSH_NICE ?? 0),
     };
     const push = o.push ?? true;
     const oneThread = !!o.criu || !!o.singleThread;
@@ -339,7 +343,7 @@ export class FaultHandler extends EventEmitter {
             else if (m.type === 'fatal') {
               const fail = () => {
                 // Before the threads are up, a TLS failure is why: say so (after that, it is a lost connection).
-                const tlsFailure = !isReady && m.code === 'ERR_PEER_CLOSED' ? this.#bridge?.lastError : null;
+                const tlsFailure = !isReady && connectionEnded(m.code) ? this.#bridge?.lastError : null;
                 const err = m.remoteCode
                   ? new RemoteError(m.remoteCode as ErrorCode, m.remoteMessage ?? m.message)
                   : tlsFailure
@@ -350,7 +354,7 @@ export class FaultHandler extends EventEmitter {
               };
               // TLS 1.3 refuses a client certificate after the client's handshake is done: the
               // thread may see its connection end before the bridge hears why. Give it a moment.
-              if (!isReady && m.code === 'ERR_PEER_CLOSED' && this.#bridge && !this.#bridge.lastError) setTimeout(fail, 200);
+              if (!isReady && connectionEnded(m.code) && this.#bridge && !this.#bridge.lastError) setTimeout(fail, 200);
               else fail();
             } else if (m.type === 'stopped' && m.latency) this.#latency = m.latency;
           });
@@ -409,29 +413,15 @@ export class FaultHandler extends EventEmitter {
 
   /** Tells the keeper what it keeps: the uffd (unless it has it), the mappings, where to wait for a successor, the pid. */
   #useKeeper(sock: number, sendUffd: boolean): void {
-    if (sendUffd) native.sendFd(sock, this.#uffd, Buffer.from('U'));
-    const describe = Buffer.from(JSON.stringify({ pageSize: this.pageSize, mappings: this.#state.mappings } satisfies KeptMigration));
-    const m = Buffer.alloc(5);
-    m.write('M');
-    m.writeUInt32LE(describe.length, 1);
-    native.writeAll(sock, Buffer.concat([m, describe]), 0, m.length + describe.length);
+    const send = (b: Buffer) => native.writeAll(sock, b, 0, b.length);
+    if (sendUffd) native.sendFd(sock, this.#uffd, Buffer.of(KeeperTag.UFFD));
+    send(encodeKeeperMappings(Buffer.from(JSON.stringify({ pageSize: this.pageSize, mappings: this.#state.mappings } satisfies KeptMigration))));
     const recover = this.#options.recoverAt;
-    if (recover) {
-      const path = Buffer.from(recover.path);
-      const r = Buffer.alloc(7 + path.length);
-      r.write('R');
-      r.writeUInt16LE(path.length, 1);
-      path.copy(r, 3);
-      r.writeUInt32LE(recover.graceMs, 3 + path.length);
-      native.writeAll(sock, r, 0, r.length);
-    }
+    if (recover) send(encodeKeeperRecoverAt(recover.path, recover.graceMs));
     const announce = () => {
       const pid = this.#targetPid();
       if (!pid) return false;
-      const msg = Buffer.alloc(5);
-      msg.write('P');
-      msg.writeUInt32LE(pid, 1);
-      native.writeAll(sock, msg, 0, msg.length);
+      send(encodeKeeperPid(pid));
       return true;
     };
     const timer = announce() ? null : setInterval(() => announce() && clearInterval(timer!), 20);
@@ -450,13 +440,13 @@ export class FaultHandler extends EventEmitter {
       await waitReadable(sock, timeoutMs, 'the keeper\'s userfaultfd');
       const tag = Buffer.alloc(1);
       const { fd: uffd } = native.recvFd(sock, tag);
-      if (uffd < 0 || tag[0] !== 0x55) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} sent no userfaultfd`);
-      const head = Buffer.alloc(10);
-      if (native.readFull(sock, head, 0, 10) !== 10 || head[0] !== 0x50 || head[5] !== 0x4d) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} did not say which process, and what`);
-      const describe = Buffer.alloc(head.readUInt32LE(6));
+      if (uffd < 0 || tag[0] !== KeeperTag.UFFD) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} sent no userfaultfd`);
+      const head = Buffer.alloc(KEEPER_HANDOVER_HEAD);
+      if (native.readFull(sock, head, 0, head.length) !== head.length) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} ended early`);
+      const { pid, mappingsLength } = decodeKeeperHandover(head);
+      const describe = Buffer.alloc(mappingsLength);
       if (native.readFull(sock, describe, 0, describe.length) !== describe.length) throw new PostcopyError('ERR_PROTOCOL', `the keeper at ${path} ended early`);
       const kept = JSON.parse(describe.toString('utf8')) as KeptMigration;
-      const pid = head.readUInt32LE(1);
       const initialPresent = kept.mappings.map((m) => residentPages(pid, m.localStart, m.length, kept.pageSize, 'ERR_TARGET_GONE'));
       const handler = await FaultHandler.start({ ...options, uffd, mappings: kept.mappings, pageSize: kept.pageSize, targetPid: pid, keeperSocket: sock, initialPresent });
       // Faults the dead handler had read but not resolved would wait forever: wake every thread,
@@ -475,7 +465,7 @@ export class FaultHandler extends EventEmitter {
     if (!k) return;
     this.#keeper = null;
     if (k.timer) clearInterval(k.timer);
-    native.writeAll(k.sock, Buffer.from('D'), 0, 1);
+    native.writeAll(k.sock, KEEPER_DONE, 0, KEEPER_DONE.length);
     native.close(k.sock);
   }
 
@@ -692,6 +682,9 @@ async function exitSignalOf(pid: number | undefined): Promise<number | undefined
   }
   return undefined;
 }
+
+/** A thread's connection ended, lost or closed for good. */
+const connectionEnded = (code: string) => code === 'ERR_PEER_CLOSED' || code === 'ERR_CONNECTION_LOST';
 
 function killQuietly(pid: number): void {
   try {

@@ -1,5 +1,6 @@
 // Fault and push threads. Each owns one blocking connection and never yields to an event loop
 // on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
+import { setPriority } from 'node:os';
 import { createHistogram } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
 import { ConnectionLost, PostcopyError, RemoteError } from '../errors.js';
@@ -13,6 +14,8 @@ import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
+import { PushCursor } from './push-cursor.js';
+import { UFFD_MSG_SIZE, UffdEvent, UffdMessage } from './uffd-message.js';
 import { allPresent, Counter, LATENCY_BOUNDS_NS, presentAtFork, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
 export interface WorkerConfig {
@@ -50,6 +53,8 @@ export interface WorkerConfig {
   key?: PresharedKey;
   /** ask for, and check, a CRC32C with every page */
   checksums: boolean;
+  /** push thread: its nice value (0: as the process) */
+  pushNice?: number;
 }
 
 export type WorkerMessage =
@@ -116,239 +121,295 @@ interface AwaitedFault {
   t0: number;
 }
 
-function faultLoop(): LatencySummary {
-  const hist = createHistogram();
-  const ps = state.pageSize;
-  const uffd = config.uffd;
-  const msgSize = C.UFFD_MSG_SIZE;
-  const msgs = Buffer.alloc(msgSize * 64);
-  let cursor = config.inlinePush ? new PushCursor() : null;
-  // Only a separate push thread can bring a page while this thread waits.
-  const awaitPush = !cursor && config.pushFd >= 0;
-  // pushFd also says that the handler found gaps (Counter.GAPS): this thread then fetches them.
-  // The task's pidfd, once the handler knows its pid: a task that exits ends the handler, faults or not.
-  const fds = Int32Array.of(uffd, config.stopFd, config.pushFd, -1);
-  let gapsSeen = 0;
-  const signalBuf = Buffer.alloc(8);
-  const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
-  let pushDone = !cursor;
-  let lastWoken = -1;
-  let nextId = 1;
-  let completed = allPresent(state);
-  const where: Located = { mapping: -1, page: 0 };
-  // Faults that met a map change we had not read yet: their threads are woken to fault again
-  // once it is read (or after a moment), and are then resolved at the address that holds.
-  const deferred: number[] = [];
-  let deferredSince = 0;
-  const wakeDeferred = () => {
-    for (const addr of deferred) native.uffdWake(uffd, addr, ps);
-    deferred.length = 0;
-  };
-  // Faults on pages a push request is bringing: the push's UFFDIO_COPY wakes their threads.
-  let awaiting: AwaitedFault[] = [];
-  const corrupt: number[] = [];
+/** What native.pollIn says of the fault thread's fds: bit i is fds[i] readable. */
+const Ready = {
+  UFFD: 1,
+  STOP: 2,
+  /** the push installed pages faults wait for, or the handler found gaps */
+  PUSH_SIGNAL: 4,
+  /** the task exited */
+  PIDFD: 8,
+} as const;
+
+/**
+ * The fault thread: poll the uffd (and the stop, push-signal and task fds), read a batch of
+ * messages, apply the memory events, then resolve each fault: wake it (the page came meanwhile),
+ * let it wait for the push (its page is on the way), or fetch it. Between faults, with no push
+ * thread, it pushes one batch at a time itself.
+ */
+class FaultLoop {
+  readonly #hist = createHistogram();
+  readonly #ps = state.pageSize;
+  readonly #uffd = config.uffd;
+  readonly #msgs = Buffer.alloc(UFFD_MSG_SIZE * 64);
+  readonly #msg = new UffdMessage();
+  /** uffd, stop, push signal, and the task's pidfd once the handler knows its pid */
+  readonly #fds = Int32Array.of(config.uffd, config.stopFd, config.pushFd, -1);
+  readonly #signalBuf = Buffer.alloc(8);
+  readonly #batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
+  /** this thread's own push (inlinePush), or the gaps it was asked to fetch */
+  #cursor: PushCursor | null = config.inlinePush ? new PushCursor(state) : null;
+  /** only a separate push thread can bring a page while this thread waits */
+  readonly #awaitPush = !config.inlinePush && config.pushFd >= 0;
+  /** in requests: the oldest one always qualifies */
+  readonly #awaitAhead = Math.max(1, Math.floor(AWAIT_BYTES_AHEAD / (config.pushBatch * state.pageSize)));
+  #pushDone = !config.inlinePush;
+  #gapsSeen = 0;
+  #lastWoken = -1;
+  #nextId = 1;
+  #completed = allPresent(state);
+  readonly #where: Located = { mapping: -1, page: 0 };
+  /**
+   * Faults that met a map change we had not read yet: their threads are woken to fault again once
+   * it is read (or after a moment), and are then resolved at the address that holds.
+   */
+  #deferred: number[] = [];
+  #deferredSince = 0;
+  /** faults on pages a push request is bringing: the push's UFFDIO_COPY wakes their threads */
+  #awaiting: AwaitedFault[] = [];
+  readonly #corrupt: number[] = [];
+
+  run(): LatencySummary {
+    while (!stopping()) {
+      this.#fds[3] = Atomics.load(state.counters, Counter.PIDFD) || -1;
+      const ready = native.pollIn(this.#fds, this.#pollTimeout());
+      if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
+      if (ready & Ready.STOP) break;
+      if (ready & Ready.PIDFD && !(ready & Ready.UFFD)) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
+      if (ready & Ready.PUSH_SIGNAL) native.readInto(config.pushFd, this.#signalBuf, 0, 8);
+      this.#takeGaps();
+      this.#settleAwaited();
+      if (this.#deferred.length && performance.now() - this.#deferredSince > 2) this.#wakeDeferred();
+      if (ready & Ready.UFFD) this.#readMessages();
+      else if (ready === 0) this.#pushOneBatch();
+      if (!this.#completed && allPresent(state)) {
+        this.#completed = true;
+        post({ type: 'complete', at: performance.timeOrigin + performance.now() });
+      }
+    }
+    return this.#summary();
+  }
+
+  /**
+   * Pages we had counted as present were not in the task's memory (handler.ts, verifyResident):
+   * fetch them here, whether or not a push thread ran.
+   */
+  #takeGaps(): void {
+    const gaps = Atomics.load(state.counters, Counter.GAPS);
+    if (gaps === this.#gapsSeen) return;
+    this.#gapsSeen = gaps;
+    this.#cursor ??= new PushCursor(state);
+    this.#pushDone = false;
+    this.#completed = false;
+  }
+
+  /** No fault waiting: push one batch on this connection, then look again. */
+  #pushOneBatch(): void {
+    const cursor = this.#cursor;
+    if (!cursor) return;
+    const next = cursor.next(this.#batch);
+    if (!next) {
+      this.#pushDone = true;
+      return;
+    }
+    const missingFrom = this.#fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
+    if (missingFrom >= 0) cursor.retry(next.mapping, missingFrom, next.page + next.count - missingFrom);
+    for (const p of this.#corrupt) cursor.retry(next.mapping, p, 1);
+  }
+
+  /**
+   * One read of the uffd: memory events first, since they change where pages are, and each fault
+   * read with them is resolved against the map as it stands after them.
+   */
+  #readMessages(): void {
+    const msgs = this.#msgs;
+    const msg = this.#msg;
+    beginMapChange(state);
+    let n: number;
+    let events = 0;
+    try {
+      // A new epoch before each read: a fork read now sees what was installed before it (presentAtFork).
+      Atomics.add(state.counters, Counter.EPOCH, 1);
+      n = native.readInto(this.#uffd, msgs, 0, msgs.length);
+      for (let off = 0; off + UFFD_MSG_SIZE <= n; off += UFFD_MSG_SIZE) {
+        if (msg.read(msgs, off).kind !== UffdEvent.PAGEFAULT) {
+          memoryEvent(msg);
+          events++;
+        }
+      }
+    } finally {
+      endMapChange(state);
+    }
+    if (n === -C.EAGAIN) return;
+    if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
+    if (events && this.#deferred.length) this.#wakeDeferred();
+    if (events && this.#awaiting.length) {
+      // Their pages may have moved: let them fault again, against the new map.
+      for (const a of this.#awaiting) {
+        native.uffdWake(this.#uffd, a.pageAddr, this.#ps);
+        Atomics.add(state.counters, Counter.FAULTS, 1);
+      }
+      this.#awaiting = [];
+    }
+    for (let off = 0; off + UFFD_MSG_SIZE <= n; off += UFFD_MSG_SIZE) {
+      if (msg.read(msgs, off).kind === UffdEvent.PAGEFAULT) this.#onFault(msg.address);
+    }
+    // After publishing the count, look at the pages once more: a push that installed one before
+    // it could see the count did not signal (both sides use sequentially consistent atomics).
+    Atomics.store(state.counters, Counter.AWAITING, this.#awaiting.length);
+    this.#settleAwaited();
+  }
+
+  #onFault(addr: number): void {
+    Atomics.add(state.counters, Counter.EVENTS, 1);
+    const t0 = performance.now();
+    const ps = this.#ps;
+    const pageAddr = addr - (addr % ps);
+    const mi = locate(state, addr, this.#where).mapping;
+    if (mi < 0) {
+      // Registered memory the source never had: the part an mremap or brk grew. Fresh memory reads as zero.
+      const r = native.uffdZeropage(this.#uffd, pageAddr, ps, false);
+      if (r === -C.EAGAIN) this.#defer(pageAddr);
+      else if (r < 0) native.uffdWake(this.#uffd, pageAddr, ps);
+    } else {
+      const page = this.#where.page;
+      Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
+      Atomics.store(state.counters, Counter.HINT_PAGE, page);
+      Atomics.add(state.counters, Counter.HINT_SEQ, 1);
+      if (Atomics.load(state.present[mi], page) && pageAddr !== this.#lastWoken) {
+        // Installed by the push meanwhile: let the fault retry. If the same page faults right
+        // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
+        native.uffdWake(this.#uffd, pageAddr, ps);
+        this.#lastWoken = pageAddr;
+      } else if (this.#awaitPush && pageAddr !== this.#lastWoken && this.#pushBringsSoon(mi, page)) {
+        this.#awaiting.push({ pageAddr, mapping: mi, page, t0 });
+        return; // served once its page is in (#settleAwaited)
+      } else this.#fetchForFault(mi, page, pageAddr);
+    }
+    this.#faultServed(t0);
+  }
+
   /**
    * GET, then install. Returns the first page it had to leave missing because the map changed under
-   * it, or -1; pages that failed their checksum are left missing too, and listed in `corrupt`.
+   * it, or -1; pages that failed their checksum are left missing too, and listed in #corrupt.
    */
-  const fetchOnce = (mi: number, page: number, count: number, flags: number, counter: number): number => {
-    // A refetch (see lastWoken) keeps its present bit: the page is counted once, where it first arrived.
+  #fetchOnce(mi: number, page: number, count: number, flags: number, counter: number): number {
+    // A refetch (see #lastWoken) keeps its present bit: the page is counted once, where it first arrived.
     const m = state.mappings[mi];
-    const id = nextId++;
+    const id = this.#nextId++;
     const c = channel!;
     let missingFrom = -1;
-    corrupt.length = 0;
+    this.#corrupt.length = 0;
     c.sendGet(id, m.regionId, page, count, flags);
     for (;;) {
       const run = c.readRun();
       if (run.id !== id || run.region !== m.regionId || run.firstPage < page || run.firstPage + run.count > page + count)
         throw new PostcopyError('ERR_PROTOCOL', `reply ${run.id} (${run.firstPage}+${run.count}) does not match GET ${id} (${page}+${count})`);
-      if (missingFrom < 0) missingFrom = installRun(c, run, mi, counter, 'fault', corrupt);
+      if (missingFrom < 0) missingFrom = installRun(c, run, mi, counter, 'fault', this.#corrupt);
       if (run.flags & Flag.END) return missingFrom;
     }
-  };
-  const fetch = (mi: number, page: number, count: number, flags: number, counter: number): number => {
+  }
+
+  /** #fetchOnce, again after a lost connection is resumed: pages already installed are skipped. */
+  #fetch(mi: number, page: number, count: number, flags: number, counter: number): number {
     for (;;) {
       try {
-        return fetchOnce(mi, page, count, flags, counter);
+        return this.#fetchOnce(mi, page, count, flags, counter);
       } catch (err) {
         if (!(err instanceof ConnectionLost)) throw err;
-        resume(err); // then the whole request again: pages already installed are skipped
+        resume(err);
       }
     }
-  };
+  }
+
   /** Fetches the faulting page until it arrives intact (or the map changes under it). */
-  const resolve = (mi: number, page: number, count: number): boolean => {
+  #resolve(mi: number, page: number, count: number): boolean {
     for (let attempt = 0; ; attempt++) {
-      const missingFrom = fetch(mi, page, count, 0, Counter.FAULTED);
-      for (const p of corrupt) cursor?.retry(mi, p, 1);
+      const missingFrom = this.#fetch(mi, page, count, 0, Counter.FAULTED);
+      for (const p of this.#corrupt) this.#cursor?.retry(mi, p, 1);
       if (missingFrom === page) return false;
-      if (!corrupt.includes(page)) return true;
+      if (!this.#corrupt.includes(page)) return true;
       if (attempt >= MAX_REFETCH) throw new PostcopyError('ERR_PROTOCOL', `page ${page} of mapping ${mi} failed its checksum ${attempt + 1} times`);
       count = 1;
     }
-  };
-  const defer = (pageAddr: number) => {
-    if (deferred.length === 0) deferredSince = performance.now();
-    deferred.push(pageAddr);
-  };
+  }
+
+  #defer(pageAddr: number): void {
+    if (this.#deferred.length === 0) this.#deferredSince = performance.now();
+    this.#deferred.push(pageAddr);
+  }
+
+  #wakeDeferred(): void {
+    for (const addr of this.#deferred) native.uffdWake(this.#uffd, addr, this.#ps);
+    this.#deferred.length = 0;
+  }
+
   /** Fetches a missing faulting page (and its read-ahead) here. */
-  const fetchForFault = (mi: number, page: number, pageAddr: number) => {
-    lastWoken = -1;
+  #fetchForFault(mi: number, page: number, pageAddr: number): void {
+    this.#lastWoken = -1;
     const bits = state.present[mi];
     const limit = Math.min(bits.length, page + 1 + config.readahead, page + config.maxGetPages);
     let end = page + 1;
     while (end < limit && !Atomics.load(bits, end)) end++;
-    if (!resolve(mi, page, end - page)) defer(pageAddr);
-  };
-  const faultServed = (t0: number) => {
+    if (!this.#resolve(mi, page, end - page)) this.#defer(pageAddr);
+  }
+
+  #faultServed(t0: number): void {
     Atomics.add(state.counters, Counter.FAULTS, 1);
-    hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
-  };
+    this.#hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
+  }
+
   /**
    * Awaited faults whose page is in: done (the wake covers a copy that raced the fault). Those the
    * push gave up on (a retry clears the mark) or that waited too long: fetched here.
    */
-  const settleAwaited = () => {
-    if (!awaiting.length) return;
+  #settleAwaited(): void {
+    if (!this.#awaiting.length) return;
     const now = performance.now();
     const still: AwaitedFault[] = [];
-    for (const a of awaiting) {
+    for (const a of this.#awaiting) {
       if (Atomics.load(state.present[a.mapping], a.page)) {
-        native.uffdWake(uffd, a.pageAddr, ps);
-        faultServed(a.t0);
+        native.uffdWake(this.#uffd, a.pageAddr, this.#ps);
+        this.#faultServed(a.t0);
       } else if (now - a.t0 > AWAIT_PUSH_MS || !Atomics.load(state.requested[a.mapping], a.page)) {
-        fetchForFault(a.mapping, a.page, a.pageAddr);
-        faultServed(a.t0);
+        this.#fetchForFault(a.mapping, a.page, a.pageAddr);
+        this.#faultServed(a.t0);
       } else still.push(a);
     }
-    awaiting = still;
-    Atomics.store(state.counters, Counter.AWAITING, awaiting.length);
-  };
-  // In requests: the oldest one always qualifies.
-  const awaitAhead = Math.max(1, Math.floor(AWAIT_BYTES_AHEAD / (config.pushBatch * ps)));
-  const pushBringsSoon = (mi: number, page: number) => {
+    this.#awaiting = still;
+    Atomics.store(state.counters, Counter.AWAITING, still.length);
+  }
+
+  #pushBringsSoon(mi: number, page: number): boolean {
     // Until the ranges are registered the push holds its pages: a fault does not wait on it.
     const tag = Atomics.load(state.requested[mi], page);
-    return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < awaitAhead;
-  };
-  const pollTimeout = () => {
-    let ms = deferred.length ? (pushDone ? 1 : 0) : pushDone ? -1 : 0;
-    if (awaiting.length) {
-      const left = Math.max(1, Math.ceil(awaiting[0].t0 + AWAIT_PUSH_MS - performance.now()));
+    return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < this.#awaitAhead;
+  }
+
+  /** 0: look and go on (a push batch to send, deferred faults); -1: sleep until an fd says something. */
+  #pollTimeout(): number {
+    let ms = this.#deferred.length ? (this.#pushDone ? 1 : 0) : this.#pushDone ? -1 : 0;
+    if (this.#awaiting.length) {
+      const left = Math.max(1, Math.ceil(this.#awaiting[0].t0 + AWAIT_PUSH_MS - performance.now()));
       ms = ms < 0 ? left : Math.min(ms, left);
     }
     return ms;
-  };
-  while (!stopping()) {
-    fds[3] = Atomics.load(state.counters, Counter.PIDFD) || -1;
-    const ready = native.pollIn(fds, pollTimeout());
-    if (ready < 0) throw new PostcopyError('ERR_UFFD', `poll failed: errno ${-ready}`);
-    if (ready & 2) break;
-    if (ready & 8 && !(ready & 1)) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited');
-    if (ready & 4) native.readInto(config.pushFd, signalBuf, 0, 8);
-    const gaps = Atomics.load(state.counters, Counter.GAPS);
-    if (gaps !== gapsSeen) {
-      // Pages we had counted as present were not in the task's memory (handler.ts, verifyResident):
-      // fetch them here, whether or not a push thread ran.
-      gapsSeen = gaps;
-      cursor ??= new PushCursor();
-      pushDone = false;
-      completed = false;
-    }
-    settleAwaited();
-    if (deferred.length && performance.now() - deferredSince > 2) wakeDeferred();
-    if (!(ready & 1)) {
-      // No fault waiting: push one batch on this connection, then look again.
-      if (ready === 0 && cursor) {
-        const next = cursor.next(batch);
-        if (!next) pushDone = true;
-        else {
-          const missingFrom = fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
-          if (missingFrom >= 0) cursor.retry(next.mapping, missingFrom, next.page + next.count - missingFrom);
-          for (const p of corrupt) cursor.retry(next.mapping, p, 1);
-        }
-      }
-    } else {
-      // Memory events first: they change where pages are, and each fault read with them is
-      // resolved against the map as it stands after them.
-      beginMapChange(state);
-      let n: number;
-      let events = 0;
-      try {
-        // A new epoch before each read: a fork read now sees what was installed before it (presentAtFork).
-        Atomics.add(state.counters, Counter.EPOCH, 1);
-        n = native.readInto(uffd, msgs, 0, msgs.length);
-        for (let off = 0; off + msgSize <= n; off += msgSize) {
-          if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) {
-            memoryEvent(msgs[off], msgs, off);
-            events++;
-          }
-        }
-      } finally {
-        endMapChange(state);
-      }
-      if (n === -C.EAGAIN) continue;
-      if (n <= 0) throw new PostcopyError('ERR_UFFD', `reading the userfaultfd failed: ${n === 0 ? 'closed' : `errno ${-n}`}`);
-      if (events && deferred.length) wakeDeferred();
-      if (events && awaiting.length) {
-        // Their pages may have moved: let them fault again, against the new map.
-        for (const a of awaiting) {
-          native.uffdWake(uffd, a.pageAddr, ps);
-          Atomics.add(state.counters, Counter.FAULTS, 1);
-        }
-        awaiting = [];
-      }
-      for (let off = 0; off + msgSize <= n; off += msgSize) {
-        if (msgs[off] !== C.UFFD_EVENT_PAGEFAULT) continue;
-        Atomics.add(state.counters, Counter.EVENTS, 1);
-        const t0 = performance.now();
-        const addr = msgs.readUInt32LE(off + 16) + msgs.readUInt32LE(off + 20) * 0x100000000;
-        const pageAddr = addr - (addr % ps);
-        const mi = locate(state, addr, where).mapping;
-        if (mi < 0) {
-          // Registered memory the source never had: the part an mremap or brk grew. Fresh memory reads as zero.
-          const r = native.uffdZeropage(uffd, pageAddr, ps, false);
-          if (r === -C.EAGAIN) defer(pageAddr);
-          else if (r < 0) native.uffdWake(uffd, pageAddr, ps);
-        } else {
-          const page = where.page;
-          Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
-          Atomics.store(state.counters, Counter.HINT_PAGE, page);
-          Atomics.add(state.counters, Counter.HINT_SEQ, 1);
-          if (Atomics.load(state.present[mi], page) && pageAddr !== lastWoken) {
-            // Installed by the push meanwhile: let the fault retry. If the same page faults right
-            // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
-            native.uffdWake(uffd, pageAddr, ps);
-            lastWoken = pageAddr;
-          } else if (awaitPush && pageAddr !== lastWoken && pushBringsSoon(mi, page)) {
-            awaiting.push({ pageAddr, mapping: mi, page, t0 });
-            continue; // served once its page is in (settleAwaited)
-          } else fetchForFault(mi, page, pageAddr);
-        }
-        faultServed(t0);
-      }
-      // After publishing the count, look at the pages once more: a push that installed one before
-      // it could see the count did not signal (both sides use sequentially consistent atomics).
-      Atomics.store(state.counters, Counter.AWAITING, awaiting.length);
-      settleAwaited();
-    }
-    if (!completed && allPresent(state)) {
-      completed = true;
-      post({ type: 'complete', at: performance.timeOrigin + performance.now() });
-    }
   }
-  return {
-    count: hist.count,
-    minNs: hist.count ? hist.min : 0,
-    p50Ns: hist.count ? hist.percentile(50) : 0,
-    p90Ns: hist.count ? hist.percentile(90) : 0,
-    p99Ns: hist.count ? hist.percentile(99) : 0,
-    maxNs: hist.count ? hist.max : 0,
-    meanNs: hist.count ? hist.mean : 0,
-    stddevNs: hist.count ? hist.stddev : 0,
-    buckets: hist.count ? latencyBuckets(hist) : LATENCY_BOUNDS_NS.map(() => 0),
-  };
+
+  #summary(): LatencySummary {
+    const hist = this.#hist;
+    return {
+      count: hist.count,
+      minNs: hist.count ? hist.min : 0,
+      p50Ns: hist.count ? hist.percentile(50) : 0,
+      p90Ns: hist.count ? hist.percentile(90) : 0,
+      p99Ns: hist.count ? hist.percentile(99) : 0,
+      maxNs: hist.count ? hist.max : 0,
+      meanNs: hist.count ? hist.mean : 0,
+      stddevNs: hist.count ? hist.stddev : 0,
+      buckets: hist.count ? latencyBuckets(hist) : LATENCY_BOUNDS_NS.map(() => 0),
+    };
+  }
 }
 
 /** How often a faulting page may fail its checksum before the connection is deemed broken. */
@@ -378,88 +439,42 @@ function installRun(channel: PageChannel, run: Run, mi: number, counter: number,
   return -1;
 }
 
-const u64At = (buf: Buffer, off: number) => buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 0x100000000;
-
 /**
  * The process changed its memory map. REMOVE (MADV_DONTNEED) and UNMAP: those pages must never be
  * fetched, they read as zero or are gone; after REMOVE the range is unregistered so the kernel
  * zero-fills it. REMAP: the pages moved, missing ones included; they are fetched for their new
  * place. FORK: the child gets a handler of its own, starting from this map.
  */
-function memoryEvent(event: number, msgs: Buffer, off: number): void {
-  if (event === C.UFFD_EVENT_REMOVE || event === C.UFFD_EVENT_UNMAP) {
-    const start = u64At(msgs, off + 8);
-    const end = u64At(msgs, off + 16);
-    dropRange(state, start, end, event === C.UFFD_EVENT_UNMAP);
-    if (event === C.UFFD_EVENT_REMOVE) {
-      try {
-        native.uffdUnregister(config.uffd, start, end - start);
-      } catch {
-        // the process is gone: nothing left to protect
+function memoryEvent(msg: UffdMessage): void {
+  switch (msg.kind) {
+    case UffdEvent.REMOVE:
+    case UffdEvent.UNMAP:
+      dropRange(state, msg.start, msg.end, msg.kind === UffdEvent.UNMAP);
+      if (msg.kind === UffdEvent.REMOVE) {
+        try {
+          native.uffdUnregister(config.uffd, msg.start, msg.end - msg.start);
+        } catch {
+          // the process is gone: nothing left to protect
+        }
       }
-    }
-    return;
-  }
-  if (event === C.UFFD_EVENT_REMAP) {
-    moveRange(state, u64At(msgs, off + 8), u64At(msgs, off + 16), u64At(msgs, off + 24));
-    return;
-  }
-  if (event === C.UFFD_EVENT_FORK) {
-    // The child's userfaultfd arrived in this process: the handler's main thread serves it.
-    post({ type: 'fork', uffd: msgs.readUInt32LE(off + 8), map: snapshotMap(state), present: presentAtFork(state) });
-    return;
-  }
-  throw new PostcopyError('ERR_UFFD', `the process sent userfaultfd event ${event}, which this handler does not know`);
-}
-
-/** Picks the next run of missing pages, starting after the latest fault (pre-paging), then wrapping. */
-class PushCursor {
-  mapping = 0;
-  page = 0;
-  #seenSeq = -1;
-  /** pages already asked for (shared: a fault on one waits for the push): a hint that jumps back must not ask again */
-  #requested = state.requested;
-
-  /** `tag`: what to mark the pages asked for with (see requestTag) */
-  next(batch: number, tag = 1): { mapping: number; page: number; count: number } | null {
-    const seq = Atomics.load(state.counters, Counter.HINT_SEQ);
-    if (seq !== this.#seenSeq && seq > 0) {
-      this.#seenSeq = seq;
-      this.mapping = Atomics.load(state.counters, Counter.HINT_MAPPING);
-      this.page = Atomics.load(state.counters, Counter.HINT_PAGE) + 1;
-    }
-    const total = state.mappings.length;
-    for (let scanned = 0; scanned <= total; scanned++) {
-      const bits = state.present[this.mapping];
-      const asked = this.#requested[this.mapping];
-      let p = this.page;
-      while (p < bits.length && (asked[p] || Atomics.load(bits, p))) p++;
-      if (p < bits.length) {
-        let end = p + 1;
-        while (end < bits.length && end - p < batch && !asked[end] && !Atomics.load(bits, end)) end++;
-        asked.fill(tag, p, end);
-        const out = { mapping: this.mapping, page: p, count: end - p };
-        this.page = end;
-        return out;
-      }
-      this.mapping = (this.mapping + 1) % total;
-      this.page = 0;
-    }
-    return null;
-  }
-
-  /** Pages a request could not install (the map was changing, or a checksum failed): ask again. */
-  retry(mapping: number, page: number, count: number): void {
-    this.#requested[mapping].fill(0, page, page + count);
-    if (mapping < this.mapping || (mapping === this.mapping && page < this.page)) {
-      this.mapping = mapping;
-      this.page = page;
-    }
+      return;
+    case UffdEvent.REMAP:
+      moveRange(state, msg.from, msg.to, msg.length);
+      return;
+    case UffdEvent.FORK:
+      // The child's userfaultfd arrived in this process: the handler's main thread serves it.
+      post({ type: 'fork', uffd: msg.childUffd, map: snapshotMap(state), present: presentAtFork(state) });
+      return;
+    default:
+      throw new PostcopyError('ERR_UFFD', `the process sent userfaultfd event ${msg.kind}, which this handler does not know`);
   }
 }
 
 function pushLoop(): void {
-  const cursor = new PushCursor();
+  // Faults first: the push yields the CPU to every thread of normal priority (the fault thread, the
+  // task itself), and runs on what they leave.
+  if (config.pushNice) setPriority(0, config.pushNice);
+  const cursor = new PushCursor(state);
   const corrupt: number[] = [];
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   const inflight: { id: number; mapping: number; page: number; count: number }[] = [];
@@ -542,7 +557,8 @@ const retryable = (err: unknown) => err instanceof ConnectionLost || typeof (err
 function resume(lost: ConnectionLost): PageChannel {
   channel?.close();
   channel = null;
-  if (!config.resumeMs || stopping()) throw lost;
+  if (stopping()) throw lost;
+  if (!config.resumeMs) throw new PostcopyError('ERR_PEER_CLOSED', `${lost.message} (this source cannot be resumed)`);
   const giveUpAt = performance.now() + config.resumeMs;
   for (let delay = 10; ; delay = Math.min(1000, delay * 2)) {
     try {
@@ -552,7 +568,7 @@ function resume(lost: ConnectionLost): PageChannel {
     } catch (err) {
       if (!retryable(err)) throw err;
       if (stopping() || performance.now() + delay > giveUpAt)
-        throw new ConnectionLost(`the source stayed unreachable for ${config.resumeMs} ms (${lost.message}; last try: ${(err as Error).message})`);
+        throw new PostcopyError('ERR_PEER_CLOSED', `the source stayed unreachable for ${config.resumeMs} ms (${lost.message}; last try: ${(err as Error).message})`);
     }
     Atomics.wait(state.counters, Counter.STOP, 0, delay);
   }
@@ -584,7 +600,7 @@ function main(): void {
     post({ type: 'ready' });
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);
-    if (config.role === 'fault') latency = faultLoop();
+    if (config.role === 'fault') latency = new FaultLoop().run();
     else pushLoop();
     channel?.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);
   } catch (err) {

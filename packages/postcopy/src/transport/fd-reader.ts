@@ -25,7 +25,7 @@ export class FdReader {
     return this.end - this.start;
   }
 
-  /** Blocks until at least n bytes are buffered from this.start. Throws ERR_PEER_CLOSED at EOF. */
+  /** Blocks until at least n bytes are buffered from this.start. Throws ConnectionLost (ERR_CONNECTION_LOST) at EOF. */
   need(n: number): void {
     if (this.end - this.start >= n) return;
     if (this.buf.length - this.start < n) this.#makeRoom(n);
@@ -50,7 +50,7 @@ export class FdReader {
       this.need(n);
       return true;
     } catch (err) {
-      if (this.end === this.start && (err as PostcopyError).code === 'ERR_PEER_CLOSED') return false;
+      if (this.end === this.start && (err as PostcopyError).code === 'ERR_CONNECTION_LOST') return false;
       throw err;
     }
   }

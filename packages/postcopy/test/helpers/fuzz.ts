@@ -134,7 +134,7 @@ async function playHandoff(parts: HandoffPart[], hangUp: boolean): Promise<void>
       });
       assert.equal(r.tasks.length + r.zombies.length, HANDOFF_PIDS.length);
     } catch (e) {
-      assert.ok(['ERR_PROTOCOL', 'ERR_PEER_CLOSED', 'ERR_IMAGE', 'ERR_TIMEOUT'].includes((e as { code?: string }).code ?? ''), String(e));
+      assert.ok(['ERR_PROTOCOL', 'ERR_PEER_CLOSED', 'ERR_CONNECTION_LOST', 'ERR_IMAGE', 'ERR_TIMEOUT'].includes((e as { code?: string }).code ?? ''), String(e));
     }
     assert.ok(Date.now() - t0 < 2000, 'the reader kept to its timeout');
   } finally {
