@@ -193,7 +193,8 @@ function selection(o, all) {
       }
       for (const test of names) {
         if (!byName.has(test)) usage(`no zdtm test ${test}`);
-        for (const impl of o.impls) items.push({ test, flavour, mode, impl });
+        const excl = byName.get(test).flags.includes('excl');
+        for (const impl of o.impls) items.push({ test, flavour, mode, impl, ...(excl ? { excl } : {}) });
       }
     }
   return items;
@@ -236,10 +237,11 @@ export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto', c
     ...(cli ? { ZDTM_POSTCOPY_CLI: cli } : {}),
   }, cli ? [dirname(dirname(dirname(cli)))] : []);
   // One run of a test at a time, whoever runs it (this script, npm test): runs of one test share
-  // its files and dump directory in zdtm's tree.
+  // its files and dump directory in zdtm's tree. A test zdtm flags `excl` (cgroups, file locks,
+  // iptables: host-wide state) runs alone, as zdtm's --parallel runs it.
   const locks = join(ROOT, 'var', 'lib', 'zdtm', 'locks');
   mkdirSync(locks, { recursive: true });
-  const lock = ['flock', '-w', String(timeoutS), join(locks, `${item.test.replaceAll('/', '_')}.lock`)];
+  const lock = ['flock', '-w', String(timeoutS), item.excl ? '-x' : '-s', join(locks, 'all.lock'), 'flock', '-w', String(timeoutS), join(locks, `${item.test.replaceAll('/', '_')}.lock`)];
   const started = Date.now();
   return new Promise((done) => {
     const child = spawn(lock[0], [...lock.slice(1), ...argv], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
