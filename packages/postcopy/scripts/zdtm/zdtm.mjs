@@ -382,6 +382,17 @@ async function main() {
     return;
   }
   mkdirSync(o.out, { recursive: true });
+  // One harness per results directory: two would overwrite each other's results.
+  const running = join(o.out, '.running');
+  try {
+    const other = Number(readFileSync(running, 'utf8'));
+    process.kill(other, 0);
+    throw new Error(`another npm run zdtm (pid ${other}) writes to ${o.out}`);
+  } catch (err) {
+    if (err.code !== 'ENOENT' && err.code !== 'ESRCH') throw err;
+  }
+  writeFileSync(running, String(process.pid));
+  process.on('exit', () => rmSync(running, { force: true }));
   const resultsPath = join(o.out, 'results.json');
   const state = loadResults(resultsPath, o.fresh);
   const criu = spawnSync('bash', [CRIU_ROOT_SH, 'exec', 'criu', '--version'], { encoding: 'utf8', env: { ...process.env, POSTCOPY_CRIU_ROOT: ROOT } }).stdout.split('\n')[0].replace('Version: ', 'criu ');
