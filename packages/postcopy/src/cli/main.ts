@@ -768,6 +768,7 @@ program
   .option('--tls-key <file>', 'its private key', '/etc/pki/criu/private/key.pem')
   .option('--tls-cacrl <file>', 'a certificate revocation list (not checked: refused if given)')
   .option('--tls-no-cn-verify', "do not check the page server's name against its certificate (never checked here: its certificate must be signed by the CA)")
+  .option('--no-default-config', "CRIU's: do not read /etc/criu/default.conf (this daemon reads no configuration file)")
   .option('-o, --log-file <file>', 'the log (relative to the work directory), instead of stderr')
   .option('-v, --verbosity [level]', "CRIU's log levels: 0 errors only ... 4 debug; -v, -vv ... count", '2')
   .option('--status-fd <fd>', 'write one zero byte to this fd once criu restore may start, then close it', int)

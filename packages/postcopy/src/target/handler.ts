@@ -356,6 +356,11 @@ export class FaultHandler extends EventEmitter {
               // thread may see its connection end before the bridge hears why. Give it a moment.
               if (!isReady && connectionEnded(m.code) && this.#bridge && !this.#bridge.lastError) setTimeout(fail, 200);
               else fail();
+            } else if (m.type === 'drained') {
+              void Promise.allSettled(this.#children).then(() => {
+                Atomics.store(this.#state.counters, Counter.BYE_OK, 1);
+                Atomics.notify(this.#state.counters, Counter.BYE_OK);
+              });
             } else if (m.type === 'stopped' && m.latency) this.#latency = m.latency;
           });
           worker.on('error', (err) => {

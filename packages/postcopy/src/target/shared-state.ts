@@ -58,8 +58,15 @@ export const Counter = {
   GAPS: 24,
   /** a pidfd of the task, once its pid is known (0 before): the fault thread ends when it exits */
   PIDFD: 25,
+  /**
+   * 1 once the handler has started a handler for every child its task forked before the fault thread
+   * stopped: only then does that thread say BYE, so a source that ends with its last connection
+   * is still there for the children (a fork read just before the stop came after the handler had
+   * waited for its children).
+   */
+  BYE_OK: 26,
 } as const;
-const COUNTERS = 26;
+const COUNTERS = 27;
 /**
  * Extents the table holds: room for every mapping twice over and then some, at least 2^14. A task
  * may have as many lazy regions as the kernel lets it map (vm.max_map_count, 65,530 by default:

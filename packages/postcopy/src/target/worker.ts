@@ -64,6 +64,8 @@ export type WorkerMessage =
   /** present: what the child surely has (presentAtFork), taken where the event was read */
   | { type: 'fork'; uffd: number; map: MapSnapshot; present: Uint8Array[] }
   | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
+  /** the fault thread stopped reading the uffd: every fork it saw was posted before this */
+  | { type: 'drained' }
   | { type: 'stopped'; latency?: LatencySummary };
 
 export interface LatencySummary {
@@ -412,6 +414,9 @@ class FaultLoop {
   }
 }
 
+/** How long the fault thread's BYE waits for the handlers of the children it saw fork (see Counter.BYE_OK). */
+const BYE_WAIT_MS = 10_000;
+
 /** How often a faulting page may fail its checksum before the connection is deemed broken. */
 const MAX_REFETCH = 8;
 
@@ -600,8 +605,12 @@ function main(): void {
     post({ type: 'ready' });
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);
-    if (config.role === 'fault') latency = new FaultLoop().run();
-    else pushLoop();
+    if (config.role === 'fault') {
+      latency = new FaultLoop().run();
+      // Every fork event has been read and posted: the BYE waits until their handlers are connected.
+      post({ type: 'drained' });
+      Atomics.wait(state.counters, Counter.BYE_OK, 0, BYE_WAIT_MS);
+    } else pushLoop();
     channel?.bye(allPresent(state) ? ByeReason.DONE : ByeReason.ABORT);
   } catch (err) {
     const e = err as PostcopyError;
