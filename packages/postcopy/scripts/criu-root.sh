@@ -8,9 +8,10 @@
 #                                  sysfs, dev, a fresh devpts and tmpfs /run, then pivot_root
 #   criu-root.sh check             `criu check` inside the root
 #
-# Env: POSTCOPY_ROOT_BINDS (opt-in, `exec`: "SRC=DST ..." host paths bind-mounted inside), POSTCOPY_CRIU_ROOT (default /var/cache/postcopy/trixie; / means the host's own criu and runc,
+# Env: POSTCOPY_CRIU_ROOT (default /var/cache/postcopy/trixie; / means the host's own criu and runc,
 # run as they are), POSTCOPY_DEBIAN_MIRROR, POSTCOPY_CRIU_SUITE (default trixie: criu 4.1.1; sid or
-# forky have criu 4.2, which dumps INET sockets on kernels >= 6.16).
+# forky have criu 4.2, which dumps INET sockets on kernels >= 6.16), POSTCOPY_ROOT_BINDS (opt-in,
+# `exec`: "SRC=DST ..." host paths bind-mounted at DST inside the root).
 # Needs root; `ensure` needs Debian's mirror once.
 set -euo pipefail
 ROOT=${POSTCOPY_CRIU_ROOT:-/var/cache/postcopy/trixie}
