@@ -44,6 +44,8 @@ export function installPages(
   const end = first + count;
   let p = first;
   let retries = 0;
+  /** page p alone: a run that met ENOENT may only cross a VMA boundary (below) */
+  let alone = -1;
   while (p < end) {
     const seq = installer === 'push' ? mapSeq(state) : 0;
     spanAt(state, mapping, p, end, span);
@@ -51,6 +53,7 @@ export function installPages(
       p += span.count; // unmapped: dropRange marked these already
       continue;
     }
+    if (alone === p) span.count = 1;
     const r = place(uffd, span.addr, data, dataOffset + (p - first) * ps, span.count * ps);
     if (installer === 'push' && mapChangedSince(state, seq)) {
       // The process moved memory during this call: `span.addr` may have been stale.
@@ -79,6 +82,10 @@ export function installPages(
     } else if (r === -C.ENOENT && installer === 'push' && !Atomics.load(state.counters, Counter.REGISTERED)) {
       // Not registered yet (the restore is still setting the process up): hold the pages, try again.
       if (!waitRegistered(state, 1)) return end - p;
+    } else if (r === -C.ENOENT && span.count > 1) {
+      // A copy must lie within one VMA: the task may have split ours since (mprotect, which
+      // sends no event), and a run across the split fails whole. Only page p alone tells.
+      alone = p;
     } else if (r === -C.ENOENT) {
       if (unmappedForGood(state, uffd, mapping, p, span.addr, installer)) {
         markPresent(state, mapping, p, 1, Counter.DROPPED);

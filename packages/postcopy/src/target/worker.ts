@@ -205,10 +205,15 @@ class FaultLoop {
     this.#completed = false;
   }
 
-  /** No fault waiting: push one batch on this connection, then look again. */
+  /**
+   * No fault waiting: push one batch on this connection, then look again. Not before every range
+   * is registered: `criu restore` hands the uffd over before its restorer registers each VMA, and an
+   * install there meets no registered VMA (ENOENT), which would count the page as unmapped for good
+   * (zdtm: whole VMAs dropped this way, read as zeros once the uffd was let go).
+   */
   #pushOneBatch(): void {
     const cursor = this.#cursor;
-    if (!cursor) return;
+    if (!cursor || !this.#registered()) return;
     const next = cursor.next(this.#batch);
     if (!next) {
       this.#pushDone = true;
@@ -388,9 +393,15 @@ class FaultLoop {
     return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < this.#awaitAhead;
   }
 
+  #registered(): boolean {
+    return Atomics.load(state.counters, Counter.REGISTERED) !== 0;
+  }
+
   /** 0: look and go on (a push batch to send, deferred faults); -1: sleep until an fd says something. */
   #pollTimeout(): number {
-    let ms = this.#deferred.length ? (this.#pushDone ? 1 : 0) : this.#pushDone ? -1 : 0;
+    // A push that waits for the registration looks again every millisecond.
+    const pushing = this.#pushDone ? -1 : this.#registered() ? 0 : 1;
+    let ms = this.#deferred.length ? (this.#pushDone ? 1 : pushing) : pushing;
     if (this.#awaiting.length) {
       const left = Math.max(1, Math.ceil(this.#awaiting[0].t0 + AWAIT_PUSH_MS - performance.now()));
       ms = ms < 0 ? left : Math.min(ms, left);
