@@ -202,25 +202,33 @@ function selection(o, all) {
 
 export const keyOf = (r) => `${r.flavour}|${r.mode}|${r.impl}|${r.test}`;
 
-/** The sysctls zdtm needs and the ones it leaves changed, put back by restore() (also on failure). */
+const LOCKS = join(ROOT, 'var', 'lib', 'zdtm', 'locks');
+
+/**
+ * The sysctls zdtm needs and the ones it leaves changed, put back by restore() (also on failure).
+ * Every zdtm.py sets vm.nr_hugepages to 20 while it runs, so the value is read and written only
+ * while no zdtm run holds the shared lock (another harness's, npm test's): under it exclusively.
+ */
 export function sysctlGuard() {
   const PIPE = '/proc/sys/fs/pipe-max-size';
   const HUGE = '/proc/sys/vm/nr_hugepages';
+  mkdirSync(LOCKS, { recursive: true });
+  const underLock = (wait, script, ...args) =>
+    spawnSync('flock', [...(wait ? ['-w', '300'] : ['-n']), '-x', join(LOCKS, 'all.lock'), 'sh', '-c', script, 'sh', ...args], { encoding: 'utf8' });
   const pipe = readFileSync(PIPE, 'utf8').trim();
-  const huge = readFileSync(HUGE, 'utf8').trim();
+  const read = underLock(true, 'cat "$1"', HUGE);
+  const huge = read.status === 0 ? read.stdout.trim() : '0';
   // stock's remote mode: CRIU's lazy page server asks for 4 MiB pipes (no CAP_SYS_RESOURCE here)
   if (Number(pipe) < 4 << 20) writeFileSync(PIPE, String(4 << 20));
-  const put = (path, v) => {
-    try {
-      if (readFileSync(path, 'utf8').trim() !== v) writeFileSync(path, v);
-    } catch {}
-  };
+  const putHuge = (wait) => underLock(wait, '[ "$(cat "$1")" = "$2" ] || echo "$2" > "$1"', HUGE, huge);
   return {
-    /** after each test: a failed hugetlb test leaves vm.nr_hugepages at 20 */
-    afterTest: () => put(HUGE, huge),
+    /** after a run: a failed hugetlb test leaves vm.nr_hugepages at 20 (skipped while another run goes) */
+    afterTest: () => putHuge(false),
     restore: () => {
-      put(HUGE, huge);
-      put(PIPE, pipe);
+      putHuge(true);
+      try {
+        if (readFileSync(PIPE, 'utf8').trim() !== pipe) writeFileSync(PIPE, pipe);
+      } catch {}
     },
   };
 }
@@ -239,9 +247,8 @@ export function runOne(testDir, item, timeoutS, logDir, postcopyArgs = 'auto', c
   // One run of a test at a time, whoever runs it (this script, npm test): runs of one test share
   // its files and dump directory in zdtm's tree. A test zdtm flags `excl` (cgroups, file locks,
   // iptables: host-wide state) runs alone, as zdtm's --parallel runs it.
-  const locks = join(ROOT, 'var', 'lib', 'zdtm', 'locks');
-  mkdirSync(locks, { recursive: true });
-  const lock = ['flock', '-w', String(timeoutS), item.excl ? '-x' : '-s', join(locks, 'all.lock'), 'flock', '-w', String(timeoutS), join(locks, `${item.test.replaceAll('/', '_')}.lock`)];
+  mkdirSync(LOCKS, { recursive: true });
+  const lock = ['flock', '-w', String(timeoutS), item.excl ? '-x' : '-s', join(LOCKS, 'all.lock'), 'flock', '-w', String(timeoutS), join(LOCKS, `${item.test.replaceAll('/', '_')}.lock`)];
   const started = Date.now();
   return new Promise((done) => {
     const child = spawn(lock[0], [...lock.slice(1), ...argv], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
