@@ -1,12 +1,11 @@
 // One target connection served by its own thread with blocking calls: read a GET, read the
 // pages straight from the source, one write for the reply. The event loop is not on this path.
-import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
 import { decodeBody, encodeBye, encodeError, readGet, readHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
-import { ByeReason, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
+import { ByeReason, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { MemorySource } from './memory-source.js';
 import { checkGet, maxRunSize, runEnd, SourceHandshake, StatSlot, writeRun, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
@@ -21,7 +20,6 @@ class Connection {
   #source: MemorySource;
   #stats = config.stats;
   #handshake: SourceHandshake;
-  #background = false;
 
   constructor(source: MemorySource) {
     this.#source = source;
@@ -53,12 +51,6 @@ class Connection {
 
   #serve(get: Get): void {
     this.#stats[StatSlot.GETS]++;
-    if (get.flags & Flag.BACKGROUND && !this.#background) {
-      // A push connection: its replies wait while a fault's are served.
-      this.#background = true;
-      const nice = Number(process.env.POSTCOPY_PUSH_NICE ?? 0);
-      if (nice) setPriority(0, nice);
-    }
     const rejected = checkGet(get, this.#source, config.maxGetPages) ?? this.#handshake.checkGrant(get);
     if (rejected) return this.#reject(get.id, rejected.code, rejected.message, false);
     const region = this.#source.regions[get.region];

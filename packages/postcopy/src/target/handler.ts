@@ -93,8 +93,6 @@ export interface FaultHandlerOptions {
    * socket) the pages are only ever copied by it, and the CRCs are ~10% of a push's CPU.
    */
   checksums?: boolean;
-  /** the push thread's nice value: above 0, it yields the CPU to faults (default 0) */
-  pushNice?: number;
   /** CPU masks for the threads (0 = unpinned) */
   faultCpuMask?: number;
   pushCpuMask?: number;
@@ -318,7 +316,6 @@ export class FaultHandler extends EventEmitter {
       replyTimeoutMs: o.replyTimeoutMs ?? 10_000,
       key: o.key,
       checksums: o.checksums ?? true,
-      pushNice: o.pushNice ?? Number(process.env.POSTCOPY_PUSH_NICE ?? 0),
     };
     const push = o.push ?? true;
     const oneThread = !!o.criu || !!o.singleThread;

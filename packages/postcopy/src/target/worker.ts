@@ -1,6 +1,5 @@
 // Fault and push threads. Each owns one blocking connection and never yields to an event loop
 // on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
-import { setPriority } from 'node:os';
 import { createHistogram } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
 import { ConnectionLost, PostcopyError, RemoteError } from '../errors.js';
@@ -53,8 +52,6 @@ export interface WorkerConfig {
   key?: PresharedKey;
   /** ask for, and check, a CRC32C with every page */
   checksums: boolean;
-  /** push thread: its nice value (0: as the process) */
-  pushNice?: number;
 }
 
 export type WorkerMessage =
@@ -487,9 +484,6 @@ function memoryEvent(msg: UffdMessage): void {
 }
 
 function pushLoop(): void {
-  // Faults first: the push yields the CPU to every thread of normal priority (the fault thread, the
-  // task itself), and runs on what they leave.
-  if (config.pushNice) setPriority(0, config.pushNice);
   const cursor = new PushCursor(state);
   const corrupt: number[] = [];
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
