@@ -132,6 +132,9 @@ describe('tiematch batch', () => {
       assert.equal(codes[images[0]].code, 'ERR_OUTPUT');
       assert.match(r.stderr, /GHOST\.JPG.*\[ERR_NO_KEYPOINTS\]/);
 
+      // On a TTY (script(1) gives it one), a bar of the pairs done.
+      const tty = spawnSync('script', ['-qec', `${process.execPath} ${cli} batch ${dir} --pairs Line:1 --force`, '/dev/null'], { encoding: 'utf8' });
+      assert.match(tty.stdout, /\r\[#+\] \d+\/\d+ pairs, \d+ matches/);
       assert.match(run('batch', dir, '--pairs', 'Sometimes').stderr, /\[ERR_INVALID_ARG\]/);
       assert.match(run('batch', dir, '--pairs', `File:${join(dir, 'none.xml')}`).stderr, /none\.xml.*\[ERR_PAIR_LIST\]/);
       assert.match(run('batch', join(dir, 'nowhere')).stderr, /Pastis.*\[ERR_INPUT\]/);

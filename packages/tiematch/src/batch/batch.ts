@@ -198,7 +198,10 @@ export async function runBatch(dir: string, o: BatchOptions = {}): Promise<Batch
     time_ms: { read: 0, index: 0, search: 0, filter: 0, write: 0, wall: 0 },
     errors: [],
   };
+  /** The bar counts pairs finished, failed ones too (set for the pass that writes results). */
+  let tick: (() => void) | undefined;
   const fail = (p: Pair, e: unknown): void => {
+    tick?.();
     summary.pairs.failed++;
     summary.errors.push({ a: p.a, b: p.b, code: (e as { code?: string }).code ?? 'ERR_WORKER', message: (e as Error).message });
   };
@@ -207,20 +210,30 @@ export async function runBatch(dir: string, o: BatchOptions = {}): Promise<Batch
   // The compiled worker, also when this file runs from src/ under tsx (workers do not inherit loaders).
   const workerUrl = new URL('../../dist/batch/worker.js', import.meta.url);
   const workers = Array.from({ length: Math.max(1, Math.min(search.threads, pairs.length)) }, () => new Worker(workerUrl, { workerData: data }));
-  const waiting = new Map<number, (r: BatchReply) => void>();
+  const waiting = new Map<number, { worker: Worker; resolve: (r: BatchReply) => void }>();
   let nextId = 0;
   let broken: Error | undefined;
+  // A thread that dies fails what it held and stops the run (its pairs are redone by the next run).
+  const lost = (w: Worker, why: string): void => {
+    broken ??= new TiematchError('ERR_WORKER', `batch thread failed: ${why}`);
+    for (const [id, entry] of waiting) {
+      if (entry.worker !== w) continue;
+      waiting.delete(id);
+      entry.resolve({ type: 'failed', id, code: 'ERR_WORKER', message: broken.message });
+    }
+  };
   for (const w of workers) {
     w.on('message', (r: BatchReply) => {
-      waiting.get(r.id)?.(r);
+      waiting.get(r.id)?.resolve(r);
       waiting.delete(r.id);
     });
-    w.on('error', (e) => (broken ??= new TiematchError('ERR_WORKER', `batch thread failed: ${e.message}`, { cause: e })));
+    w.on('error', (e) => lost(w, e.message));
+    w.on('exit', (code) => lost(w, `exited with ${code}`));
   }
   const send = (w: Worker, task: Omit<PairTask, 'id' | 'type'>): Promise<BatchReply> =>
     new Promise((resolve) => {
       const id = nextId++;
-      waiting.set(id, resolve);
+      waiting.set(id, { worker: w, resolve });
       w.postMessage({ type: 'pair', id, ...task } satisfies PairTask);
     });
 
@@ -272,12 +285,13 @@ export async function runBatch(dir: string, o: BatchOptions = {}): Promise<Batch
     summary.pairs.skipped = todo.length - remaining.length;
     const total = remaining.length;
     let done = 0;
+    tick = () => o.progress?.(++done, total, summary.matches);
     o.progress?.(0, total, 0);
     await pass(remaining, false, (_, r) => {
       summary.pairs.matched++;
       summary.matches += r.matches;
       summary.ratio_matches += r.ratioMatches;
-      o.progress?.(++done, total, summary.matches);
+      tick!();
     });
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
