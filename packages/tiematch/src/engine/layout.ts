@@ -189,8 +189,11 @@ const asI16 = (u8: Uint8Array): Int16Array => new Int16Array(u8.buffer, u8.byteO
 export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): PreparedIndex {
   const n = descriptors.length / D;
   const ke = k + EXT;
-  // The set, the PCA's scratch, and the layout (projections, clusters, the permuted base).
-  const bytes = 2 * n * D + (D * D + D + 2 * MAX_ROWS * D) * 8 + n * (ke * 4 + 40) + 8 * MAX_CLUSTERS * (ke * 4 + D + 16) + MAX_CLUSTERS * (ke * 4 + 16) + (1 << 20);
+  // The set, its projections and norms, the PCA's scratch, the clusters, and the slots (each
+  // cluster padded to 8): their index, permuted projections and descriptors, interleaved and
+  // extension projections.
+  const slotsAtMost = n + 8 * MAX_CLUSTERS;
+  const bytes = n * (D + 2 * ke + 16) + (D * D + D + 2 * MAX_ROWS * D) * 8 + MAX_CLUSTERS * (ke * 4 + 16) + slotsAtMost * (4 + 2 * ke + D + 2 * k + 2 * EXT) + (1 << 20);
   const arena = new Arena(bytes);
   const srcPtr = arena.put(descriptors);
   const params = screenParams(principalBasis(new KernelMoments(arena, srcPtr, n), ke), alpha);
