@@ -256,6 +256,10 @@ describe('agents on two hosts', () => {
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check of the restored container passes');
       const mb = parsePrometheusTextFormat(httpGet(veth, 'b', `http://${b.addr}:${METRICS_PORT}/metrics`));
       assert.equal(metric(mb, 'postcopy_migrations_succeeded_total', { role: 'destination' }), 1);
+      // No RAPL on this VM: host b's power by its class's model (27 W idle and 40 W of chassis at
+      // least), and the container's share of it (it computes checksums: some CPU).
+      assert.ok(metric(mb, 'postcopy_host_power_watts', { source: 'model' }) >= 67, 'host b draws what its class says');
+      assert.ok(metric(mb, 'postcopy_container_power_watts', { container: id }) > 0, 'the container has its share of it');
     } finally {
       removeContainer('host-a', runcA, id);
       removeContainer('host-b', runcB, id);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ARM_LOW_POWER, checkHostClass, DEFAULT_COSTS, XEON_D_M510, curveW } from '../src/plan/model.js';
+import { ARM_LOW_POWER, checkHostClass, DEFAULT_COSTS, XEON_D_M510, curveW } from '../src/util/power-model.js';
 import { plan, type PlanHost, type PlanInput, type RecentMove } from '../src/plan/planner.js';
 import { parseTrace, simulate } from '../src/plan/simulate.js';
 

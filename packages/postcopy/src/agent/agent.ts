@@ -20,6 +20,8 @@ import { formatEndpoint, parseEndpoint, transportFor, UnixTransport, type Endpoi
 import { silentLogger, type Logger } from '../util/log.js';
 import { DestinationMigration } from './destination-host.js';
 import { AgentMetrics } from './metrics.js';
+import { HostPower } from './energy.js';
+import { DEFAULT_CLASSES } from '../util/power-model.js';
 import { containerLoads } from './host-state.js';
 import { SourceMigration, type RemoteMigrateResult } from './source-host.js';
 
@@ -42,6 +44,8 @@ export interface AgentOptions {
   runcRoot?: string;
   /** this host's class, as the planner's energy model names it (docs/energy.md) */
   hostClass?: string;
+  /** where RAPL's counters are (default /sys/class/powercap): /metrics reports measured power from them */
+  powercap?: string;
   logger?: Logger;
 }
 
@@ -78,6 +82,9 @@ export class Agent {
   private constructor(readonly o: AgentOptions) {
     this.name = o.name ?? hostname();
     this.#log = (o.logger ?? silentLogger).child({ agent: this.name });
+    // The host's power, and each container's share, sampled at each scrape of /metrics.
+    const power = new HostPower(DEFAULT_CLASSES.find((c) => c.name === (o.hostClass ?? 'xeon-d-m510')) ?? null, o.powercap);
+    if (power.available) this.metrics.reportPower(async () => power.sample(await containerLoads(this.name, this.runcRoot)));
   }
 
   /** Checks the options, then listens on every door; throws (nothing left listening) if one fails. */

@@ -1,6 +1,7 @@
 // The agent's Prometheus metrics (prom-client), on a registry of its own: several agents may run
 // in one process (tests), and each serves only its own numbers.
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PowerSample } from './energy.js';
 import { LATENCY_BOUNDS_NS } from '../target/shared-state.js';
 import type { LatencySummary } from '../target/worker.js';
 
@@ -27,6 +28,38 @@ export class AgentMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'postcopy_agent_' });
+  }
+
+  /**
+   * The host's power and each running container's share, sampled at each scrape (the host's from
+   * the previous scrape to this one; a container's CPU over half a second).
+   */
+  reportPower(sample: () => Promise<PowerSample | null>): void {
+    let latest: Promise<PowerSample | null> | null = null;
+    // One sample serves both gauges of a scrape.
+    const once = () => (latest ??= sample().catch(() => null).finally(() => setTimeout(() => (latest = null), 1000).unref()));
+    new Gauge({
+      name: 'postcopy_host_power_watts',
+      help: "What this host draws, W: measured by RAPL (source=rapl), or its class's power model at its CPU load (source=model)",
+      labelNames: ['source'],
+      registers: [this.registry],
+      async collect() {
+        const s = await once();
+        this.reset();
+        if (s) this.set({ source: s.source }, Math.round(s.hostW * 100) / 100);
+      },
+    });
+    new Gauge({
+      name: 'postcopy_container_power_watts',
+      help: "A running container's share of the host's power, W: the host's power times the container's share of the host's busy CPU time",
+      labelNames: ['container'],
+      registers: [this.registry],
+      async collect() {
+        const s = await once();
+        this.reset();
+        for (const c of s?.containers ?? []) this.set({ container: c.id }, Math.round(c.watts * 100) / 100);
+      },
+    });
   }
 
   /**

@@ -27,7 +27,7 @@ import { readDump, taskLayout } from '../criu/image.js';
 import { progressBar, stepBar } from './progress.js';
 import { runBench, type BenchResult, type BenchTransport, type Link, type Placement } from '../bench/bench.js';
 import { checkPlotFile, writePlot, writeSpec } from '../bench/plot.js';
-import { checkCosts, checkHostClass } from '../plan/model.js';
+import { checkCosts, checkHostClass } from '../util/power-model.js';
 import { formatSimulation, parseTrace, powerPlotSpec, simulate } from '../plan/simulate.js';
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
@@ -1040,6 +1040,7 @@ program
   .option('--name <name>', "this host's name in the status, the logs and the ledger (default: the host name)")
   .option('--runc-root <dir>', 'where runc keeps this host\'s containers, a path inside the CRIU root (default: /var/lib/postcopy-agent/NAME/runc)')
   .option('--class <name>', 'this host\'s class in the energy model (docs/energy.md), told to `postcopy plan`', 'xeon-d-m510')
+  .option('--powercap <dir>', "where RAPL's energy counters are: /metrics reports the host's measured power from them (default /sys/class/powercap; without them, the class's model)")
   .option('--json', 'JSON lines on stdout')
   .action(async (o: AgentCliOptions, cmd: Command) => {
     const tls = readTls(o);
@@ -1060,7 +1061,7 @@ program
         throw invalid((err as Error).message);
       }
     }
-    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, runcRoot: o.runcRoot, hostClass: o.class, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
+    const agent = await Agent.start({ listen, tls, keys: key ? [key] : [], stateDir: o.stateDir, metricsListen, name: o.name, runcRoot: o.runcRoot, hostClass: o.class, powercap: o.powercap, logger: createLogger('agent', process.env.POSTCOPY_LOG ?? 'info') });
     printEvent(!!o.json, 'agent', 'listening', { agent: agent.name, endpoint: formatEndpoint(agent.endpoint), socket: agent.socketPath, ...(agent.metricsEndpoint ? { metrics: formatEndpoint(agent.metricsEndpoint) } : {}) }, `agent ${agent.name} listening on ${formatEndpoint(agent.endpoint)}${agent.metricsEndpoint ? `, metrics on http://${(agent.metricsEndpoint as { host: string }).host}:${(agent.metricsEndpoint as { port: number }).port}/metrics` : ''}`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
@@ -1082,6 +1083,7 @@ interface AgentCliOptions {
   name?: string;
   runcRoot?: string;
   class: string;
+  powercap?: string;
   json?: boolean;
 }
 

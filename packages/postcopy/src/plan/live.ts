@@ -6,7 +6,7 @@
 import { askState, measuredCostJ, migrateOver } from '../agent/agent.js';
 import type { RemoteMigrateResult } from '../agent/source-host.js';
 import type { AgentChannel } from '../transport/agent-channel.js';
-import { DEFAULT_CLASSES, DEFAULT_COSTS, marginalW, type HostClass, type MigrationCosts } from './model.js';
+import { DEFAULT_CLASSES, DEFAULT_COSTS, marginalW, type HostClass, type MigrationCosts } from '../util/power-model.js';
 import { plan, type Move, type PlanHost } from './planner.js';
 
 export interface LivePlanOptions {

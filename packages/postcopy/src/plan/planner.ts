@@ -7,7 +7,7 @@
 // Every move respects the targets' CPU ceiling (the SLA) and memory, a limit on moves, and never
 // sends a container back to a host it left within the horizon (no ping-pong).
 import { PostcopyError } from '../errors.js';
-import { hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from './model.js';
+import { hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from '../util/power-model.js';
 
 export interface PlanContainer {
   id: string;

@@ -13,7 +13,7 @@
 //   - Energy: awake hosts by the model, asleep ones at their sleep power, each wake-up, and each
 //     migration's own cost. SLA-violation minutes: minutes a host's demand is over its ceiling.
 import { PostcopyError } from '../errors.js';
-import { DEFAULT_CLASSES, DEFAULT_COSTS, hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from './model.js';
+import { DEFAULT_CLASSES, DEFAULT_COSTS, hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from '../util/power-model.js';
 import { plan, type PlanHost, type RecentMove } from './planner.js';
 
 export type Strategy = 'none' | 'threshold' | 'planner';
