@@ -1,5 +1,6 @@
 // Fault and push threads. Each owns one blocking connection and never yields to an event loop
 // on its hot path: poll(uffd) -> read -> GET -> read reply -> UFFDIO_COPY.
+import { readFileSync } from 'node:fs';
 import { createHistogram } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
 import { ConnectionLost, PostcopyError, RemoteError } from '../errors.js';
@@ -120,6 +121,20 @@ interface AwaitedFault {
   t0: number;
 }
 
+/** How often a handler with no pidfd of its task looks whether the task's memory is gone. */
+const PROBE_MS = 100;
+
+function probeAddress(): number {
+  let min = 65536;
+  try {
+    min = Number(readFileSync('/proc/sys/vm/mmap_min_addr', 'utf8').trim()) || min;
+  } catch {
+    // keep the usual default
+  }
+  const ps = state.pageSize;
+  return Math.max(ps, Math.ceil(min / ps) * ps);
+}
+
 /** What native.pollIn says of the fault thread's fds: bit i is fds[i] readable. */
 const Ready = {
   UFFD: 1,
@@ -167,6 +182,9 @@ class FaultLoop {
   /** faults on pages a push request is bringing: the push's UFFDIO_COPY wakes their threads */
   #awaiting: AwaitedFault[] = [];
   readonly #corrupt: number[] = [];
+  #probedAt = 0;
+  /** the lowest address a uffd ioctl takes (vm.mmap_min_addr), rounded up to a page; -1: no probing */
+  #probeAddr = probeAddress();
 
   run(): LatencySummary {
     while (!stopping()) {
@@ -180,7 +198,10 @@ class FaultLoop {
       this.#settleAwaited();
       if (this.#deferred.length && performance.now() - this.#deferredSince > 2) this.#wakeDeferred();
       if (ready & Ready.UFFD) this.#readMessages();
-      else if (ready === 0) this.#pushOneBatch();
+      else if (ready === 0) {
+        this.#pushOneBatch();
+        if (this.#fds[3] < 0 && this.#taskGone()) throw new PostcopyError('ERR_TARGET_GONE', 'the target process has exited (its memory is gone)');
+      }
       if (!this.#completed && allPresent(state)) {
         this.#completed = true;
         post({ type: 'complete', at: performance.timeOrigin + performance.now() });
@@ -390,6 +411,24 @@ class FaultLoop {
     return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < this.#awaitAhead;
   }
 
+  /**
+   * Whether the task's memory is gone, for a task whose pid is not known (a fork child not found
+   * among its parent's children: it may have exited at once), so that nothing would end its handler
+   * with --no-push. UFFDIO_ZEROPAGE says ESRCH once the uffd's mm is gone. It is asked at an address
+   * holding none of the migrated pages: a VMA there is not registered (ENOENT), or is registered
+   * memory the source never had, which reads as zero anyway. At most every PROBE_MS.
+   */
+  #taskGone(): boolean {
+    const now = performance.now();
+    if (now - this.#probedAt < PROBE_MS || this.#probeAddr < 0) return false;
+    this.#probedAt = now;
+    if (locate(state, this.#probeAddr, this.#where).mapping >= 0) {
+      this.#probeAddr = -1; // a migrated page is there: do not probe (the handler's own end stays)
+      return false;
+    }
+    return native.uffdZeropage(this.#uffd, this.#probeAddr, this.#ps, false) === -C.ESRCH;
+  }
+
   #registered(): boolean {
     return Atomics.load(state.counters, Counter.REGISTERED) !== 0;
   }
@@ -399,6 +438,7 @@ class FaultLoop {
     // A push that waits for the registration looks again every millisecond.
     const pushing = this.#pushDone ? -1 : this.#registered() ? 0 : 1;
     let ms = this.#deferred.length ? (this.#pushDone ? 1 : pushing) : pushing;
+    if (ms < 0 && this.#fds[3] < 0) ms = PROBE_MS; // no pidfd: look at the task's memory now and then (#taskGone)
     if (this.#awaiting.length) {
       const left = Math.max(1, Math.ceil(this.#awaiting[0].t0 + AWAIT_PUSH_MS - performance.now()));
       ms = ms < 0 ? left : Math.min(ms, left);
