@@ -13,7 +13,7 @@ import { tempDir, writeProject } from './helpers/data.js';
 const pkg = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(pkg, 'dist', 'cli', 'main.js');
 const cluster = join(pkg, 'scripts', 'slurm-cluster.sh');
-const sbatchScript = join(pkg, 'contrib', 'tiematch-batch.sbatch');
+const sbatchScript = join(pkg, '..', '..', 'contrib', 'tiematch-batch.sbatch');
 const isRoot = process.getuid?.() === 0;
 const ci = process.env.CI === 'true';
 
