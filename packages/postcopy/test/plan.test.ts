@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ARM_LOW_POWER, checkHostClass, DEFAULT_COSTS, XEON_D_M510, curveW } from '../src/util/power-model.js';
+import { ARM_LOW_POWER, checkHostClass, DEFAULT_COSTS, XEON_D_M510, curveW, hostW } from '../src/util/power-model.js';
+import { countClasses, powerLowerBoundW } from '../src/plan/bound.js';
 import { plan, type PlanHost, type PlanInput, type RecentMove } from '../src/plan/planner.js';
 import { parseTrace, simulate } from '../src/plan/simulate.js';
 
@@ -117,6 +118,43 @@ describe('rack simulate', () => {
     const none = r.series.asleep.none;
     assert.equal(none[0], 1, 'one host awake for one container');
     assert.equal(none[none.length - 1], 2, 'both asleep once it left');
+  });
+});
+
+describe("the lower bound on a rack's power", () => {
+  it('is never above what a placement within the ceiling draws', () => {
+    fc.assert(
+      fc.property(rackArb, fc.constantFrom(1, 0.8), (input, ceiling) => {
+        const load = input.hosts.map((h) => ({ cls: classes[h.cls], asleep: h.asleep, cpu: h.containers.reduce((n, c) => n + c.cpu, 0), mem: h.containers.reduce((n, c) => n + c.memGiB, 0) }));
+        fc.pre(load.every((h) => h.cpu <= ceiling * h.cls.threads && h.mem <= h.cls.memGiB));
+        const drawn = load.reduce((n, h) => n + (h.asleep ? h.cls.sleepW : hostW(h.cls, h.cpu, h.mem)), 0);
+        const bound = powerLowerBoundW(countClasses(load.map((h) => h.cls)), load.reduce((n, h) => n + h.cpu, 0), load.reduce((n, h) => n + h.mem, 0), ceiling);
+        assert.ok(bound !== null && bound <= drawn + 1e-6, `bound ${bound} W above a placement's ${drawn} W`);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('is every host asleep for no load, and one host awake, on the chord, for one container', () => {
+    const rack = countClasses([XEON_D_M510, XEON_D_M510, ARM_LOW_POWER]);
+    assert.equal(powerLowerBoundW(rack, 0, 0), 2 * XEON_D_M510.sleepW + ARM_LOW_POWER.sleepW);
+    // 8 threads and 12 GiB fit the ARM board (8 threads, 16 GiB): 10 + 26 W awake, both m510s asleep
+    assert.equal(powerLowerBoundW(rack, 8, 12), ARM_LOW_POWER.chassisW + 26 + 2 * XEON_D_M510.sleepW);
+    // without it, one m510 on its chord: 40 + 27 + 8 × 82/32 W, the other asleep
+    const m510 = powerLowerBoundW(countClasses([XEON_D_M510, XEON_D_M510]), 8, 12)!;
+    assert.ok(Math.abs(m510 - (40 + 27 + (8 * 82) / 32 + 6)) < 1e-9, `${m510} W`);
+  });
+
+  it("lies under every strategy of a simulated day, the SLA's bound under those that keep the SLA", () => {
+    for (const seed of [1, 2]) {
+      const r = simulate({ hosts: 12, hours: 24, seed });
+      assert.ok(r.bound, 'two classes: a bound is given');
+      assert.ok(r.bound.any.energy_kwh <= r.bound.sla.energy_kwh, JSON.stringify(r.bound));
+      for (const s of r.strategies) {
+        assert.ok(r.bound.any.energy_kwh <= s.energy_kwh, `${s.name}: ${s.energy_kwh} kWh under the bound ${r.bound.any.energy_kwh}`);
+        if (s.sla_violation_minutes === 0) assert.ok(r.bound.sla.energy_kwh <= s.energy_kwh, `${s.name}: ${s.energy_kwh} kWh under the SLA's bound ${r.bound.sla.energy_kwh}`);
+      }
+    }
   });
 });
 

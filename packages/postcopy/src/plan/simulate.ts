@@ -14,6 +14,7 @@
 //     migration's own cost. SLA-violation minutes: minutes a host's demand is over its ceiling.
 import { PostcopyError } from '../errors.js';
 import { DEFAULT_CLASSES, DEFAULT_COSTS, hostW, marginalW, migrationJ, type HostClass, type MigrationCosts } from '../util/power-model.js';
+import { countClasses, powerLowerBoundW } from './bound.js';
 import { plan, type PlanHost, type RecentMove } from './planner.js';
 
 export type Strategy = 'none' | 'threshold' | 'planner';
@@ -52,11 +53,23 @@ export interface StrategyResult {
   hosts_asleep_mean: number;
 }
 
+export interface BoundResult {
+  energy_kwh: number;
+  /** against no migration, % */
+  vs_none_pct: number;
+}
+
 export interface SimulateResult {
   options: { hosts: number; hours: number; seed: number; stepS: number; horizonS: number; slaCpu: number; maxMoves: number; threshold: number; classes: string[]; costs: string; load: string };
   strategies: StrategyResult[];
-  /** per step: the hour, and each strategy's rack power (W) and hosts asleep */
-  series: { hour: number[]; power_w: Record<Strategy, number[]>; asleep: Record<Strategy, number[]> };
+  /**
+   * The least energy any placement could spend on this load (plan/bound.ts: free and instant
+   * migrations and wake-ups), with hosts up to 100% of their threads (`any`) and up to the SLA's
+   * ceiling (`sla`); null when the rack has too many classes.
+   */
+  bound: { any: BoundResult; sla: BoundResult } | null;
+  /** per step: the hour, each strategy's rack power (W) and hosts asleep, and the SLA bound's power */
+  series: { hour: number[]; power_w: Record<Strategy, number[]>; asleep: Record<Strategy, number[]>; bound_w: number[] | null };
 }
 
 const bad = (what: string) => new PostcopyError('ERR_INVALID_ARG', what);
@@ -269,7 +282,10 @@ export function simulate(options: SimulateOptions): SimulateResult {
   const trace = options.trace ?? syntheticTrace(o.seed, o.hosts, o.hours, classes, o.stepS);
   const steps = Math.floor((o.hours * 3600) / o.stepS);
   const hour = Array.from({ length: steps }, (_, i) => round((i * o.stepS) / 3600, 4));
-  const series = { hour, power_w: {} as Record<Strategy, number[]>, asleep: {} as Record<Strategy, number[]> };
+  const hostClasses = Array.from({ length: o.hosts }, (_, i) => classFor(i, classes));
+  const boundAny = boundSeries(trace, hostClasses, steps, o.stepS, 1);
+  const boundSla = boundSeries(trace, hostClasses, steps, o.stepS, o.slaCpu);
+  const series = { hour, power_w: {} as Record<Strategy, number[]>, asleep: {} as Record<Strategy, number[]>, bound_w: boundSla && boundSla.map((w) => round(w, 1)) };
   const strategies: StrategyResult[] = [];
   for (const name of STRATEGIES) {
     const rack = new Rack(o.hosts, classes, o);
@@ -304,8 +320,35 @@ export function simulate(options: SimulateOptions): SimulateResult {
   return {
     options: { hosts: o.hosts, hours: o.hours, seed: o.seed, stepS: o.stepS, horizonS: o.horizonS, slaCpu: o.slaCpu, maxMoves: o.maxMoves, threshold: o.threshold, classes: classes.map((c) => c.name), costs: o.costs.source, load: options.trace ? `a trace of ${trace.length} rows` : `synthetic, seed ${o.seed}` },
     strategies,
+    bound: boundAny && boundSla && { any: boundResult(boundAny, o.stepS, strategies[0]), sla: boundResult(boundSla, o.stepS, strategies[0]) },
     series,
   };
+}
+
+function boundResult(watts: number[], stepS: number, none: StrategyResult): BoundResult {
+  const kwh = watts.reduce((a, w) => a + w * stepS, 0) / J_PER_KWH;
+  return { energy_kwh: round(kwh), vs_none_pct: round((kwh / none.energy_kwh - 1) * 100, 1) };
+}
+
+/** The bound's power at each step, from the rack's total demand then; null if it cannot be had. */
+function boundSeries(trace: TraceRow[], hostClasses: HostClass[], steps: number, stepS: number, ceiling: number): number[] | null {
+  const rack = countClasses(hostClasses);
+  const demand = new Map<string, { cpu: number; mem: number }>();
+  const out: number[] = [];
+  let next = 0;
+  for (let i = 0; i < steps; i++) {
+    for (; next < trace.length && trace[next].timeS <= i * stepS; next++) {
+      const row = trace[next];
+      if (row.memGiB === 0) demand.delete(row.container);
+      else demand.set(row.container, { cpu: row.cpu, mem: row.memGiB });
+    }
+    let [cpu, mem] = [0, 0];
+    for (const d of demand.values()) [cpu, mem] = [cpu + d.cpu, mem + d.mem];
+    const w = powerLowerBoundW(rack, cpu, mem, ceiling);
+    if (w === null) return null;
+    out.push(w);
+  }
+  return out;
 }
 
 export function formatSimulation(r: SimulateResult): string {
@@ -317,12 +360,24 @@ export function formatSimulation(r: SimulateResult): string {
     '| strategy | energy kWh | vs none | migration kWh | SLA-violation minutes | migrations | wake-ups | hosts asleep (mean) |',
     '|---|---|---|---|---|---|---|---|',
     ...r.strategies.map((s) => `| ${s.name} | ${s.energy_kwh} | ${s === none ? '–' : `${Math.round((s.energy_kwh / none.energy_kwh - 1) * 1000) / 10}%`} | ${s.migration_kwh} | ${s.sla_violation_minutes} | ${s.migrations} | ${s.wakeups} | ${s.hosts_asleep_mean} |`),
+    '',
+    r.bound
+      ? [
+          `The least any placement could spend on this load, with free and instant migrations and wake-ups (a lower bound):`,
+          `- keeping every host under the CPU ceiling: ${r.bound.sla.energy_kwh} kWh (${r.bound.sla.vs_none_pct}% against none);`,
+          `- with hosts up to 100% of their threads: ${r.bound.any.energy_kwh} kWh (${r.bound.any.vs_none_pct}%).`,
+        ].join('\n')
+      : 'No lower bound: the rack has too many host classes to try every mix.',
   ].join('\n');
 }
+
+const BOUND_LABEL = 'least possible (under the ceiling)';
 
 /** Rack power over the simulated time, one line per strategy (a vega-lite spec, for bench/plot.ts). */
 export function powerPlotSpec(r: SimulateResult): object {
   const values = STRATEGIES.flatMap((name) => r.series.hour.map((hour, i) => ({ hour, strategy: name, kw: r.series.power_w[name][i] / 1000 })));
+  const bound = r.series.bound_w;
+  if (bound) values.push(...r.series.hour.map((hour, i) => ({ hour, strategy: BOUND_LABEL as Strategy, kw: bound[i] / 1000 })));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: `Rack power, ${r.options.hosts} hosts over ${r.options.hours} h (${r.options.load})`,
@@ -333,7 +388,8 @@ export function powerPlotSpec(r: SimulateResult): object {
     encoding: {
       x: { field: 'hour', type: 'quantitative', title: 'hour' },
       y: { field: 'kw', type: 'quantitative', title: 'rack power (kW)' },
-      color: { field: 'strategy', type: 'nominal', title: null, scale: { domain: STRATEGIES, range: ['#bbbbbb', '#f58518', '#4c78a8'] } },
+      color: { field: 'strategy', type: 'nominal', title: null, scale: { domain: [...STRATEGIES, BOUND_LABEL], range: ['#bbbbbb', '#f58518', '#4c78a8', '#54a24b'] } },
+      strokeDash: { field: 'strategy', type: 'nominal', legend: null, scale: { domain: [...STRATEGIES, BOUND_LABEL], range: [[1, 0], [1, 0], [1, 0], [4, 3]] } },
     },
   };
 }
