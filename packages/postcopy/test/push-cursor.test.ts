@@ -58,4 +58,40 @@ describe('the push cursor', () => {
     assert.deepEqual(cursor.next(4), { mapping: 0, page: 5, count: 2 });
     assert.equal(cursor.next(4), null);
   });
+
+  it('asks for the pages given first before any other, in their order, each once; with onlyFirst, for those alone', () => {
+    fc.assert(
+      fc.property(setup, fc.integer({ min: 1, max: 9 }), fc.array(fc.tuple(fc.nat(6), fc.nat(45)), { maxLength: 30 }), fc.boolean(), ({ mappings, present }, batch, picks, onlyFirst) => {
+        const state = createSharedState(PS, mappings, present);
+        // some picks lie outside every mapping (mapping 5 or 6, or past a mapping's end): passed over
+        const first = picks.map(([m, p]) => 0x10000000 + m * 0x100000 + p * PS + (p % 3) * 7);
+        const cursor = new PushCursor(state, { first, onlyFirst });
+        const missing = new Set(present.flatMap((bits, m) => [...bits.keys()].filter((p) => !bits[p]).map((p) => key(m, p))));
+        const wanted: string[] = [];
+        for (const [m, p] of picks) if (m < mappings.length && p < present[m].length && missing.has(key(m, p)) && !wanted.includes(key(m, p))) wanted.push(key(m, p));
+        const asked: string[] = [];
+        for (let call = 0; call < 10_000; call++) {
+          const run = cursor.next(batch);
+          if (!run) break;
+          assert.ok(run.count >= 1 && run.count <= batch);
+          for (let p = run.page; p < run.page + run.count; p++) asked.push(key(run.mapping, p));
+        }
+        assert.equal(new Set(asked).size, asked.length, 'each page asked for once');
+        assert.deepEqual(asked.slice(0, wanted.length), wanted, 'the pages given first come first, in their order');
+        if (onlyFirst) assert.equal(asked.length, wanted.length, 'onlyFirst: nothing else');
+        else assert.deepEqual([...asked].sort(), [...missing].sort(), 'then every other missing page');
+      }),
+      { numRuns: 500, seed: 20261208 },
+    );
+  });
+
+  it('with onlyFirst, asks again for a page it was told to retry', () => {
+    const state = createSharedState(PS, [{ regionId: 0, localStart: 0x10000000, length: 16 * PS }]);
+    const cursor = new PushCursor(state, { first: [0x10000000 + 3 * PS, 0x10000000 + 4 * PS], onlyFirst: true });
+    assert.deepEqual(cursor.next(8), { mapping: 0, page: 3, count: 2 });
+    assert.equal(cursor.next(8), null);
+    cursor.retry(0, 4, 1);
+    assert.deepEqual(cursor.next(8), { mapping: 0, page: 4, count: 1 });
+    assert.equal(cursor.next(8), null);
+  });
 });

@@ -817,7 +817,9 @@ program
       });
       const lines = result.tasks.map(({ pid, report: r }) => `task ${pid}: ${r.pages} pages, ${r.faulted} faulted, ${r.pushed} pushed, ${r.zero} zero, fault p50 ${((r.latency?.p50Ns ?? 0) / 1000).toFixed(1)} us`);
       log.info({ tasks: result.tasks.length, ms: result.ms }, 'every task is done');
-      printEvent(!!o.json, 'lazy-pages', 'done', result, [...lines, `every page present ${result.ms} ms after the restore connected`].join('\n'));
+      const missing = result.tasks.reduce((n, { report: r }) => n + Math.max(0, r.pages - r.present), 0);
+      const end = missing ? `every task done ${result.ms} ms after the restore connected (${missing} pages never asked for)` : `every page present ${result.ms} ms after the restore connected`;
+      printEvent(!!o.json, 'lazy-pages', 'done', result, [...lines, end].join('\n'));
     } catch (err) {
       log.error({ code: (err as PostcopyError).code }, `Error: ${(err as Error).message}`); // zdtm and CRIU's users grep the log for "Error"
       throw err;

@@ -147,7 +147,16 @@ export interface Vma {
   status: number;
 }
 
-export function parseMm(bytes: Uint8Array, name = 'mm'): { vmas: Vma[] } {
+export interface Mm {
+  vmas: Vma[];
+  /**
+   * Where the task's command line and environment lie (mm_arg_start..end, mm_env_start..end):
+   * what /proc/PID/cmdline and environ read. The kernel reads them without a fault to userfaultfd.
+   */
+  argEnv: { start: number; end: number }[];
+}
+
+export function parseMm(bytes: Uint8Array, name = 'mm'): Mm {
   const [rec] = imageRecords(bytes, ImageMagic.MM, name);
   if (!rec) throw imageError(`${name}: empty`);
   const f = decodeFields(rec, name);
@@ -162,7 +171,11 @@ export function parseMm(bytes: Uint8Array, name = 'mm'): { vmas: Vma[] } {
     if (end <= start) throw imageError(`${where}: end 0x${end.toString(16)} is not above start 0x${start.toString(16)}`);
     vmas.push({ start, end, prot: num(g, 5, where, true), flags: num(g, 6, where, true), status: num(g, 7, where, true) });
   });
-  return { vmas };
+  // mm_entry: mm_arg_start 8, mm_arg_end 9, mm_env_start 10, mm_env_end 11 (CRIU's images/mm.proto)
+  const argEnv = [[8, 9], [10, 11]]
+    .map(([a, b]) => ({ start: num(f, a, name, false), end: num(f, b, name, false) }))
+    .filter((r) => r.end > r.start);
+  return { vmas, argEnv };
 }
 
 export interface PstreeEntry {
@@ -266,7 +279,7 @@ export interface DumpImages {
   /** pids of the zombies the dump lists: no memory to serve (criu restore hands them over as -pid) */
   zombies?: number[];
   pagemaps: Map<number, Pagemap>;
-  mms: Map<number, { vmas: Vma[] }>;
+  mms: Map<number, Mm>;
 }
 
 export function readDump(dir: string): DumpImages {
@@ -279,7 +292,7 @@ export function readDump(dir: string): DumpImages {
   const tasks = listed.filter((t) => !zombies.includes(t.pid));
   if (tasks.length === 0) throw imageError(`${dir}/pstree.img lists only zombies (${zombies.join(', ')})`);
   const pagemaps = new Map<number, Pagemap>();
-  const mms = new Map<number, { vmas: Vma[] }>();
+  const mms = new Map<number, Mm>();
   for (const t of tasks) {
     pagemaps.set(t.pid, parsePagemap(readImage(dir, `pagemap-${t.pid}.img`), `pagemap-${t.pid}.img`));
     mms.set(t.pid, parseMm(readImage(dir, `mm-${t.pid}.img`), `mm-${t.pid}.img`));

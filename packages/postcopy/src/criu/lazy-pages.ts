@@ -96,6 +96,18 @@ async function forkedReports(handler: FaultHandler): Promise<HandlerReport[]> {
   return out;
 }
 
+/**
+ * The pages of the task's command line and environment. /proc/PID/cmdline and environ read them
+ * with no fault to userfaultfd: a missing page reads as nothing (zdtm's cmdlinenv00 with --no-push).
+ * So they come first, with or without the push.
+ */
+function argEnvPages(ranges: { start: number; end: number }[], pageSize = 4096): number[] {
+  const pages: number[] = [];
+  for (const { start, end } of ranges)
+    for (let a = start - (start % pageSize); a < end && pages.length < 1024; a += pageSize) if (!pages.includes(a)) pages.push(a);
+  return pages;
+}
+
 /** The socket `criu restore --lazy-pages` connects to, in its work directory (the images directory by default). */
 export function listenForRestore(workDir: string): number {
   return native.unixListen(join(workDir, LAZY_PAGES_SOCKET), 4);
@@ -170,6 +182,7 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
         pageSize: 4096,
         push: o.push ?? true,
+        pushFirst: argEnvPages(dump.mms.get(t.pid)!.argEnv),
         readahead: o.readahead,
         pushBatch: o.pushBatch,
         pushWindow: o.pushWindow,

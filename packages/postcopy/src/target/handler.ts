@@ -38,6 +38,11 @@ export interface FaultHandlerOptions {
   readahead?: number;
   /** background push of every remaining page (default true) */
   push?: boolean;
+  /**
+   * Page addresses to install before any other, in this order: with the push, it starts with them;
+   * without it, they are installed alone (the pages the kernel reads for others, which never fault).
+   */
+  pushFirst?: number[];
   pushBatch?: number;
   pushWindow?: number;
   /** the largest GET the source accepts, in pages (default: 4 MiB worth) */
@@ -319,7 +324,11 @@ export class FaultHandler extends EventEmitter {
     };
     const push = o.push ?? true;
     const oneThread = !!o.criu || !!o.singleThread;
-    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush: oneThread && push }];
+    const first = o.pushFirst ?? [];
+    // Without a push, the fault thread installs the pages given first itself, between faults.
+    const inlinePush = (oneThread && push) || (!push && first.length > 0);
+    base.pushOrder = { first, onlyFirst: !push };
+    const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush }];
     if (push && !oneThread) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
     const ready = roles.map(
       (config) =>

@@ -14,7 +14,7 @@ import type { PresharedKey } from '../protocol/auth.js';
 import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
-import { PushCursor } from './push-cursor.js';
+import { PushCursor, type PushOrder } from './push-cursor.js';
 import { UFFD_MSG_SIZE, UffdEvent, UffdMessage } from './uffd-message.js';
 import { allPresent, Counter, LATENCY_BOUNDS_NS, presentAtFork, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
@@ -45,6 +45,8 @@ export interface WorkerConfig {
   criu?: { pid: number; regions: RegionInfo[]; lazy: Uint8Array[]; connection: CriuConnection };
   /** fault thread: also push, between faults, on its own connection (for single-connection sources) */
   inlinePush?: boolean;
+  /** what the push asks for first, and whether it asks for anything else */
+  pushOrder?: PushOrder;
   /** after a lost connection, keep reconnecting for this long before giving up (0: give up at once) */
   resumeMs: number;
   /** a reply that brings no byte for this long counts as a lost connection (0: wait forever) */
@@ -162,7 +164,7 @@ class FaultLoop {
   readonly #signalBuf = Buffer.alloc(8);
   readonly #batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   /** this thread's own push (inlinePush), or the gaps it was asked to fetch */
-  #cursor: PushCursor | null = config.inlinePush ? new PushCursor(state) : null;
+  #cursor: PushCursor | null = config.inlinePush ? new PushCursor(state, config.pushOrder) : null;
   /** only a separate push thread can bring a page while this thread waits */
   readonly #awaitPush = !config.inlinePush && config.pushFd >= 0;
   /** in requests: the oldest one always qualifies */
@@ -218,7 +220,8 @@ class FaultLoop {
     const gaps = Atomics.load(state.counters, Counter.GAPS);
     if (gaps === this.#gapsSeen) return;
     this.#gapsSeen = gaps;
-    this.#cursor ??= new PushCursor(state);
+    // (a cursor for the pages given first alone would not walk to the gaps)
+    if (!this.#cursor || config.pushOrder?.onlyFirst) this.#cursor = new PushCursor(state);
     this.#pushDone = false;
     this.#completed = false;
   }
@@ -524,7 +527,7 @@ function memoryEvent(msg: UffdMessage): void {
 }
 
 function pushLoop(): void {
-  const cursor = new PushCursor(state);
+  const cursor = new PushCursor(state, config.pushOrder);
   const corrupt: number[] = [];
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
   const inflight: { id: number; mapping: number; page: number; count: number }[] = [];
