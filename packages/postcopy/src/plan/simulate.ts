@@ -371,7 +371,7 @@ export function formatSimulation(r: SimulateResult): string {
   ].join('\n');
 }
 
-const BOUND_LABEL = 'least possible (under the ceiling)';
+const BOUND_LABEL = 'least possible';
 
 /** Rack power over the simulated time, one line per strategy (a vega-lite spec, for bench/plot.ts). */
 export function powerPlotSpec(r: SimulateResult): object {
@@ -389,7 +389,7 @@ export function powerPlotSpec(r: SimulateResult): object {
       x: { field: 'hour', type: 'quantitative', title: 'hour' },
       y: { field: 'kw', type: 'quantitative', title: 'rack power (kW)' },
       color: { field: 'strategy', type: 'nominal', title: null, scale: { domain: [...STRATEGIES, BOUND_LABEL], range: ['#bbbbbb', '#f58518', '#4c78a8', '#54a24b'] } },
-      strokeDash: { field: 'strategy', type: 'nominal', legend: null, scale: { domain: [...STRATEGIES, BOUND_LABEL], range: [[1, 0], [1, 0], [1, 0], [4, 3]] } },
+      strokeDash: { field: 'strategy', type: 'nominal', title: null, scale: { domain: [...STRATEGIES, BOUND_LABEL], range: [[1, 0], [1, 0], [1, 0], [4, 3]] } },
     },
   };
 }
