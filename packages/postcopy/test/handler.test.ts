@@ -99,6 +99,39 @@ describe('fault handler', () => {
   });
 });
 
+describe('a working set', () => {
+  it('records the pages that fault while missing, in order; given first, they come in before any fault, with no push', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const pages = 64;
+    const order = [40, 3, 17, 41, 8];
+    let touched: number[] = [];
+    await withServedRegion('ws-record', pages, async ({ uffd, addr, endpoint, mappings }) => {
+      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+      const handler = await FaultHandler.start({ endpoint, uffd, mappings, push: false, recordTouches: true });
+      try {
+        for (const p of [...order, 3, 40]) native.touchPages(addr + p * PS, 1, PS, false); // the last two are present: not recorded
+      } finally {
+        touched = (await handler.stop()).touched?.map((a) => (a - addr) / PS) ?? [];
+      }
+    });
+    assert.deepEqual(touched, order, 'each page that faulted, once, in the order it did');
+    await withServedRegion('ws-replay', pages, async ({ uffd, addr, endpoint, mappings, expected, hashes }) => {
+      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+      const handler = await FaultHandler.start({ endpoint, uffd, mappings, push: false, pushFirst: order.map((p) => addr + p * PS) });
+      try {
+        for (let i = 0; i < 500 && handler.progress.present < order.length; i++) await new Promise((r) => setTimeout(r, 10));
+        assert.equal(handler.progress.present, order.length, 'the pages given first, and no other: there is no push');
+        for (const p of order) native.touchPages(addr + p * PS, 1, PS, false);
+        assert.equal(handler.progress.faults, 0, 'touching them faults no more');
+        const now = hashes();
+        for (const p of order) assert.equal(now[p], expected[p], `page ${p} is the source's`);
+      } finally {
+        await handler.stop();
+      }
+    });
+  });
+});
+
 describe('fault and push together', () => {
   it('leaves a fault on a page the push is about to bring to the push, instead of fetching it twice', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;

@@ -1,6 +1,8 @@
 // `postcopy bench --criu`: stock CRIU lazy-pages against postcopy on the same workloads, in the
-// same run, runs alternating: memproc (a memory-heavy process that keeps checking every page) and
-// redis (digest compared before and after).
+// same run, runs alternating: memproc (a memory-heavy process that keeps checking every page),
+// redis (digest compared before and after; GETs of uniform keys during post-copy) and redis-zipf
+// (the same, its GETs drawn from a Zipf distribution: a hot set). With --working-set each postcopy
+// run migrates the workload twice, the second time pushing first what it touched the first time.
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
@@ -9,13 +11,19 @@ import { checkPushSettings } from '../target/handler.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
 import { LineChild } from '../util/child.js';
 import { median, migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
-import { probeRedisGets, type RedisProbe } from './redis-probe.js';
+import { probeRedisGets, zipfKeys, type RedisProbe } from './redis-probe.js';
+import type { WorkingSet } from '../protocol/working-set.js';
+
+export type CriuWorkload = 'memproc' | 'redis' | 'redis-zipf';
+export const CRIU_WORKLOADS: CriuWorkload[] = ['memproc', 'redis', 'redis-zipf'];
 
 export interface CriuBenchOptions {
   memprocMiB: number;
   redisKeys: number;
   runs: number;
-  workloads: ('memproc' | 'redis')[];
+  workloads: CriuWorkload[];
+  /** postcopy: migrate twice, the second time replaying the working set recorded the first time */
+  workingSet?: boolean;
   /** postcopy's background push (migrate's defaults otherwise) */
   pushBatch?: number;
   pushWindow?: number;
@@ -28,13 +36,24 @@ export interface CriuBenchOptions {
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
+type Gets = { n: number; p50_us: number; p99_us: number; errors: number } | null;
+
 export interface CriuRun extends MigrateResult {
-  workload: 'memproc' | 'redis';
+  workload: CriuWorkload;
   /** memproc: every checksum after the migration right; redis: digest equal */
   verified: boolean;
   detail: string;
   /** redis: GETs sent back to back from the restore until every page was in */
-  get_during_postcopy: { n: number; p50_us: number; p99_us: number; errors: number } | null;
+  get_during_postcopy: Gets;
+  /** --working-set, postcopy: the first migration, which recorded what the run's (second) one replayed */
+  first_migration?: { downtime_ms: number; all_present_ms: number; faulted: number | null; pushed: number | null; get_during_postcopy: Gets };
+  /** --working-set: pages the second migration pushed first */
+  working_set_pages?: number;
+}
+
+export interface CriuRatio extends Ratio {
+  /** --working-set: the second migration's faults over the first's (medians) */
+  faults_replay?: number;
 }
 
 export interface CriuBenchResult {
@@ -42,7 +61,7 @@ export interface CriuBenchResult {
   runs: CriuRun[];
   /** per workload: medians, and postcopy / stock */
   summary: SummaryRow<MigrateMode>[];
-  ratios: Ratio[];
+  ratios: CriuRatio[];
 }
 
 const shell = (lines: string[]) => inCriuRoot(['/bin/bash', '-c', lines.join('\n')]);
@@ -77,15 +96,17 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
   ensureCriuRoot();
   const root = criuRootDir();
   const runs: CriuRun[] = [];
-  const plan: { workload: 'memproc' | 'redis'; mode: MigrateMode }[] = [];
+  const plan: { workload: CriuWorkload; mode: MigrateMode }[] = [];
   for (const workload of o.workloads)
     for (let i = 0; i < o.runs; i++) for (const mode of (i % 2 ? ['postcopy', 'stock'] : ['stock', 'postcopy']) as MigrateMode[]) plan.push({ workload, mode });
+  const zipf = o.workloads.includes('redis-zipf') ? zipfKeys(o.redisKeys) : null;
   let port = 27200 + (process.pid % 500);
   await withPipeSize(async () => {
     for (const [k, { workload, mode }] of plan.entries()) {
       o.onProgress?.(k, plan.length, `${workload}, ${mode}`);
       const dir = `/var/lib/postcopy/bench-${process.pid}-${k}`;
       const host = join(root, dir);
+      const redis = workload !== 'memproc';
       let restored = 0;
       let pid = 0;
       try {
@@ -99,12 +120,25 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
         if (o.idleBefore) await new Promise((r) => setTimeout(r, o.idleBefore! * 1000));
         const before = workload === 'memproc' ? readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length : 0;
         // redis: GETs from the moment the restored server runs until every page is in.
-        let probe: RedisProbe | null = null;
-        const onPhase = (phase: string) => {
-          if (workload === 'redis' && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
+        const once = async (workDir: string, from: number, replay?: WorkingSet, record?: (ws: WorkingSet) => void) => {
+          let probe: RedisProbe | null = null;
+          const onPhase = (phase: string) => {
+            if (redis && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys, zipf && workload === 'redis-zipf' ? zipf : undefined);
+          };
+          const result = await migrate({ pid: from, workDir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, workingSet: replay, onWorkingSet: record, onPhase });
+          const gets = probe ? await (probe as RedisProbe).stop() : null;
+          return { result, gets: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors } };
         };
-        const result = await migrate({ pid, workDir: dir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, onPhase });
-        const gets = probe ? await (probe as RedisProbe).stop() : null;
+        let first: CriuRun['first_migration'];
+        let replay: WorkingSet | undefined;
+        if (mode === 'postcopy' && o.workingSet) {
+          const m = await once(`${dir}/first`, pid, undefined, (ws) => (replay = ws));
+          pid = m.result.restoredPid;
+          first = { downtime_ms: m.result.downtime_ms, all_present_ms: m.result.all_present_ms, faulted: m.result.faulted, pushed: m.result.pushed, get_during_postcopy: m.gets };
+          // The restored workload settles before its second move, as it would between two.
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+        const { result, gets } = await once(dir, pid, replay);
         restored = result.restoredPid;
         let verified = false;
         let detail = '';
@@ -124,7 +158,11 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
           verified = after === digest && digest.length > 0;
           detail = `digest ${after} (before ${digest})`;
         }
-        runs.push({ ...result, workload, verified, detail, get_during_postcopy: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors } });
+        const ws = replay as WorkingSet | undefined;
+        runs.push({
+          ...result, workload, verified, detail, get_during_postcopy: gets,
+          ...(first ? { first_migration: first, working_set_pages: [...(ws?.tasks.values() ?? [])].reduce((n, p) => n + p.length, 0) } : {}),
+        });
       } finally {
         for (const p of [restored, pid]) {
           try {
@@ -139,6 +177,10 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
   });
   o.onProgress?.(plan.length, plan.length, 'done');
   const { summary, ratios } = summarizeMigrations<MigrateMode & ('stock' | 'postcopy')>(o.workloads, runs);
+  for (const r of ratios as CriuRatio[]) {
+    const replayed = runs.filter((x) => x.workload === r.workload && x.first_migration);
+    if (replayed.length) r.faults_replay = Math.round((median(replayed.map((x) => x.faulted ?? 0)) / Math.max(1, median(replayed.map((x) => x.first_migration!.faulted ?? 0)))) * 100) / 100;
+  }
   const { onProgress: _omit, ...options } = o;
   return { options, runs, summary, ratios };
 }
@@ -154,6 +196,25 @@ export function formatCriuReport(r: CriuBenchResult): string {
     ...(r.options.idleBefore ? [`${r.options.idleBefore} s idle before each freeze (--idle-before).`] : []),
     '',
     ...migrationTables(r.summary, r.ratios),
+    ...(r.options.workingSet ? ['', ...replayTable(r)] : []),
   ];
   return lines.join('\n');
+}
+
+/** --working-set: each postcopy run's two migrations, medians per workload. */
+function replayTable(r: CriuBenchResult): string[] {
+  const rows = r.ratios.map((x) => {
+    const runs = r.runs.filter((y) => y.workload === x.workload && y.first_migration);
+    const m = (f: (y: CriuRun) => number | null | undefined) => median(runs.map((y) => f(y) ?? 0));
+    const p99 = (g: Gets | undefined) => g?.p99_us ?? null;
+    const gets = (f: (y: CriuRun) => number | null) => (runs.some((y) => f(y) !== null) ? median(runs.map((y) => f(y) ?? 0)) : '–');
+    return `| ${x.workload} | ${m((y) => y.first_migration!.faulted)} | ${m((y) => y.faulted)} | ${x.faults_replay ?? '–'}× | ${m((y) => y.working_set_pages)} | ${m((y) => y.first_migration!.all_present_ms)} / ${m((y) => y.all_present_ms)} | ${gets((y) => p99(y.first_migration!.get_during_postcopy))} / ${gets((y) => p99(y.get_during_postcopy))} |`;
+  });
+  return [
+    'postcopy with --working-set: the first migration records the pages the tasks fault on; the second pushes them first.',
+    '',
+    '| workload | faults, first | faults, second | faults_replay | pages replayed | all present ms, first / second | GET p99 µs, first / second |',
+    '|---|---|---|---|---|---|---|',
+    ...rows,
+  ];
 }

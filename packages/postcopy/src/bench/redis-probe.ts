@@ -8,8 +8,37 @@ export interface RedisProbe {
   stop(): Promise<Summary & { errors: number }>;
 }
 
-/** Starts sending GET key:<random below keys> back to back until stopped. Reconnects if the socket goes. */
-export function probeRedisGets(socketPath: string, keys: number): RedisProbe {
+/**
+ * Key numbers below n drawn from a Zipf distribution (rank r with weight 1/r^s), the ranks scattered
+ * over the keys by a fixed bijection, so the hot keys are not the first ones written (and so not
+ * neighbours in memory). A service with a hot set, as real caches have.
+ */
+export function zipfKeys(n: number, s = 0.99, random: () => number = Math.random): () => number {
+  const cdf = new Float64Array(n);
+  let total = 0;
+  for (let r = 0; r < n; r++) cdf[r] = total += 1 / (r + 1) ** s;
+  // a multiplier coprime with n: rank -> key is a permutation
+  let mult = 999_983;
+  while (gcd(mult, n) !== 1) mult += 2;
+  return () => {
+    const u = random() * total;
+    let [lo, hi] = [0, n - 1];
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (cdf[mid] < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return (lo * mult + 7) % n; // exact: below 2^53 for n up to 10^9
+  };
+}
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+/**
+ * Starts sending GET key:<n> back to back until stopped, n uniform below keys or from `pick`.
+ * Reconnects if the socket goes.
+ */
+export function probeRedisGets(socketPath: string, keys: number, pick: () => number = () => Math.floor(Math.random() * keys)): RedisProbe {
   const samples: number[] = [];
   let errors = 0;
   let stopped = false;
@@ -28,7 +57,7 @@ export function probeRedisGets(socketPath: string, keys: number): RedisProbe {
         s.destroy();
         return finish();
       }
-      const key = `key:${Math.floor(Math.random() * keys)}`;
+      const key = `key:${pick()}`;
       t0 = performance.now();
       s.write(`*2\r\n$3\r\nGET\r\n$${key.length}\r\n${key}\r\n`);
     };

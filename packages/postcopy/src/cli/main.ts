@@ -30,7 +30,7 @@ import { checkPlotFile, writePlot, writeSpec } from '../bench/plot.js';
 import { checkCosts, checkHostClass } from '../util/power-model.js';
 import { formatSimulation, parseTrace, powerPlotSpec, simulate } from '../plan/simulate.js';
 import { formatReport } from '../bench/report.js';
-import { formatCriuReport, runCriuBench, type CriuBenchResult } from '../bench/criu-bench.js';
+import { formatCriuReport, runCriuBench, type CriuBenchResult, type CriuWorkload } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
 import { formatContainerReport, runContainerBench, type ContainerBenchResult } from '../bench/container-bench.js';
 import { isName } from '../protocol/schema.js';
@@ -38,6 +38,8 @@ import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } fr
 import { checkContainerId, checkPathInRoot } from '../criu/runc.js';
 import { Agent, AGENT_SOCKET, connectAgent, migrateThroughAgent, peerEndpoint } from '../agent/agent.js';
 import { formatLivePlan, planLive } from '../plan/live.js';
+import { mergeWorkingSets, type WorkingSet } from '../protocol/working-set.js';
+import { readWorkingSetFile, writeWorkingSetFile } from '../util/working-set-file.js';
 
 function int(value: string): number {
   const n = value.trim() === '' ? NaN : Number(value);
@@ -565,7 +567,8 @@ program
   .option('--memproc-mib <n>', '--criu, --container: memproc size', int, 512)
   .option('--redis-keys <n>', '--criu, --container: redis keys', int, 1_000_000)
   .option('--runs <n>', '--criu, --container: runs per workload and mode', int, 3)
-  .option('--workload <list>', '--criu, --container: memproc, redis (comma list)', list(String, ['memproc', 'redis']), ['memproc', 'redis'])
+  .option('--workload <list>', '--criu, --container: memproc, redis (comma list); --criu also redis-zipf (GETs from a Zipf distribution)', list(String, ['memproc', 'redis', 'redis-zipf']), ['memproc', 'redis'])
+  .option('--working-set', '--criu: each postcopy run migrates twice, the second time pushing first what the first recorded')
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
   .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
@@ -575,7 +578,9 @@ program
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: ('memproc' | 'redis')[]; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: CriuWorkload[]; workingSet?: boolean; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
+    if (o.workingSet && !o.criu) throw invalid('--working-set goes with --criu');
+    if (o.container && o.workload.includes('redis-zipf')) throw invalid('--workload redis-zipf goes with --criu');
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -591,7 +596,7 @@ program
     if (o.container) {
       let r: ContainerBenchResult;
       try {
-        r = await runContainerBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, onProgress: bar?.update });
+        r = await runContainerBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload as ('memproc' | 'redis')[], onProgress: bar?.update });
       } finally {
         bar?.stop();
       }
@@ -602,7 +607,7 @@ program
     if (o.criu) {
       let r: CriuBenchResult;
       try {
-        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, idleBefore: o.idleBefore, onProgress: bar?.update });
+        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, workingSet: o.workingSet, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, idleBefore: o.idleBefore, onProgress: bar?.update });
       } finally {
         bar?.stop();
       }
@@ -955,6 +960,7 @@ program
   .option('--checksums', 'a CRC32C with every page (default: only with --netns or --to; over loopback the kernel is all that carries them)')
   .option('--no-checksums', 'no CRC32C with the pages, with --netns or --to too')
   .option('--warm-up', 'write and free as much memory as the tasks hold just before the freeze (on a VM that hands free pages back to its host)')
+  .option('--working-set <file>', 'push first the pages this file says the tasks touched first at an earlier migration, then record this one\'s there (created if missing)')
   .option('--timeout <seconds>', 'how long each step may take', seconds, 120)
   .option('--json', 'print the result as JSON')
   .action(async (o: MigrateCliOptions, cmd: Command) => {
@@ -973,6 +979,7 @@ program
         } catch (err) {
           throw invalid((err as Error).message);
         }
+        if (o.workingSet !== undefined) throw invalid('--working-set does not go with --to yet: it is kept by the local migration (see docs/benchmarks.md, issue 17)');
         for (const [flag, name] of [['--mode', 'mode'], ['--work-dir', 'workDir'], ['--criu-port', 'criuPort'], ['--netns', 'netns'], ['--warm-up', 'warmUp']] as const)
           if (given(cmd, name)) throw invalid(`${flag} does not go with --to: the agents choose their own (postcopy mode, work directories, ports)`);
         try {
@@ -1000,11 +1007,27 @@ program
       const criuPort = portArg('--criu-port', numberArg('--criu-port', o.criuPort));
       const workDir = workDirArg(o.workDir ?? `/var/lib/postcopy/migrate-${pid}`);
       if (pid === undefined) throw invalid('give --pid');
+      if (o.workingSet !== undefined && (o.mode !== 'postcopy' || o.netns)) throw invalid('--working-set goes with postcopy mode in one namespace (not --mode stock, not --netns)');
+      const workingSet = o.workingSet === undefined ? null : readWorkingSetFile(o.workingSet);
+      let recorded: WorkingSet | null = null;
       ensureCriuRoot();
       migrating = true;
       const result = await withPipeSize(() =>
-        migrate({ pid, mode: o.mode, workDir, criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, timeoutMs: o.timeout * 1000, logger: createLogger('migrate'), onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`) }),
+        migrate({
+          pid, mode: o.mode, workDir, criuPort, netns: o.netns, checksums: o.checksums, warmUp: o.warmUp, timeoutMs: o.timeout * 1000, logger: createLogger('migrate'),
+          workingSet: workingSet ?? undefined,
+          onWorkingSet: o.workingSet === undefined ? undefined : (ws) => (recorded = ws),
+          onPhase: o.json ? undefined : (p, ms) => process.stderr.write(`${String(ms).padStart(6)} ms  ${p}\n`),
+        }),
       );
+      // The task runs on the target now: a record that cannot be written is a warning, not a failure.
+      if (recorded && o.workingSet !== undefined) {
+        try {
+          writeWorkingSetFile(o.workingSet, mergeWorkingSets(workingSet, recorded));
+        } catch (err) {
+          process.stderr.write(`warning: the working set was not written to ${o.workingSet}: ${(err as Error).message}\n`);
+        }
+      }
       print(!!o.json, { ok: true, ...result }, `migrated ${pid} -> ${result.restoredPid}: downtime ${result.downtime_ms} ms, every page present after ${result.all_present_ms} ms`);
     } catch (err) {
       throw migrateFailure(err, migrating, !!o.json);
@@ -1024,6 +1047,7 @@ interface MigrateCliOptions {
   netns?: boolean;
   checksums?: boolean;
   warmUp?: boolean;
+  workingSet?: string;
   timeout: number;
   json?: boolean;
 }

@@ -21,6 +21,7 @@ import { checkPushSettings, FaultHandler } from '../target/handler.js';
 import { TcpTransport } from '../transport/index.js';
 import { anonymousBytes, warmUpMemory } from '../target/warm-up.js';
 import { parseCliEvent } from '../protocol/cli-events.js';
+import type { WorkingSet } from '../protocol/working-set.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { processExitAt, treeMember, treePids } from '../util/proctree.js';
@@ -82,6 +83,13 @@ export interface MigrateOptions {
    * VM it showed no gain that outlasted the noise, and it costs its writes (docs/benchmarks.md).
    */
   warmUp?: boolean;
+  /**
+   * postcopy in one namespace: each task's pages in this working set (by its pid in the dump) are
+   * pushed first, in their order (a record of an earlier migration: protocol/working-set.ts).
+   */
+  workingSet?: WorkingSet;
+  /** postcopy in one namespace: called with the pages each task faulted on, in order, once all are in */
+  onWorkingSet?: (recorded: WorkingSet) => void;
   timeoutMs?: number;
   onPhase?: (phase: string, ms: number) => void;
   logger?: Logger;
@@ -143,6 +151,8 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       mappings: source.regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
       pageSize: PAGE,
       push: o.push ?? true,
+      pushFirst: o.workingSet?.tasks.get(vpid),
+      recordTouches: !!o.onWorkingSet,
       readahead: o.readahead ?? DEFAULT_READAHEAD,
       pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
       pushWindow: o.pushWindow ?? DEFAULT_PUSH_WINDOW,
@@ -310,6 +320,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
     await run.dumpEnded(host, timeoutMs);
     phase('released', t0);
     const result = postcopyResult(run.restoredPid, exitedSince(lazyResult!.restoreExitAt, t0, downtime), allPresent, servers.reduce((n, x) => n + x.stats.bytesSent, 0), lazyResult!);
+    o.onWorkingSet?.({ pageSize: PAGE, tasks: new Map(lazyResult!.tasks.map((t) => [t.pid, t.report.touched ?? []])) });
     return { ...result, prepared_before_freeze: images.tasks.length - again, ...warmedReport(warmed) };
   };
 
@@ -350,6 +361,8 @@ export async function checkOptions(o: MigrateOptions, mode: MigrateMode, timeout
   if (mode !== 'postcopy' && mode !== 'stock') throw bad(`mode must be postcopy or stock, not ${String(mode)}`);
   checkPushSettings(o);
   if (o.readahead !== undefined && !(Number.isInteger(o.readahead) && o.readahead >= 0)) throw bad(`readahead must be a number of pages, 0 or more, not ${o.readahead}`);
+  if ((o.workingSet || o.onWorkingSet) && (mode !== 'postcopy' || o.netns)) throw bad('a working set is replayed and recorded by postcopy in one namespace (not stock, not --netns)');
+  if (o.workingSet && o.workingSet.pageSize !== PAGE) throw bad(`the working set's pages are ${o.workingSet.pageSize} bytes, this host's ${PAGE}`);
   if (o.prepare !== undefined && o.prepare !== 'before-freeze' && o.prepare !== 'after-dump') throw bad(`prepare must be before-freeze or after-dump, not ${String(o.prepare)}`);
   if (!(typeof timeoutMs === 'number' && timeoutMs >= 1 && timeoutMs <= MAX_TIMEOUT_MS)) throw bad(`timeoutMs must be 1 to ${MAX_TIMEOUT_MS} ms, not ${timeoutMs}`);
   if (!(Number.isInteger(o.criuPort) && o.criuPort >= 1 && o.criuPort <= 65535)) throw bad(`criuPort must be a TCP port, 1 to 65535, not ${o.criuPort}`);

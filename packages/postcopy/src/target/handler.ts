@@ -43,6 +43,8 @@ export interface FaultHandlerOptions {
    * without it, they are installed alone (the pages the kernel reads for others, which never fault).
    */
   pushFirst?: number[];
+  /** record the pages that fault while missing, in order: the report's `touched` (a working set to replay) */
+  recordTouches?: boolean;
   pushBatch?: number;
   pushWindow?: number;
   /** the largest GET the source accepts, in pages (default: 4 MiB worth) */
@@ -138,6 +140,8 @@ export interface HandlerReport extends Progress {
   verified: boolean;
   /** the task's pid, where known (a forked child's is found among its parent's children) */
   pid?: number;
+  /** recordTouches: the addresses of the pages that faulted while missing, in order */
+  touched?: number[];
   /** it exited early, killed by this signal (as far as its zombie could still be seen) */
   exitSignal?: number;
   latency: LatencySummary | null;
@@ -197,6 +201,7 @@ export class FaultHandler extends EventEmitter {
   #workers: Worker[] = [];
   #exited: Promise<void>[] = [];
   #latency: LatencySummary | null = null;
+  #touched: number[] | undefined;
   #completedAt: number | undefined;
   #fatal: PostcopyError | null = null;
   #stopped: Promise<HandlerReport> | null = null;
@@ -328,6 +333,7 @@ export class FaultHandler extends EventEmitter {
     // Without a push, the fault thread installs the pages given first itself, between faults.
     const inlinePush = (oneThread && push) || (!push && first.length > 0);
     base.pushOrder = { first, onlyFirst: !push };
+    base.recordTouches = o.recordTouches;
     const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush }];
     if (push && !oneThread) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
     const ready = roles.map(
@@ -367,7 +373,10 @@ export class FaultHandler extends EventEmitter {
                 Atomics.store(this.#state.counters, Counter.BYE_OK, 1);
                 Atomics.notify(this.#state.counters, Counter.BYE_OK);
               });
-            } else if (m.type === 'stopped' && m.latency) this.#latency = m.latency;
+            } else if (m.type === 'stopped') {
+              if (m.latency) this.#latency = m.latency;
+              if (m.touched) this.#touched = m.touched;
+            }
           });
           worker.on('error', (err) => {
             const e = new PostcopyError('ERR_UFFD', `${config.role} thread crashed: ${err.message}`, { cause: err });
@@ -655,7 +664,7 @@ export class FaultHandler extends EventEmitter {
       const pid = this.#targetPid();
       // A pid stays claimed while its process lives: a later fork must not take it for its child.
       if (pid && !existsSync(`/proc/${pid}`)) FaultHandler.#claimed.delete(pid);
-      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency, gaps: Atomics.load(this.#state.counters, Counter.GAPS), verified: this.#verified, ...(pid ? { pid } : {}), ...(this.#exitSignal ? { exitSignal: this.#exitSignal } : {}) };
+      return { ...this.progress, complete, completedAt: complete ? this.#completedAt : undefined, exited: this.#exitedEarly, latency: this.#latency, gaps: Atomics.load(this.#state.counters, Counter.GAPS), verified: this.#verified, ...(pid ? { pid } : {}), ...(this.#exitSignal ? { exitSignal: this.#exitSignal } : {}), ...(this.#touched ? { touched: this.#touched } : {}) };
     })();
     return this.#stopped;
   }

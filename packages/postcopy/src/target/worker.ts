@@ -47,6 +47,8 @@ export interface WorkerConfig {
   inlinePush?: boolean;
   /** what the push asks for first, and whether it asks for anything else */
   pushOrder?: PushOrder;
+  /** fault thread: record the address of each page that faulted while missing, in order (its working set) */
+  recordTouches?: boolean;
   /** after a lost connection, keep reconnecting for this long before giving up (0: give up at once) */
   resumeMs: number;
   /** a reply that brings no byte for this long counts as a lost connection (0: wait forever) */
@@ -66,7 +68,7 @@ export type WorkerMessage =
   | { type: 'fatal'; code: string; message: string; remoteCode?: string; remoteMessage?: string }
   /** the fault thread stopped reading the uffd: every fork it saw was posted before this */
   | { type: 'drained' }
-  | { type: 'stopped'; latency?: LatencySummary };
+  | { type: 'stopped'; latency?: LatencySummary; touched?: number[] };
 
 export interface LatencySummary {
   count: number;
@@ -125,6 +127,8 @@ interface AwaitedFault {
 
 /** How often a handler with no pidfd of its task looks whether the task's memory is gone. */
 const PROBE_MS = 100;
+/** A recorded working set keeps at most this many pages (4 GiB of 4 KiB pages; 8 MiB of addresses). */
+const MAX_TOUCHED = 1 << 20;
 
 function probeAddress(): number {
   let min = 65536;
@@ -175,6 +179,8 @@ class FaultLoop {
   #nextId = 1;
   #completed = allPresent(state);
   readonly #where: Located = { mapping: -1, page: 0 };
+  /** the pages that faulted while missing, in order (recordTouches) */
+  readonly touched: number[] | null = config.recordTouches ? [] : null;
   /**
    * Faults that met a map change we had not read yet: their threads are woken to fault again once
    * it is read (or after a moment), and are then resolved at the address that holds.
@@ -304,7 +310,9 @@ class FaultLoop {
       Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
       Atomics.store(state.counters, Counter.HINT_PAGE, page);
       Atomics.add(state.counters, Counter.HINT_SEQ, 1);
-      if (Atomics.load(state.present[mi], page) && pageAddr !== this.#lastWoken) {
+      const missing = !Atomics.load(state.present[mi], page);
+      if (missing && this.touched && this.touched.length < MAX_TOUCHED) this.touched.push(pageAddr);
+      if (!missing && pageAddr !== this.#lastWoken) {
         // Installed by the push meanwhile: let the fault retry. If the same page faults right
         // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
         native.uffdWake(this.#uffd, pageAddr, ps);
@@ -639,6 +647,7 @@ function warmUp(c: PageChannel): void {
 function main(): void {
   if (config.cpuMask) native.setAffinity(config.cpuMask);
   let latency: LatencySummary | undefined;
+  let touched: number[] | undefined;
   try {
     try {
       channel = connect();
@@ -654,7 +663,9 @@ function main(): void {
     while (Atomics.load(state.counters, Counter.GO) === 0) Atomics.wait(state.counters, Counter.GO, 0);
     if (config.uffd < 0) config.uffd = Atomics.load(state.counters, Counter.UFFD);
     if (config.role === 'fault') {
-      latency = new FaultLoop().run();
+      const loop = new FaultLoop();
+      touched = loop.touched ?? undefined;
+      latency = loop.run();
       // Every fork event has been read and posted: the BYE waits until their handlers are connected.
       post({ type: 'drained' });
       Atomics.wait(state.counters, Counter.BYE_OK, 0, BYE_WAIT_MS);
@@ -667,7 +678,7 @@ function main(): void {
     channel?.bye(ByeReason.ABORT);
   } finally {
     channel?.close();
-    post({ type: 'stopped', latency });
+    post({ type: 'stopped', latency, touched });
   }
 }
 

@@ -12,6 +12,7 @@ import { ProtocolError } from '../../src/errors.js';
 import { native } from '../../src/native/index.js';
 import { encodeAuth, encodeBye, encodeError, encodeGet, encodeHello, encodeRegions, encodeRunHeader } from '../../src/protocol/codec.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
+import { parseWorkingSet } from '../../src/protocol/working-set.js';
 import { BYTE_ORDER_MARK, Flag, FrameType, type Frame } from '../../src/protocol/frames.js';
 import { AgentDecoder, AgentType, encodeAgentMessage, type AgentMessage } from '../../src/protocol/agent.js';
 
@@ -232,6 +233,18 @@ export const fuzzTargets: FuzzTarget[] = [
         parseImageAnyhow(copy);
       });
     },
+  },
+  {
+    name: 'working-set file: arbitrary text and JSON',
+    runs: { test: 1000, long: 100_000 },
+    property: () =>
+      fc.property(fc.oneof(fc.string(), fc.json(), fc.record({ format: fc.constant('postcopy-working-set'), version: fc.constant(1), pageSize: fc.constantFrom(4096, 4095, 0), tasks: fc.array(fc.record({ pid: fc.integer(), pages: fc.array(fc.oneof(fc.integer(), fc.double(), fc.string())) })) }).map((d) => JSON.stringify(d))), (text) => {
+        try {
+          parseWorkingSet(text);
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, 'ERR_INVALID_ARG', String(err));
+        }
+      }),
   },
   {
     name: 'lazy-pages socket: what criu restore sends',
