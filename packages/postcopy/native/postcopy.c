@@ -840,6 +840,17 @@ static napi_value set_affinity(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setIdlePolicy(idle) for the calling thread: SCHED_IDLE (runs only on a CPU nothing else wants),
+// or back to SCHED_OTHER. 0 or -errno.
+static napi_value set_idle_policy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  CHECK(get_args(env, info, 1, argv) == 0 ? napi_ok : napi_generic_failure);
+  bool idle = false;
+  CHECK(napi_get_value_bool(env, argv[0], &idle));
+  struct sched_param param = {.sched_priority = 0};
+  return make_i64(env, sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &param) == 0 ? 0 : -errno);
+}
+
 static napi_value gettid_js(napi_env env, napi_callback_info info) {
   return make_i64(env, (int64_t)syscall(SYS_gettid));
 }
@@ -895,6 +906,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("eventfd", eventfd_js);
   EXPORT("eventfdSignal", eventfd_signal);
   EXPORT("setAffinity", set_affinity);
+  EXPORT("setIdlePolicy", set_idle_policy);
   EXPORT("gettid", gettid_js);
   EXPORT("peerPid", peer_pid);
   EXPORT("pidfdOpen", pidfd_open_js);

@@ -13,6 +13,7 @@ import { LineChild } from '../util/child.js';
 import { median, migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
 import { probeRedisGets, zipfKeys, type RedisProbe } from './redis-probe.js';
 import type { WorkingSet } from '../protocol/working-set.js';
+import { checkPushPriority, type PushPriority } from '../util/push-priority.js';
 
 export type CriuWorkload = 'memproc' | 'redis' | 'redis-zipf';
 export const CRIU_WORKLOADS: CriuWorkload[] = ['memproc', 'redis', 'redis-zipf'];
@@ -24,6 +25,8 @@ export interface CriuBenchOptions {
   workloads: CriuWorkload[];
   /** postcopy: migrate twice, the second time replaying the working set recorded the first time */
   workingSet?: boolean;
+  /** postcopy: how far the push threads lower themselves (migrate's pushPriority) */
+  pushPriority?: PushPriority;
   /** postcopy's background push (migrate's defaults otherwise) */
   pushBatch?: number;
   pushWindow?: number;
@@ -91,6 +94,7 @@ export async function inRoot(lines: string[]): Promise<string[]> {
 
 export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult> {
   checkPushSettings(o);
+  if (o.pushPriority !== undefined) checkPushPriority(o.pushPriority);
   if (o.idleBefore !== undefined && !(o.idleBefore >= 0 && o.idleBefore <= 600))
     throw new PostcopyError('ERR_INVALID_ARG', `idle before each freeze: ${o.idleBefore} s is not within 0-600`);
   ensureCriuRoot();
@@ -125,7 +129,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
           const onPhase = (phase: string) => {
             if (redis && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys, zipf && workload === 'redis-zipf' ? zipf : undefined);
           };
-          const result = await migrate({ pid: from, workDir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, workingSet: replay, onWorkingSet: record, onPhase });
+          const result = await migrate({ pid: from, workDir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, workingSet: replay, onWorkingSet: record, pushPriority: mode === 'postcopy' ? o.pushPriority : undefined, onPhase });
           const gets = probe ? await (probe as RedisProbe).stop() : null;
           return { result, gets: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors } };
         };
@@ -189,6 +193,7 @@ export function formatCriuReport(r: CriuBenchResult): string {
   const lines = [
     `Stock CRIU 4.1.1 lazy-pages against postcopy: medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
     'Downtime: dump start (the task freezes) -> `criu restore -d` returns. All present: dump start -> every lazy page on the target.',
+    `postcopy's push threads: ${r.options.pushPriority ?? 'normal'} priority (--push-priority).`,
     `postcopy: TCP over loopback, ${r.options.checksums ? 'a CRC32C with every page (--checksums)' : 'no per-page CRC32C (migrate\'s default over loopback; --checksums to ask)'}.`,
     r.options.warmUp
       ? `Both modes: as much memory as the task holds written and freed just before the freeze (--warm-up), median ${median(r.runs.map((x) => x.warm_up_ms ?? 0))} ms while the task still runs, in neither figure.`

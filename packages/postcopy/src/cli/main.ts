@@ -40,6 +40,7 @@ import { Agent, AGENT_SOCKET, connectAgent, migrateThroughAgent, peerEndpoint } 
 import { formatLivePlan, planLive } from '../plan/live.js';
 import { mergeWorkingSets, type WorkingSet } from '../protocol/working-set.js';
 import { readWorkingSetFile, writeWorkingSetFile } from '../util/working-set-file.js';
+import type { PushPriority } from '../util/push-priority.js';
 
 function int(value: string): number {
   const n = value.trim() === '' ? NaN : Number(value);
@@ -569,6 +570,7 @@ program
   .option('--runs <n>', '--criu, --container: runs per workload and mode', int, 3)
   .option('--workload <list>', '--criu, --container: memproc, redis (comma list); --criu also redis-zipf (GETs from a Zipf distribution)', list(String, ['memproc', 'redis', 'redis-zipf']), ['memproc', 'redis'])
   .option('--working-set', '--criu: each postcopy run migrates twice, the second time pushing first what the first recorded')
+  .addOption(new Option('--push-priority <p>', "--criu: postcopy's push threads at normal priority, nice 19, or SCHED_IDLE").choices(['normal', 'nice', 'idle']))
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
   .option('--checksums', '--criu: postcopy with a CRC32C with every page (migrate checks none over loopback)')
@@ -578,8 +580,8 @@ program
   .option('--load-mib <n>', '--load: MiB per target', int, 64)
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
-  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: CriuWorkload[]; workingSet?: boolean; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
-    if (o.workingSet && !o.criu) throw invalid('--working-set goes with --criu');
+  .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: CriuWorkload[]; workingSet?: boolean; pushPriority?: PushPriority; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
+    if ((o.workingSet || o.pushPriority) && !o.criu) throw invalid('--working-set and --push-priority go with --criu');
     if (o.container && o.workload.includes('redis-zipf')) throw invalid('--workload redis-zipf goes with --criu');
     const bar = stepBar();
     if (o.load !== undefined) {
@@ -607,7 +609,7 @@ program
     if (o.criu) {
       let r: CriuBenchResult;
       try {
-        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, workingSet: o.workingSet, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, idleBefore: o.idleBefore, onProgress: bar?.update });
+        r = await runCriuBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload, workingSet: o.workingSet, pushPriority: o.pushPriority, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, idleBefore: o.idleBefore, onProgress: bar?.update });
       } finally {
         bar?.stop();
       }

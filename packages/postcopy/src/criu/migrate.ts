@@ -22,6 +22,7 @@ import { TcpTransport } from '../transport/index.js';
 import { anonymousBytes, warmUpMemory } from '../target/warm-up.js';
 import { parseCliEvent } from '../protocol/cli-events.js';
 import type { WorkingSet } from '../protocol/working-set.js';
+import { checkPushPriority, type PushPriority } from '../util/push-priority.js';
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { processExitAt, treeMember, treePids } from '../util/proctree.js';
@@ -90,6 +91,8 @@ export interface MigrateOptions {
   workingSet?: WorkingSet;
   /** postcopy in one namespace: called with the pages each task faulted on, in order, once all are in */
   onWorkingSet?: (recorded: WorkingSet) => void;
+  /** postcopy in one namespace: how far the push threads lower themselves, on both ends (default normal) */
+  pushPriority?: PushPriority;
   timeoutMs?: number;
   onPhase?: (phase: string, ms: number) => void;
   logger?: Logger;
@@ -141,7 +144,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
   const prepareTask = async (vpid: number, hostPid: number, ranges: Range[], touched?: Uint8Array[]): Promise<PreparedTask> => {
     run.guard();
     const source = await LiveProcessSource.attach(hostPid, { freeze: 'none', ranges, touched: touched ?? ranges.map((r) => new Uint8Array(r.length / PAGE)) });
-    const server = new PageServer(source, { logger: log, grants: [key] });
+    const server = new PageServer(source, { logger: log, grants: [key], backgroundPriority: o.pushPriority });
     servers.push(server);
     run.guard();
     const { endpoint } = await server.listen(new TcpTransport('127.0.0.1', 0));
@@ -153,6 +156,7 @@ export async function migrate(o: MigrateOptions): Promise<MigrateResult> {
       push: o.push ?? true,
       pushFirst: o.workingSet?.tasks.get(vpid),
       recordTouches: !!o.onWorkingSet,
+      pushPriority: o.pushPriority,
       readahead: o.readahead ?? DEFAULT_READAHEAD,
       pushBatch: o.pushBatch ?? DEFAULT_PUSH_BATCH,
       pushWindow: o.pushWindow ?? DEFAULT_PUSH_WINDOW,
@@ -361,6 +365,7 @@ export async function checkOptions(o: MigrateOptions, mode: MigrateMode, timeout
   if (mode !== 'postcopy' && mode !== 'stock') throw bad(`mode must be postcopy or stock, not ${String(mode)}`);
   checkPushSettings(o);
   if (o.readahead !== undefined && !(Number.isInteger(o.readahead) && o.readahead >= 0)) throw bad(`readahead must be a number of pages, 0 or more, not ${o.readahead}`);
+  if (o.pushPriority !== undefined) checkPushPriority(o.pushPriority);
   if ((o.workingSet || o.onWorkingSet) && (mode !== 'postcopy' || o.netns)) throw bad('a working set is replayed and recorded by postcopy in one namespace (not stock, not --netns)');
   if (o.workingSet && o.workingSet.pageSize !== PAGE) throw bad(`the working set's pages are ${o.workingSet.pageSize} bytes, this host's ${PAGE}`);
   if (o.prepare !== undefined && o.prepare !== 'before-freeze' && o.prepare !== 'after-dump') throw bad(`prepare must be before-freeze or after-dump, not ${String(o.prepare)}`);

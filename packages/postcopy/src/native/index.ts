@@ -86,6 +86,8 @@ export interface NativeBinding {
   eventfd(): number;
   eventfdSignal(fd: number): number;
   setAffinity(cpuMask: number): void;
+  /** the calling thread to SCHED_IDLE (true) or SCHED_OTHER: 0 or -errno */
+  setIdlePolicy(idle: boolean): number;
   gettid(): number;
   /** pid of the process that connected to this Unix socket (SO_PEERCRED), or -errno */
   peerPid(fd: number): number;

@@ -5,7 +5,8 @@ import { PostcopyError, ProtocolError, type ErrorCode } from '../errors.js';
 import { C, native } from '../native/index.js';
 import { threadData } from '../util/thread.js';
 import { decodeBody, encodeBye, encodeError, readGet, readHeader, RUN_HEADER_SIZE } from '../protocol/codec.js';
-import { ByeReason, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
+import { ByeReason, Flag, FrameType, HEADER_SIZE, type Get } from '../protocol/frames.js';
+import { lowerThisThread } from '../util/push-priority.js';
 import { FdReader } from '../transport/fd-reader.js';
 import type { MemorySource } from './memory-source.js';
 import { checkGet, maxRunSize, runEnd, SourceHandshake, StatSlot, writeRun, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
@@ -20,6 +21,7 @@ class Connection {
   #source: MemorySource;
   #stats = config.stats;
   #handshake: SourceHandshake;
+  #lowered = false;
 
   constructor(source: MemorySource) {
     this.#source = source;
@@ -51,6 +53,10 @@ class Connection {
 
   #serve(get: Get): void {
     this.#stats[StatSlot.GETS]++;
+    if (get.flags & Flag.BACKGROUND && !this.#lowered) {
+      this.#lowered = true;
+      lowerThisThread(config.backgroundPriority);
+    }
     const rejected = checkGet(get, this.#source, config.maxGetPages) ?? this.#handshake.checkGrant(get);
     if (rejected) return this.#reject(get.id, rejected.code, rejected.message, false);
     const region = this.#source.regions[get.region];

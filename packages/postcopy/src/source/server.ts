@@ -16,6 +16,7 @@ import type { Listener, Transport } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { prestartThreads, siblingModule, startThread } from '../util/thread.js';
 import type { MemorySource } from './memory-source.js';
+import { checkPushPriority, type PushPriority } from '../util/push-priority.js';
 import { checkGet, maxGetPagesFor, maxRunSize, runEnd, SourceHandshake, StatSlot, STAT_SLOTS, writeRun, type Grant, type ConnectionMessage, type ConnectionThreadConfig } from './session.js';
 
 export type ServerEngine = 'thread' | 'loop';
@@ -32,6 +33,8 @@ export interface PageServerOptions {
    * None: any target that connects may read every region.
    */
   grants?: Grant[];
+  /** how far a connection thread lowers itself once it serves the push (BACKGROUND GETs); default normal */
+  backgroundPriority?: PushPriority;
 }
 
 export interface ServerStats {
@@ -95,6 +98,7 @@ export class PageServer extends EventEmitter {
   readonly engine: ServerEngine;
   #source: MemorySource;
   #grants: Grant[] | undefined;
+  #backgroundPriority: PushPriority | undefined;
   #maxGetPages: number;
   #log: Logger;
   #listener: Listener | null = null;
@@ -116,6 +120,7 @@ export class PageServer extends EventEmitter {
     this.#log = options.logger ?? silentLogger;
     for (const g of options.grants ?? []) checkKey(g);
     this.#grants = options.grants?.length ? options.grants : undefined;
+    this.#backgroundPriority = options.backgroundPriority === undefined ? undefined : checkPushPriority(options.backgroundPriority);
     this.engine = options.engine ?? (source.describe ? 'thread' : 'loop');
     if (this.engine === 'thread' && !source.describe) throw new PostcopyError('ERR_INVALID_ARG', 'the thread engine needs a source with describe()');
   }
@@ -281,7 +286,7 @@ export class PageServer extends EventEmitter {
     const stats = new Float64Array(new SharedArrayBuffer(STAT_SLOTS * 8));
     const control = new Int32Array(new SharedArrayBuffer(4));
     this.#threadStats.push(stats);
-    const config: ConnectionThreadConfig = { fd, source: this.#source.describe!(), maxGetPages: this.#maxGetPages, stats, control, grants: this.#grants };
+    const config: ConnectionThreadConfig = { fd, source: this.#source.describe!(), maxGetPages: this.#maxGetPages, stats, control, grants: this.#grants, backgroundPriority: this.#backgroundPriority };
     const worker = startThread(threadUrl, config);
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     const thread: ThreadConnection = { fd, worker, control, exited };

@@ -7,6 +7,7 @@ import { newNonce, parseTargetHelloAuth, proof, proofMatches, type PresharedKey 
 import { BYTE_ORDER_MARK, CHECKSUM_SIZE, Feature, Flag, FrameType, PROTOCOL_VERSION, Role, type Frame, type Get, type RegionInfo } from '../protocol/frames.js';
 import type { MemorySource } from './memory-source.js';
 import type { SourceSpec } from './spec.js';
+import type { PushPriority } from '../util/push-priority.js';
 
 export interface Rejection {
   code: ErrorCode;
@@ -175,6 +176,8 @@ export interface ConnectionThreadConfig {
   control: Int32Array;
   /** keys a target must prove it holds, and what each may read (none: no authentication) */
   grants?: Grant[];
+  /** the thread lowers itself so at its first BACKGROUND GET (a push connection) */
+  backgroundPriority?: PushPriority;
 }
 
 export const StatSlot = { GETS: 0, PAGES: 1, ZERO: 2, BYTES: 3, ERRORS: 4 } as const;

@@ -23,6 +23,7 @@ import { verifyResident } from './verify.js';
 import type { LatencySummary, WorkerConfig, WorkerMessage } from './worker.js';
 import type { CriuConnection } from './criu-channel.js';
 import { decodeKeeperHandover, encodeKeeperMappings, encodeKeeperPid, encodeKeeperRecoverAt, KEEPER_DONE, KEEPER_HANDOVER_HEAD, KeeperTag } from '../protocol/keeper.js';
+import { checkPushPriority, type PushPriority } from '../util/push-priority.js';
 
 export interface FaultHandlerOptions {
   /** the source; none with `criu`, whose connection is given */
@@ -43,6 +44,8 @@ export interface FaultHandlerOptions {
    * without it, they are installed alone (the pages the kernel reads for others, which never fault).
    */
   pushFirst?: number[];
+  /** how far the push thread lowers itself (util/push-priority.ts; default normal) */
+  pushPriority?: PushPriority;
   /** record the pages that fault while missing, in order: the report's `touched` (a working set to replay) */
   recordTouches?: boolean;
   pushBatch?: number;
@@ -334,6 +337,7 @@ export class FaultHandler extends EventEmitter {
     const inlinePush = (oneThread && push) || (!push && first.length > 0);
     base.pushOrder = { first, onlyFirst: !push };
     base.recordTouches = o.recordTouches;
+    base.pushPriority = o.pushPriority === undefined ? undefined : checkPushPriority(o.pushPriority);
     const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush }];
     if (push && !oneThread) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
     const ready = roles.map(

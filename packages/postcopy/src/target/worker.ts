@@ -15,6 +15,7 @@ import { BlockingChannel, type PageChannel, type Run } from './channel.js';
 import { beginMapChange, dropRange, endMapChange, locate, moveRange, snapshotMap, type Located } from './address-map.js';
 import { installPages, type Installer } from './install.js';
 import { PushCursor, type PushOrder } from './push-cursor.js';
+import { lowerThisThread, type PushPriority } from '../util/push-priority.js';
 import { UFFD_MSG_SIZE, UffdEvent, UffdMessage } from './uffd-message.js';
 import { allPresent, Counter, LATENCY_BOUNDS_NS, presentAtFork, requestsAhead, requestTag, type MapSnapshot, type Mapping, type SharedState } from './shared-state.js';
 
@@ -47,6 +48,8 @@ export interface WorkerConfig {
   inlinePush?: boolean;
   /** what the push asks for first, and whether it asks for anything else */
   pushOrder?: PushOrder;
+  /** push thread: lower itself so (the fault thread never is) */
+  pushPriority?: PushPriority;
   /** fault thread: record the address of each page that faulted while missing, in order (its working set) */
   recordTouches?: boolean;
   /** after a lost connection, keep reconnecting for this long before giving up (0: give up at once) */
@@ -535,6 +538,7 @@ function memoryEvent(msg: UffdMessage): void {
 }
 
 function pushLoop(): void {
+  lowerThisThread(config.pushPriority);
   const cursor = new PushCursor(state, config.pushOrder);
   const corrupt: number[] = [];
   const batch = Math.max(1, Math.min(config.pushBatch, config.maxGetPages));
