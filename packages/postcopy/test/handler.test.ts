@@ -132,6 +132,35 @@ describe('a working set', () => {
   });
 });
 
+describe('the pages given first, during criu restore', () => {
+  it('go in once the memory is registered (pushFirstNow), before the push is let go; the rest wait for it', async (t) => {
+    if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;
+    const pages = 256;
+    const first = [200, 7, 8, 9, 100];
+    await withServedRegion('first-go', pages, async ({ uffd, addr, endpoint, mappings, expected, hashes }) => {
+      native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
+      const handler = await FaultHandler.start({ endpoint, mappings, pushFirst: first.map((p) => addr + p * PS) });
+      try {
+        handler.attach(native.dup(uffd), { registered: false }); // as criu restore hands it over
+        await new Promise((r) => setTimeout(r, 100));
+        assert.equal(handler.progress.present, 0, 'nothing before the memory is registered');
+        handler.pushFirstNow();
+        for (let i = 0; i < 500 && handler.progress.present < first.length; i++) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 100));
+        assert.equal(handler.progress.present, first.length, 'the pages given first, and only those, before the push is let go');
+        assert.equal(handler.progress.pushed, first.length);
+        handler.registered();
+        const report = await handler.done();
+        assert.equal(report.complete, true);
+        assert.equal(report.faults, 0, 'nothing touched the memory');
+        assert.deepEqual(hashes(), Array.from(expected), 'then every page, intact');
+      } finally {
+        await handler.stop();
+      }
+    });
+  });
+});
+
 describe('fault and push together', () => {
   it('leaves a fault on a page the push is about to bring to the push, instead of fetching it twice', async (t) => {
     if (!need(t, caps.uffd.ok, caps.uffd.detail)) return;

@@ -49,7 +49,7 @@ export interface CriuRun extends MigrateResult {
   /** redis: GETs sent back to back from the restore until every page was in */
   get_during_postcopy: Gets;
   /** --working-set, postcopy: the first migration, which recorded what the run's (second) one replayed */
-  first_migration?: { downtime_ms: number; all_present_ms: number; faulted: number | null; pushed: number | null; get_during_postcopy: Gets };
+  first_migration?: { downtime_ms: number; all_present_ms: number; faulted: number | null; faults_before_push?: number; pushed: number | null; get_during_postcopy: Gets };
   /** --working-set: pages the second migration pushed first */
   working_set_pages?: number;
 }
@@ -138,7 +138,7 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
         if (mode === 'postcopy' && o.workingSet) {
           const m = await once(`${dir}/first`, pid, undefined, (ws) => (replay = ws));
           pid = m.result.restoredPid;
-          first = { downtime_ms: m.result.downtime_ms, all_present_ms: m.result.all_present_ms, faulted: m.result.faulted, pushed: m.result.pushed, get_during_postcopy: m.gets };
+          first = { downtime_ms: m.result.downtime_ms, all_present_ms: m.result.all_present_ms, faulted: m.result.faulted, faults_before_push: m.result.faults_before_push, pushed: m.result.pushed, get_during_postcopy: m.gets };
           // The restored workload settles before its second move, as it would between two.
           await new Promise((r) => setTimeout(r, 1000));
         }
@@ -213,12 +213,12 @@ function replayTable(r: CriuBenchResult): string[] {
     const m = (f: (y: CriuRun) => number | null | undefined) => median(runs.map((y) => f(y) ?? 0));
     const p99 = (g: Gets | undefined) => g?.p99_us ?? null;
     const gets = (f: (y: CriuRun) => number | null) => (runs.some((y) => f(y) !== null) ? median(runs.map((y) => f(y) ?? 0)) : '–');
-    return `| ${x.workload} | ${m((y) => y.first_migration!.faulted)} | ${m((y) => y.faulted)} | ${x.faults_replay ?? '–'}× | ${m((y) => y.working_set_pages)} | ${m((y) => y.first_migration!.all_present_ms)} / ${m((y) => y.all_present_ms)} | ${gets((y) => p99(y.first_migration!.get_during_postcopy))} / ${gets((y) => p99(y.get_during_postcopy))} |`;
+    return `| ${x.workload} | ${m((y) => y.first_migration!.faulted)} (${m((y) => y.first_migration!.faults_before_push)}) | ${m((y) => y.faulted)} (${m((y) => y.faults_before_push)}) | ${x.faults_replay ?? '–'}× | ${m((y) => y.working_set_pages)} | ${m((y) => y.first_migration!.all_present_ms)} / ${m((y) => y.all_present_ms)} | ${gets((y) => p99(y.first_migration!.get_during_postcopy))} / ${gets((y) => p99(y.get_during_postcopy))} |`;
   });
   return [
     'postcopy with --working-set: the first migration records the pages the tasks fault on; the second pushes them first.',
     '',
-    '| workload | faults, first | faults, second | faults_replay | pages replayed | all present ms, first / second | GET p99 µs, first / second |',
+    '| workload | faults, first (before the push) | faults, second (before the push) | faults_replay | pages replayed | all present ms, first / second | GET p99 µs, first / second |',
     '|---|---|---|---|---|---|---|',
     ...rows,
   ];

@@ -220,6 +220,8 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
     // RESTORE_FINISHED: every task's memory is registered. The push (and each keeper's start) waits
     // for `criu restore` to exit as well: its last steps (resuming the tasks, letting go of them)
     // are still downtime, and on few CPUs the push took them ~4 ms longer (docs/benchmarks.md).
+    // The pages pushed first (a working set, the command line) may go in now, before the tasks run.
+    for (const h of handlers) h.handler.pushFirstNow();
     const restoreExitAt = restorePid > 0 && restorePid !== process.pid ? await processExitAt(restorePid, RESTORE_EXIT_WAIT_MS) : null;
     if (restoreExitAt === null) log.info({ pid: restorePid }, 'criu restore not seen to exit after RESTORE_FINISHED: pushing now');
     for (const h of handlers) h.handler.registered();

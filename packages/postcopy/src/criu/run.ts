@@ -33,6 +33,8 @@ export interface MigrateResult {
   all_present_ms: number;
   pages: number | null;
   faulted: number | null;
+  /** postcopy: faults served before the push was let go (during `criu restore`, and the tasks' first) */
+  faults_before_push?: number;
   pushed: number | null;
   bytes_sent: number | null;
   fault_p50_us: number | null;
@@ -511,6 +513,7 @@ export function postcopyResult(restoredPid: number, downtime: number, allPresent
     all_present_ms: round(allPresent),
     pages: sum((x) => x.pages),
     faulted: sum((x) => x.faulted),
+    faults_before_push: sum((x) => x.faultsBeforePush),
     pushed: sum((x) => x.pushed),
     bytes_sent: bytesSent,
     fault_p50_us: r.latency ? round(r.latency.p50Ns / 1000) : null,

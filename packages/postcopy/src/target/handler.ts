@@ -123,6 +123,8 @@ export interface Progress {
   /** pages the process dropped or unmapped while they were missing: never fetched */
   dropped: number;
   faults: number;
+  /** faults served before the push was let go: during `criu restore`, and the tasks' very first */
+  faultsBeforePush: number;
 }
 
 export interface HandlerReport extends Progress {
@@ -267,6 +269,7 @@ export class FaultHandler extends EventEmitter {
       resumes: Atomics.load(c, Counter.RESUMES),
       dropped: Atomics.load(c, Counter.DROPPED),
       faults: Atomics.load(c, Counter.FAULTS),
+      faultsBeforePush: Atomics.load(c, Counter.EARLY_FAULTS),
     };
   }
 
@@ -417,6 +420,15 @@ export class FaultHandler extends EventEmitter {
    * Every range is registered with the uffd now: the push may install anywhere (see attach). The
    * keeper starts now, not at attach: its fork of this process took CPU from `criu restore`.
    */
+  /**
+   * The memory is registered, but the push as a whole is to wait (registered() comes later): the
+   * pages given first (pushFirst) may go in now.
+   */
+  pushFirstNow(): void {
+    Atomics.store(this.#state.counters, Counter.FIRST_GO, 1);
+    Atomics.notify(this.#state.counters, Counter.REGISTERED); // the push waits there
+  }
+
   registered(): void {
     Atomics.store(this.#state.counters, Counter.REGISTERED, 1);
     Atomics.notify(this.#state.counters, Counter.REGISTERED);

@@ -36,10 +36,13 @@ export class PushCursor {
     this.#onlyFirst = order.onlyFirst ?? false;
   }
 
-  /** `tag`: what to mark the pages asked for with (see requestTag); null once nothing is left to ask for */
-  next(batch: number, tag = 1): PushRun | null {
+  /**
+   * `tag`: what to mark the pages asked for with (see requestTag); null once nothing is left to ask
+   * for, or (firstOnly) nothing of the pages given first.
+   */
+  next(batch: number, tag = 1, firstOnly = false): PushRun | null {
     const first = this.#nextFirst(batch, tag);
-    if (first || this.#onlyFirst) return first;
+    if (first || this.#onlyFirst || firstOnly) return first;
     const state = this.#state;
     const seq = Atomics.load(state.counters, Counter.HINT_SEQ);
     if (seq !== this.#seenSeq && seq > 0) {

@@ -65,8 +65,15 @@ export const Counter = {
    * waited for its children).
    */
   BYE_OK: 26,
+  /**
+   * 1 once the memory is registered but the push as a whole still waits (criu restore has said
+   * RESTORE_FINISHED and not yet exited): the pages given first may go in now, before the tasks run.
+   */
+  FIRST_GO: 27,
+  /** faults served before the push was let go (REGISTERED): the restore's own, and the task's first */
+  EARLY_FAULTS: 28,
 } as const;
-const COUNTERS = 27;
+const COUNTERS = 29;
 /**
  * Extents the table holds: room for every mapping twice over and then some, at least 2^14. A task
  * may have as many lazy regions as the kernel lets it map (vm.max_map_count, 65,530 by default:

@@ -243,10 +243,13 @@ class FaultLoop {
    */
   #pushOneBatch(): void {
     const cursor = this.#cursor;
-    if (!cursor || !this.#registered()) return;
-    const next = cursor.next(this.#batch);
+    if (!cursor) return;
+    const registered = this.#registered();
+    if (!registered && !Atomics.load(state.counters, Counter.FIRST_GO)) return;
+    // Registered, but the push as a whole still waits: only the pages given first.
+    const next = cursor.next(this.#batch, 1, !registered);
     if (!next) {
-      this.#pushDone = true;
+      if (registered) this.#pushDone = true;
       return;
     }
     const missingFrom = this.#fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
@@ -395,6 +398,7 @@ class FaultLoop {
 
   #faultServed(t0: number): void {
     Atomics.add(state.counters, Counter.FAULTS, 1);
+    if (!this.#registered()) Atomics.add(state.counters, Counter.EARLY_FAULTS, 1);
     this.#hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
   }
 
@@ -550,15 +554,19 @@ function pushLoop(): void {
   // Nothing can be installed before the memory is registered (criu restore registers it after
   // handing the uffd over): pages fetched meanwhile would only take CPU from the restore itself,
   // and from the faults it makes, which are its downtime.
-  while (!Atomics.load(state.counters, Counter.REGISTERED) && !stopping()) Atomics.wait(state.counters, Counter.REGISTERED, 0, 20);
+  // The pages given first may go in as soon as the memory is registered (FIRST_GO), the rest once
+  // the push is let go (REGISTERED).
+  const gate = () => (Atomics.load(state.counters, Counter.REGISTERED) ? 'all' : Atomics.load(state.counters, Counter.FIRST_GO) ? 'first' : 'none');
+  while (gate() === 'none' && !stopping()) Atomics.wait(state.counters, Counter.REGISTERED, 0, 20);
   while (!stopping()) {
     try {
       if (resend) {
         resend = false;
         for (const r of inflight) ask(r); // whole requests again: installed pages are skipped
       }
+      const firstOnly = gate() !== 'all';
       while (inflight.length < config.pushWindow) {
-        const next = cursor.next(batch, requestTag(nextId));
+        const next = cursor.next(batch, requestTag(nextId), firstOnly);
         if (!next) break;
         const request = { id: nextId++, ...next };
         inflight.push(request);
@@ -566,6 +574,10 @@ function pushLoop(): void {
         ask(request);
       }
       if (inflight.length === 0) {
+        if (firstOnly) {
+          Atomics.wait(state.counters, Counter.REGISTERED, 0, 20);
+          continue;
+        }
         if (allPresent(state)) {
           post({ type: 'complete', at: performance.timeOrigin + performance.now() });
           return;
