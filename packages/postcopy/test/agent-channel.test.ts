@@ -44,6 +44,23 @@ describe('the agents\' handshake', () => {
     agent.close();
   });
 
+  it('a wait abandoned on a failure takes no message, and a later wait gets it at once', async () => {
+    const { accepted, opened } = await pair([key], key);
+    const [agent, client] = await Promise.all([accepted, opened]);
+    let fail!: (e: Error) => void;
+    const failure = new Promise<never>((_, reject) => (fail = reject));
+    const waiting = agent.next([AgentType.PING], 5000, failure);
+    const t0 = Date.now();
+    fail(Object.assign(new Error('the migration failed elsewhere'), { code: 'ERR_CRIU' }));
+    await assert.rejects(waiting, { code: 'ERR_CRIU' });
+    assert.ok(Date.now() - t0 < 1000, 'at once, not at its deadline');
+    client.send({ type: AgentType.PONG });
+    const m = await agent.next([AgentType.PONG], 2000);
+    assert.equal(m.type, AgentType.PONG, 'the abandoned wait did not take it');
+    client.close();
+    agent.close();
+  });
+
   it('a wrong key: ERR_AUTH on the client (the agent cannot prove the client\'s key), and on the agent', async () => {
     const { accepted, opened } = await pair([key], { keyId: 'rack', key: randomBytes(32) });
     await assert.rejects(opened, { code: 'ERR_AUTH' });

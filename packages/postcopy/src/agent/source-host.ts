@@ -207,13 +207,13 @@ export class SourceMigration {
       this.ctx.metrics.imageBytes.inc({ role: 'source' }, packed.length);
       const imagesSent = performance.now() - this.#t0;
       this.#phase('images sent');
-      const restored = await Promise.race([dest.next([AgentType.RESTORED], timeoutMs), run.failure]);
+      const restored = await dest.next([AgentType.RESTORED], timeoutMs, run.failure);
       // Downtime on the two clocks, each timing its own part: freeze -> images sent here, the
       // images' way there, then arrival -> `criu restore` exited there. (When RESTORED arrives here
       // is later by its own way back, longer still when the link is slow or cut.)
       const downtime = imagesSent + oneWay + restored.restoreMs;
       this.#phase('restored');
-      const done = await Promise.race([dest.next([AgentType.DONE], timeoutMs), run.failure]);
+      const done = await dest.next([AgentType.DONE], timeoutMs, run.failure);
       const allPresent = performance.now() - this.#t0;
       const report = done.report as unknown as DoneReport;
       if (!done.complete) throw new PostcopyError('ERR_CRIU', `the destination did not get every page: ${JSON.stringify(report).slice(0, 400)}`);

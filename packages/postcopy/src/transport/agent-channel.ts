@@ -12,7 +12,8 @@ const NONCE = 32;
 export class AgentChannel {
   #decoder = new AgentDecoder();
   #inbox: AgentMessage[] = [];
-  #waiter: (() => void) | null = null;
+  /** every next() waiting, woken by each message and by the end (each looks at the inbox in turn) */
+  #waiters = new Set<() => void>();
   #closed: PostcopyError | null = null;
   /** the peer's name, from its HELLO or WELCOME */
   peer = '';
@@ -29,7 +30,7 @@ export class AgentChannel {
         this.#end(err as PostcopyError);
         socket.destroy();
       }
-      this.#waiter?.();
+      this.#wake();
     });
     socket.on('error', (err) => this.#end(new PostcopyError('ERR_PEER_CLOSED', `the connection to ${this.peer || 'the agent'} failed: ${err.message}`)));
     socket.on('close', () => this.#end(new PostcopyError('ERR_PEER_CLOSED', `${this.peer || 'the agent'} closed the connection`)));
@@ -79,10 +80,18 @@ export class AgentChannel {
   /**
    * The next message, which must be one of these types. An ERROR from the peer throws it (its
    * code); any other type throws ERR_PROTOCOL; the connection's end or the deadline throws too.
+   * `until`: a promise whose rejection ends the wait with its error, at once and taking no message
+   * (a migration's failure, seen elsewhere).
    */
-  async next<T extends AgentType>(types: readonly T[], timeoutMs: number): Promise<MessageOf<T>> {
+  async next<T extends AgentType>(types: readonly T[], timeoutMs: number, until?: Promise<unknown>): Promise<MessageOf<T>> {
     const deadline = Date.now() + timeoutMs;
+    let abandoned: { err: unknown } | null = null;
+    until?.catch((err: unknown) => {
+      abandoned = { err };
+      this.#wake();
+    });
     for (;;) {
+      if (abandoned) throw (abandoned as { err: unknown }).err;
       const m = this.#inbox.shift();
       if (m) {
         if (m.type === AgentType.ERROR) throw new PostcopyError(isErrorCode(m.code) ? m.code : 'ERR_REMOTE', `${this.peer || 'the agent'}: ${m.message}`);
@@ -93,20 +102,25 @@ export class AgentChannel {
       const left = deadline - Date.now();
       if (left <= 0) throw new PostcopyError('ERR_TIMEOUT', `no ${types.map((t) => AgentType[t]).join(' or ')} from ${this.peer || 'the agent'} within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiter = () => {
+        const wake = () => {
           clearTimeout(timer);
+          this.#waiters.delete(wake);
           resolve();
         };
+        const timer = setTimeout(wake, left);
+        this.#waiters.add(wake);
       });
-      this.#waiter = null;
     }
+  }
+
+  #wake(): void {
+    for (const wake of [...this.#waiters]) wake();
   }
 
   #end(err: PostcopyError): void {
     if (!this.#closed) this.#resolveEnded(err);
     this.#closed ??= err;
-    this.#waiter?.();
+    this.#wake();
   }
 
   /**
