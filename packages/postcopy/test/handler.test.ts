@@ -174,7 +174,7 @@ describe('fault and push together', () => {
       new Promise<HandlerReport>((resolve, reject) => {
         withServedRegion('await', pages, async ({ endpoint, expected, addr, uffd, mappings, hashes }) => {
           native.uffdRegister(uffd, addr, pages * PS, C.UFFDIO_REGISTER_MODE_MISSING);
-          const handler = await FaultHandler.start({ endpoint, mappings, pushBatch: 8, pushWindow: 2 });
+          const handler = await FaultHandler.start({ endpoint, mappings, pushBatch: 8, pushWindow: 2, awaitPushBytes: 2 << 20 });
           try {
             // Complete at stop, the handler closes its uffd: it gets a copy.
             handler.attach(native.dup(uffd), { registered: false });

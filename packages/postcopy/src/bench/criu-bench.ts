@@ -11,7 +11,7 @@ import { checkPushSettings } from '../target/handler.js';
 import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/root.js';
 import { LineChild } from '../util/child.js';
 import { median, migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
-import { probeRedisGets, zipfKeys, type RedisProbe } from './redis-probe.js';
+import { startProbeProcess } from './redis-probe.js';
 import type { WorkingSet } from '../protocol/working-set.js';
 import { checkPushPriority, type PushPriority } from '../util/push-priority.js';
 
@@ -103,7 +103,6 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
   const plan: { workload: CriuWorkload; mode: MigrateMode }[] = [];
   for (const workload of o.workloads)
     for (let i = 0; i < o.runs; i++) for (const mode of (i % 2 ? ['postcopy', 'stock'] : ['stock', 'postcopy']) as MigrateMode[]) plan.push({ workload, mode });
-  const zipf = o.workloads.includes('redis-zipf') ? zipfKeys(o.redisKeys) : null;
   let port = 27200 + (process.pid % 500);
   await withPipeSize(async () => {
     for (const [k, { workload, mode }] of plan.entries()) {
@@ -125,12 +124,19 @@ export async function runCriuBench(o: CriuBenchOptions): Promise<CriuBenchResult
         const before = workload === 'memproc' ? readFileSync(join(host, 'out.txt'), 'utf8').trim().split('\n').length : 0;
         // redis: GETs from the moment the restored server runs until every page is in.
         const once = async (workDir: string, from: number, replay?: WorkingSet, record?: (ws: WorkingSet) => void) => {
-          let probe: RedisProbe | null = null;
+          // The probe is a process of its own, ready before the freeze, and starts as the restore returns.
+          const probe = redis ? await startProbeProcess(join(host, 'redis.sock'), o.redisKeys, workload === 'redis-zipf' ? 'zipf' : 'uniform') : null;
           const onPhase = (phase: string) => {
-            if (redis && phase === 'restored') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys, zipf && workload === 'redis-zipf' ? zipf : undefined);
+            if (phase === 'restored') probe?.go();
           };
-          const result = await migrate({ pid: from, workDir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, workingSet: replay, onWorkingSet: record, pushPriority: mode === 'postcopy' ? o.pushPriority : undefined, onPhase });
-          const gets = probe ? await (probe as RedisProbe).stop() : null;
+          let result: MigrateResult;
+          try {
+            result = await migrate({ pid: from, workDir, mode, criuPort: port++, pushBatch: o.pushBatch, pushWindow: o.pushWindow, checksums: o.checksums, warmUp: o.warmUp, workingSet: replay, onWorkingSet: record, pushPriority: mode === 'postcopy' ? o.pushPriority : undefined, onPhase });
+          } catch (err) {
+            await probe?.stop().catch(() => null);
+            throw err;
+          }
+          const gets = probe ? await probe.stop() : null;
           return { result, gets: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors } };
         };
         let first: CriuRun['first_migration'];

@@ -1,6 +1,9 @@
 // GET latency of a redis server over its unix socket, one request at a time, while something
 // else happens (a post-copy migration): RESP written by hand, replies parsed just enough.
+import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { PostcopyError } from '../errors.js';
+import { nodeModuleArgv } from '../util/child.js';
 import { summarize, type Summary } from './stats.js';
 
 export interface RedisProbe {
@@ -91,6 +94,44 @@ export function probeRedisGets(socketPath: string, keys: number, pick: () => num
       socket?.destroy();
       await done;
       return { ...summarize(samples), errors };
+    },
+  };
+}
+
+/** A probe in a process of its own, started and ready (its zipf table built) before it is needed. */
+export interface ChildProbe {
+  /** starts sending GETs */
+  go(): void;
+  /** stops, and returns the latency of every GET answered, µs */
+  stop(): Promise<Summary & { errors: number }>;
+}
+
+/**
+ * The same probe in a process of its own (redis-probe-main.ts): its latency is redis's and the
+ * kernel's, not that of this process's event loop, which may be running a migration.
+ */
+export async function startProbeProcess(socketPath: string, keys: number, dist: 'uniform' | 'zipf'): Promise<ChildProbe> {
+  const [cmd, ...args] = nodeModuleArgv(import.meta.url, './redis-probe-main');
+  const child = spawn(cmd, [...args, socketPath, String(keys), dist], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve) => {
+    child.stdout!.on('data', (d: string) => {
+      out += d;
+      if (out.includes('ready\n')) resolve();
+    });
+    void exited.then(() => resolve());
+  });
+  if (child.exitCode !== null) throw new PostcopyError('ERR_CHILD', `the GET probe exited at its start (${child.exitCode})`);
+  return {
+    go: () => child.stdin!.write('go\n'),
+    async stop() {
+      child.stdin!.end();
+      await exited;
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new PostcopyError('ERR_CHILD', `the GET probe ended without a summary (exit ${child.exitCode})`);
+      return JSON.parse(line) as Summary & { errors: number };
     },
   };
 }

@@ -44,6 +44,15 @@ export interface FaultHandlerOptions {
    * without it, they are installed alone (the pages the kernel reads for others, which never fault).
    */
   pushFirst?: number[];
+  /**
+   * A fault on a page that a push request in flight is bringing waits for it, instead of fetching
+   * it, if at most this much of the push's window is ahead of that request (the oldest always
+   * qualifies). Default 0: a fault never waits, and fetches its page itself. A wait saves sending
+   * the page twice, but a 2 MiB request ahead holds the reader (a redis GET) for ms: redis GET p99
+   * during post-copy was 1.2–1.8 ms with 2 MiB, 1.1–1.3 ms with none, stock 1.1–1.2 ms
+   * (docs/benchmarks.md, session 12).
+   */
+  awaitPushBytes?: number;
   /** how far the push thread lowers itself (util/push-priority.ts; default normal) */
   pushPriority?: PushPriority;
   /** record the pages that fault while missing, in order: the report's `touched` (a working set to replay) */
@@ -332,6 +341,7 @@ export class FaultHandler extends EventEmitter {
       replyTimeoutMs: o.replyTimeoutMs ?? 10_000,
       key: o.key,
       checksums: o.checksums ?? true,
+      awaitPushBytes: o.awaitPushBytes ?? 0,
     };
     const push = o.push ?? true;
     const oneThread = !!o.criu || !!o.singleThread;

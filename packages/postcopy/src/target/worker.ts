@@ -48,6 +48,8 @@ export interface WorkerConfig {
   inlinePush?: boolean;
   /** what the push asks for first, and whether it asks for anything else */
   pushOrder?: PushOrder;
+  /** fault thread: wait for the push to bring a page it asked for, if at most this much of its window is ahead (0: never) */
+  awaitPushBytes: number;
   /** push thread: lower itself so (the fault thread never is) */
   pushPriority?: PushPriority;
   /** fault thread: record the address of each page that faulted while missing, in order (its working set) */
@@ -115,11 +117,6 @@ function validate(c: PageChannel): void {
  * for it again would send it twice and cost both ends a round trip, on CPUs the push needs.
  */
 const AWAIT_PUSH_MS = 20;
-/**
- * Only for a page with at most this much of the push's window ahead of it: one further back
- * would hold its reader (a GET served by redis, say) for several ms.
- */
-const AWAIT_BYTES_AHEAD = 2 << 20;
 
 interface AwaitedFault {
   pageAddr: number;
@@ -175,7 +172,7 @@ class FaultLoop {
   /** only a separate push thread can bring a page while this thread waits */
   readonly #awaitPush = !config.inlinePush && config.pushFd >= 0;
   /** in requests: the oldest one always qualifies */
-  readonly #awaitAhead = Math.max(1, Math.floor(AWAIT_BYTES_AHEAD / (config.pushBatch * state.pageSize)));
+  readonly #awaitAhead = config.awaitPushBytes <= 0 ? 0 : Math.max(1, Math.floor(config.awaitPushBytes / (config.pushBatch * state.pageSize)));
   #pushDone = !config.inlinePush;
   #gapsSeen = 0;
   #lastWoken = -1;
