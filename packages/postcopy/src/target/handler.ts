@@ -47,10 +47,11 @@ export interface FaultHandlerOptions {
   /**
    * A fault on a page that a push request in flight is bringing waits for it, instead of fetching
    * it, if at most this much of the push's window is ahead of that request (the oldest always
-   * qualifies). Default 0: a fault never waits, and fetches its page itself. A wait saves sending
-   * the page twice, but a 2 MiB request ahead holds the reader (a redis GET) for ms: redis GET p99
-   * during post-copy was 1.2–1.8 ms with 2 MiB, 1.1–1.3 ms with none, stock 1.1–1.2 ms
-   * (docs/benchmarks.md, session 12).
+   * qualifies). Default 0: a fault fetches its page itself, unless the page before it is in already
+   * (a scanner that caught up with the push): that one waits for the oldest request. A wait
+   * saves sending the page twice, but a 2 MiB request ahead held a random reader (a redis GET) for
+   * ms: redis GET p99 during post-copy was 1.2–1.8 ms with 2 MiB, 1.1–1.3 ms with none, stock
+   * 1.1–1.2 ms (docs/benchmarks.md, session 12).
    */
   awaitPushBytes?: number;
   /** how far the push thread lowers itself (util/push-priority.ts; default normal) */

@@ -118,6 +118,9 @@ function validate(c: PageChannel): void {
  */
 const AWAIT_PUSH_MS = 20;
 
+/** How many push requests in flight a fault may wait behind, for this many bytes of the push's window. */
+const awaitRequests = (bytes: number) => (bytes <= 0 ? 0 : Math.max(1, Math.floor(bytes / (config.pushBatch * state.pageSize))));
+
 interface AwaitedFault {
   pageAddr: number;
   mapping: number;
@@ -172,7 +175,9 @@ class FaultLoop {
   /** only a separate push thread can bring a page while this thread waits */
   readonly #awaitPush = !config.inlinePush && config.pushFd >= 0;
   /** in requests: the oldest one always qualifies */
-  readonly #awaitAhead = config.awaitPushBytes <= 0 ? 0 : Math.max(1, Math.floor(config.awaitPushBytes / (config.pushBatch * state.pageSize)));
+  readonly #awaitAhead = awaitRequests(config.awaitPushBytes);
+  /** a fault right after installed pages (a scanner's) waits for the push's oldest request, or as far as awaitPushBytes goes */
+  readonly #scanAwaitAhead = Math.max(1, this.#awaitAhead);
   #pushDone = !config.inlinePush;
   #gapsSeen = 0;
   #lastWoken = -1;
@@ -310,6 +315,8 @@ class FaultLoop {
       else if (r < 0) native.uffdWake(this.#uffd, pageAddr, ps);
     } else {
       const page = this.#where.page;
+      // A scanner faults where the push's installed pages end: the page before is in already.
+      const sequential = page > 0 && Atomics.load(state.present[mi], page - 1) !== 0;
       Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
       Atomics.store(state.counters, Counter.HINT_PAGE, page);
       Atomics.add(state.counters, Counter.HINT_SEQ, 1);
@@ -320,7 +327,7 @@ class FaultLoop {
         // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
         native.uffdWake(this.#uffd, pageAddr, ps);
         this.#lastWoken = pageAddr;
-      } else if (this.#awaitPush && pageAddr !== this.#lastWoken && this.#pushBringsSoon(mi, page)) {
+      } else if (this.#awaitPush && pageAddr !== this.#lastWoken && this.#pushBringsSoon(mi, page, sequential ? this.#scanAwaitAhead : this.#awaitAhead)) {
         this.#awaiting.push({ pageAddr, mapping: mi, page, t0 });
         return; // served once its page is in (#settleAwaited)
       } else this.#fetchForFault(mi, page, pageAddr);
@@ -420,10 +427,10 @@ class FaultLoop {
     Atomics.store(state.counters, Counter.AWAITING, still.length);
   }
 
-  #pushBringsSoon(mi: number, page: number): boolean {
+  #pushBringsSoon(mi: number, page: number, ahead: number): boolean {
     // Until the ranges are registered the push holds its pages: a fault does not wait on it.
     const tag = Atomics.load(state.requested[mi], page);
-    return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < this.#awaitAhead;
+    return tag !== 0 && Atomics.load(state.counters, Counter.REGISTERED) !== 0 && requestsAhead(tag, Atomics.load(state.counters, Counter.PUSH_HEAD)) < ahead;
   }
 
   /**
