@@ -95,23 +95,30 @@ describe('a fork child that dies during post-copy', () => {
   it('is reported with its signal in the result', async (t) => {
     if (!need(t, caps.root && caps.uffd.ok, caps.uffd.detail)) return;
     ensureCriuRoot();
-    const dir = `/var/lib/postcopy/forkcrash-${process.pid}`;
-    const host = join(criuRootDir(), dir);
-    try {
-      // The first 3 children read a word and kill themselves with SIGUSR1, right after the restore.
-      const pid = await startInRoot(dir, `/usr/local/bin/forkstorm 64 ${dir}/out.txt 6 7 3`, `[ -s ${dir}/out.txt ]`, 'forkstorm');
-      const onPhase = (phase: string) => phase === 'restored' && writeFileSync(join(host, 'out.txt.fork'), '');
-      // A slow push (a page per request) so that the children die while pages are still missing.
-      const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27830 + (process.pid % 9), onPhase, pushBatch: 1, pushWindow: 1, timeoutMs: 60_000 }));
-      const lines = await waitForLines(join(host, 'out.txt'), (l) => l.some((x) => x.startsWith('storm done')), 60_000);
-      assert.equal(lines.filter((l) => l.startsWith('child signal ')).length, 3, `three children died of a signal: ${lines.slice(0, 12).join(' | ')}`);
-      const died = result.died_of_signal ?? [];
-      assert.ok(died.length >= 1, `the result names them: ${JSON.stringify(result)}`);
-      assert.ok(died.every((d) => d.signal === 10 && d.pid! > 0), `by pid and SIGUSR1: ${JSON.stringify(died)}`);
-    } finally {
-      spawnSync('pkill', ['-9', '-x', 'forkstorm']);
-      rmSync(host, { recursive: true, force: true });
+    // The signal is read from a dead child's zombie. Its parent may reap all three before the
+    // handler looks (seen once in a full run): such a run says nothing of the report, and is run
+    // again, three runs at most. A report that never names them fails all three.
+    let died: { pid: number | null; signal: number }[] = [];
+    for (let attempt = 0; attempt < 3 && died.length === 0; attempt++) {
+      const dir = `/var/lib/postcopy/forkcrash-${process.pid}-${attempt}`;
+      const host = join(criuRootDir(), dir);
+      try {
+        // The first 3 children read a word and kill themselves with SIGUSR1, right after the restore.
+        const pid = await startInRoot(dir, `/usr/local/bin/forkstorm 64 ${dir}/out.txt 6 7 3`, `[ -s ${dir}/out.txt ]`, 'forkstorm');
+        const onPhase = (phase: string) => phase === 'restored' && writeFileSync(join(host, 'out.txt.fork'), '');
+        // A slow push (a page per request) so that the children die while pages are still missing.
+        const result = await withPipeSize(() => migrate({ pid, workDir: dir, criuPort: 27830 + (process.pid % 9), onPhase, pushBatch: 1, pushWindow: 1, timeoutMs: 60_000 }));
+        const lines = await waitForLines(join(host, 'out.txt'), (l) => l.some((x) => x.startsWith('storm done')), 60_000);
+        assert.equal(lines.filter((l) => l.startsWith('child signal ')).length, 3, `three children died of a signal: ${lines.slice(0, 12).join(' | ')}`);
+        died = result.died_of_signal ?? [];
+        if (!died.length) t.diagnostic(`run ${attempt}: the parent reaped every child before the handler looked: ${JSON.stringify(result)}`);
+      } finally {
+        spawnSync('pkill', ['-9', '-x', 'forkstorm']);
+        rmSync(host, { recursive: true, force: true });
+      }
     }
+    assert.ok(died.length >= 1, 'the result names them, in one of three runs');
+    assert.ok(died.every((d) => d.signal === 10 && d.pid! > 0), `by pid and SIGUSR1: ${JSON.stringify(died)}`);
   });
 });
 
