@@ -323,6 +323,8 @@ export class FaultHandler extends EventEmitter {
       endpoint = { kind: 'unix', path: this.#bridge.path };
     }
     const maxGetPages = o.maxGetPages ?? Math.max(1, Math.floor((4 << 20) / this.pageSize));
+    const push = o.push ?? true;
+    const first = o.pushFirst ?? [];
     const base: Omit<WorkerConfig, 'role' | 'cpuMask'> = {
       endpoint,
       uffd: this.#uffd,
@@ -343,15 +345,13 @@ export class FaultHandler extends EventEmitter {
       key: o.key,
       checksums: o.checksums ?? true,
       awaitPushBytes: o.awaitPushBytes ?? 0,
+      pushOrder: { first, onlyFirst: !push },
+      recordTouches: o.recordTouches,
+      pushPriority: o.pushPriority === undefined ? undefined : checkPushPriority(o.pushPriority),
     };
-    const push = o.push ?? true;
     const oneThread = !!o.criu || !!o.singleThread;
-    const first = o.pushFirst ?? [];
     // Without a push, the fault thread installs the pages given first itself, between faults.
     const inlinePush = (oneThread && push) || (!push && first.length > 0);
-    base.pushOrder = { first, onlyFirst: !push };
-    base.recordTouches = o.recordTouches;
-    base.pushPriority = o.pushPriority === undefined ? undefined : checkPushPriority(o.pushPriority);
     const roles: WorkerConfig[] = [{ ...base, role: 'fault', cpuMask: o.faultCpuMask ?? 0, criu: o.criu, inlinePush }];
     if (push && !oneThread) roles.push({ ...base, role: 'push', cpuMask: o.pushCpuMask ?? 0 });
     const ready = roles.map(
@@ -428,10 +428,6 @@ export class FaultHandler extends EventEmitter {
   }
 
   /**
-   * Every range is registered with the uffd now: the push may install anywhere (see attach). The
-   * keeper starts now, not at attach: its fork of this process took CPU from `criu restore`.
-   */
-  /**
    * The memory is registered, but the push as a whole is to wait (registered() comes later): the
    * pages given first (pushFirst) may go in now.
    */
@@ -440,6 +436,10 @@ export class FaultHandler extends EventEmitter {
     Atomics.notify(this.#state.counters, Counter.REGISTERED); // the push waits there
   }
 
+  /**
+   * Every range is registered with the uffd now: the push may install anywhere (see attach). The
+   * keeper starts now, not at attach: its fork of this process took CPU from `criu restore`.
+   */
   registered(): void {
     Atomics.store(this.#state.counters, Counter.REGISTERED, 1);
     Atomics.notify(this.#state.counters, Counter.REGISTERED);

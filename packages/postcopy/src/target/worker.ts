@@ -118,6 +118,13 @@ function validate(c: PageChannel): void {
  */
 const AWAIT_PUSH_MS = 20;
 
+/**
+ * What the push may ask for now: the pages given first once the memory is registered (FIRST_GO),
+ * everything once the push is let go (REGISTERED), nothing before.
+ */
+const pushGate = (): 'none' | 'first' | 'all' =>
+  Atomics.load(state.counters, Counter.REGISTERED) ? 'all' : Atomics.load(state.counters, Counter.FIRST_GO) ? 'first' : 'none';
+
 /** How many push requests in flight a fault may wait behind, for this many bytes of the push's window. */
 const awaitRequests = (bytes: number) => (bytes <= 0 ? 0 : Math.max(1, Math.floor(bytes / (config.pushBatch * state.pageSize))));
 
@@ -246,12 +253,11 @@ class FaultLoop {
   #pushOneBatch(): void {
     const cursor = this.#cursor;
     if (!cursor) return;
-    const registered = this.#registered();
-    if (!registered && !Atomics.load(state.counters, Counter.FIRST_GO)) return;
-    // Registered, but the push as a whole still waits: only the pages given first.
-    const next = cursor.next(this.#batch, 1, !registered);
+    const gate = pushGate();
+    if (gate === 'none') return;
+    const next = cursor.next(this.#batch, 1, gate === 'first');
     if (!next) {
-      if (registered) this.#pushDone = true;
+      if (gate === 'all') this.#pushDone = true;
       return;
     }
     const missingFrom = this.#fetch(next.mapping, next.page, next.count, Flag.BACKGROUND, Counter.PUSHED);
@@ -316,7 +322,7 @@ class FaultLoop {
     } else {
       const page = this.#where.page;
       // A scanner faults where the push's installed pages end: the page before is in already.
-      const sequential = page > 0 && Atomics.load(state.present[mi], page - 1) !== 0;
+      const afterInstalled = page > 0 && Atomics.load(state.present[mi], page - 1) !== 0;
       Atomics.store(state.counters, Counter.HINT_MAPPING, mi);
       Atomics.store(state.counters, Counter.HINT_PAGE, page);
       Atomics.add(state.counters, Counter.HINT_SEQ, 1);
@@ -327,7 +333,7 @@ class FaultLoop {
         // again, the bit lied (a fork copied it from a parent where it arrived too late): fetch.
         native.uffdWake(this.#uffd, pageAddr, ps);
         this.#lastWoken = pageAddr;
-      } else if (this.#awaitPush && pageAddr !== this.#lastWoken && this.#pushBringsSoon(mi, page, sequential ? this.#scanAwaitAhead : this.#awaitAhead)) {
+      } else if (this.#awaitPush && pageAddr !== this.#lastWoken && this.#pushBringsSoon(mi, page, afterInstalled ? this.#scanAwaitAhead : this.#awaitAhead)) {
         this.#awaiting.push({ pageAddr, mapping: mi, page, t0 });
         return; // served once its page is in (#settleAwaited)
       } else this.#fetchForFault(mi, page, pageAddr);
@@ -558,17 +564,14 @@ function pushLoop(): void {
   // Nothing can be installed before the memory is registered (criu restore registers it after
   // handing the uffd over): pages fetched meanwhile would only take CPU from the restore itself,
   // and from the faults it makes, which are its downtime.
-  // The pages given first may go in as soon as the memory is registered (FIRST_GO), the rest once
-  // the push is let go (REGISTERED).
-  const gate = () => (Atomics.load(state.counters, Counter.REGISTERED) ? 'all' : Atomics.load(state.counters, Counter.FIRST_GO) ? 'first' : 'none');
-  while (gate() === 'none' && !stopping()) Atomics.wait(state.counters, Counter.REGISTERED, 0, 20);
+  while (pushGate() === 'none' && !stopping()) Atomics.wait(state.counters, Counter.REGISTERED, 0, 20);
   while (!stopping()) {
     try {
       if (resend) {
         resend = false;
         for (const r of inflight) ask(r); // whole requests again: installed pages are skipped
       }
-      const firstOnly = gate() !== 'all';
+      const firstOnly = pushGate() !== 'all';
       while (inflight.length < config.pushWindow) {
         const next = cursor.next(batch, requestTag(nextId), firstOnly);
         if (!next) break;
