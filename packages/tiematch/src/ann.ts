@@ -28,6 +28,7 @@ export interface AnnResult {
   coordinates: Float64Array;
   /** Matches after the ratio test, before the filter (file2 order). */
   ratioMatches: number;
+  /** The search: in exact mode d2 and i2 are bounded by the ratio test (SearchOptions.ratio). */
   neighbours: NeighbourResult;
   timings: { searchMs: number; filterMs: number };
 }
@@ -90,8 +91,10 @@ export function matchNeighbours(points1: Keypoints, points2: Keypoints, neighbou
 export async function annMatch(points1: Keypoints, points2: Keypoints, options: AnnOptions = {}): Promise<AnnResult> {
   const ratio = options.ratio ?? DEFAULT_RATIO;
   checkAnnInput(points1, ratio);
+  // Exact mode searches only as far as the ratio test needs (SearchOptions.ratio): the matches are
+  // the full search's. Approx mode searches as it always has, its results unchanged.
   const t0 = performance.now();
-  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes });
+  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes, ratio: options.mode === 'approx' ? undefined : ratio });
   const t1 = performance.now();
   const m = matchNeighbours(points1, points2, neighbours, ratio, options.filter ?? true);
   return { index1: m.index1, index2: m.index2, coordinates: m.coordinates, ratioMatches: m.ratioMatches, neighbours, timings: { searchMs: t1 - t0, filterMs: m.filterMs } };

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { keypointPath, resultPath, type Pair } from '../src/batch/pairs.js';
+import { readKeypointFile } from '../src/files.js';
+import { serializeKeypoints, type Keypoints } from '../src/index.js';
 import { tempDir, writeProject } from './helpers/data.js';
 
 const cli = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
@@ -80,6 +82,36 @@ describe('tiematch batch', () => {
       assert.ok(r.summary.reads > 5, `${r.summary.reads} reads`);
       sameAsAnn(dir, pairs, '--mode', 'approx', '-newFormat');
       assert.equal(readFileSync(resultPath(dir, pairs[0]))[0], 0xba);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it('ties: duplicated points and descriptors give the per-pair bytes, exact and approx', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const images = writeProject(dir, 3, 2500, 10);
+      // Each view repeats some of its own points (exact ties for the nearest), and the second view
+      // takes some descriptors of the first (ties across the pair).
+      const withTies = (i: number, from?: Keypoints): void => {
+        const path = keypointPath(dir, images[i]);
+        const k = readKeypointFile(path).points;
+        for (let r = 0; r < 200; r++) {
+          const to = (r * 37 + 11) % k.count, src = (r * 53 + 5) % k.count;
+          k.descriptors.copyWithin(to * 128, src * 128, src * 128 + 128);
+          if (from && r % 2) k.descriptors.set(from.descriptors.subarray(src * 128, src * 128 + 128), ((r * 41 + 7) % k.count) * 128);
+        }
+        writeFileSync(path, serializeKeypoints(k, 0));
+      };
+      withTies(0);
+      withTies(1, readKeypointFile(keypointPath(dir, images[0])).points);
+      const pairs = images.flatMap((a) => images.filter((b) => b !== a).map((b) => ({ a, b })));
+      for (const mode of ['exact', 'approx']) {
+        const r = batch(dir, '--mode', mode, '--force', '--threads', '2');
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.summary.pairs.matched, 6);
+        sameAsAnn(dir, pairs, '--mode', mode);
+      }
     } finally {
       cleanup();
     }

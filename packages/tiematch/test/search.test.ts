@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { DESCRIPTOR_SIZE, nearestTwo, parseKeypoints, referenceNearestTwo, syntheticPair } from '../src/index.js';
+import { ratioTest } from '../src/ann.js';
 
 const D = DESCRIPTOR_SIZE;
 
@@ -44,6 +45,28 @@ describe('exact search', () => {
     assert.deepEqual([r.i1[0], r.i2[0], r.d1[0], r.d2[0]], [20, 99, 0, 0]);
     assert.deepEqual([r.i1[1], r.i2[1], r.d1[1], r.d2[1]], [7, 180, 0, 0]);
     assert.equal(r.i1[2], 0);
+  });
+
+  it('with a ratio, exact mode keeps d1, i1 and the ratio test of the full search, also with ties', async () => {
+    // Base and queries with duplicated descriptors: exact ties for the nearest and the second.
+    const base = Uint8Array.from(a.descriptors);
+    for (let i = 0; i < 300; i++) base.copyWithin(((i * 7 + 3) % 3000) * D, ((i * 13 + 1000) % 3000) * D, ((i * 13 + 1000) % 3000 + 1) * D);
+    const queries = Uint8Array.from(b.descriptors);
+    for (let i = 0; i < 100; i++) queries.set(base.subarray(((i * 31) % 3000) * D, ((i * 31) % 3000 + 1) * D), i * 5 * D);
+    const full = await nearestTwo(base, queries, { threads: 2 });
+    for (const ratio of [0.6, 0.8, 0.3]) {
+      const r = await nearestTwo(base, queries, { threads: 2, ratio, chunk: 40 });
+      let pass = 0;
+      for (let q = 0; q < b.count; q++) {
+        assert.equal(r.i1[q], full.i1[q], `query ${q}: i1`);
+        assert.equal(r.d1[q], full.d1[q], `query ${q}: d1`);
+        assert.ok(r.d2[q] >= full.d2[q], `query ${q}: d2 is a real distance, at least the true one`);
+        assert.equal(ratioTest(r.d1[q], r.d2[q], ratio), ratioTest(full.d1[q], full.d2[q], ratio), `query ${q}: ratio ${ratio}`);
+        if (ratioTest(full.d1[q], full.d2[q], ratio)) pass++;
+      }
+      assert.ok(pass > 50 && pass < b.count, `${pass} queries pass at ${ratio}`);
+      assert.ok(r.stats.survivors <= full.stats.survivors);
+    }
   });
 
   it('approx mode finds at least 99.9% of the exact nearest neighbours of matched points', async () => {

@@ -290,7 +290,7 @@ typedef struct {
   double scale, slack, alpha;
   Best2 *out;                // nq
   int32_t survivors;         // out: exact distances computed
-  const int16_t *baseExt;    // nPadded x EXT i16: projections [K, K+EXT)
+  const int16_t *baseExt;    // projections [K, K+EXT) of nPadded slots, interleaved as baseIl
   const int32_t *baseExtN;
   const int32_t *qExtN;
   const int32_t *baseIndex;  // slot -> original index (-1: padding)
@@ -302,6 +302,8 @@ typedef struct {
   const int32_t *clusterStart; // nClusters + 1 slot bounds, multiples of 8
   int32_t probes;            // clusters nearest each query, scanned first
   int32_t exhaustive;        // 1: then every other cluster (exact); 0: only those (approximate)
+  double ratioBound;         // > 1: 1 / ratio^2 of the ratio test; else 0
+  const double *clusterRadius; // nClusters: max |y_b - centre| over the cluster's points (first K)
 } Job;
 
 // The layout JS writes is JOB_OFFSETS (src/engine/job.ts); the build turns that table into
@@ -311,12 +313,6 @@ typedef struct {
 #define MAX_PROBES 64
 
 #define TILE_Q 4
-
-static inline int32_t ext_dot(const int16_t *a, const int16_t *b) {
-  v128_t s = wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_v128_load(a), wasm_v128_load(b)),
-                            wasm_i32x4_dot_i16x8(wasm_v128_load(a + 8), wasm_v128_load(b + 8)));
-  return hsum(s);
-}
 
 static inline int32_t dot128_u8(const int16_t *q, const uint8_t *b) {
   v128_t s0 = wasm_i32x4_splat(0), s1 = wasm_i32x4_splat(0);
@@ -333,14 +329,27 @@ typedef struct {
   v128_t hv[TILE_Q];     // first screen: survive when |y_b|^2 - 2 y_q.y_b <= hv
   int32_t h2[TILE_Q];    // second screen on K + EXT dims, same form
   int32_t qpairs[TILE_Q][16];
+  int32_t hr[TILE_Q];    // the first screen's bound on |y_q - y_b|^2 (hv + |y_q|^2)
+  int32_t qext[TILE_Q][EXT / 2]; // projections [K, K+EXT), packed as qpairs
   int32_t survivors, screened;
 } TileState;
 
+// The distance beyond which no point can change a query's outcome. Its nearest (d1) and whether
+// d1 < r^2 d2 (the ratio test) depend only on points within d1 / r^2 of it: when ratioBound
+// (1 / r^2) is set, the bound is the smaller of d2 and that (never below d1).
+static inline int32_t reach(const Job *job, const Best2 *b) {
+  if (job->ratioBound <= 1.0 || b->d1 == INT32_MAX) return b->d2;
+  double r = (double)b->d1 * job->ratioBound * (1.0 + 1e-9) + 1.0;
+  return r < (double)b->d2 ? (int32_t)r : b->d2;
+}
+
 static inline void retighten(Job *job, TileState *st, int t, int q) {
-  int32_t h = threshold(st->best[t].d2, job->scale, job->slack, job->alpha);
-  int32_t h2 = threshold(st->best[t].d2, job->scale, job->slack2, job->alpha);
+  const int32_t d2 = reach(job, &st->best[t]);
+  int32_t h = threshold(d2, job->scale, job->slack, job->alpha);
+  int32_t h2 = threshold(d2, job->scale, job->slack2, job->alpha);
   int32_t n1 = job->qProjN[q], n2 = n1 + job->qExtN[q];
   st->hv[t] = wasm_i32x4_splat(h == INT32_MAX ? h : h - n1);
+  st->hr[t] = h;
   st->h2[t] = h2 == INT32_MAX ? h2 : h2 - n2;
 }
 
@@ -348,27 +357,35 @@ static inline void retighten(Job *job, TileState *st, int t, int q) {
 static __attribute__((noinline)) void survivors_of(Job *job, TileState *st, int K, int q0, int slot0, v128_t v0,
                                                    v128_t v1, int t, uint32_t mask) {
   const int q = q0 + t;
-  const int KE = K + EXT;
-  const int16_t *qext = job->qProj + (long)q * KE + K;
-  const int32_t d2before = st->best[t].d2;
-  int32_t lanes[8];
-  wasm_v128_store(lanes, v0);
-  wasm_v128_store(lanes + 4, v1);
+  const int32_t d2before = st->best[t].d2, d1before = st->best[t].d1;
+  // Second screen, the 8 lanes at once: add the EXT dims' share (interleaved as the first K).
+  const v128_t *e0 = (const v128_t *)(job->baseExt + (long)(slot0 / 4) * (EXT / 2) * 8), *e1 = e0 + EXT / 2;
+  v128_t s0 = wasm_i32x4_splat(0), s1 = s0;
+#pragma clang loop unroll(full)
+  for (int p = 0; p < EXT / 2; p++) {
+    const v128_t sp = wasm_i32x4_splat(st->qext[t][p]);
+    s0 = wasm_i32x4_add(s0, wasm_i32x4_dot_i16x8(wasm_v128_load(e0 + p), sp));
+    s1 = wasm_i32x4_add(s1, wasm_i32x4_dot_i16x8(wasm_v128_load(e1 + p), sp));
+  }
+  v0 = wasm_i32x4_sub(wasm_i32x4_add(v0, wasm_v128_load(job->baseExtN + slot0)), wasm_i32x4_shl(s0, 1));
+  v1 = wasm_i32x4_sub(wasm_i32x4_add(v1, wasm_v128_load(job->baseExtN + slot0 + 4)), wasm_i32x4_shl(s1, 1));
+  const v128_t h = wasm_i32x4_splat(st->h2[t]);
+  const v128_t zero = wasm_i32x4_splat(0);
+  const uint32_t real = wasm_i32x4_bitmask(wasm_i32x4_ge(wasm_v128_load(job->baseIndex + slot0), zero)) |
+                        (wasm_i32x4_bitmask(wasm_i32x4_ge(wasm_v128_load(job->baseIndex + slot0 + 4), zero)) << 4);
+  mask &= real;
+  st->screened += __builtin_popcount(mask);
+  mask &= wasm_i32x4_bitmask(wasm_i32x4_le(v0, h)) | (wasm_i32x4_bitmask(wasm_i32x4_le(v1, h)) << 4);
   while (mask) {
     int l = __builtin_ctz(mask);
     mask &= mask - 1;
-    int slot = slot0 + l;
-    int32_t orig = job->baseIndex[slot];
-    if (orig < 0) continue;
-    st->screened++;
-    // lanes[l] = |y_b|^2 - 2 y_q.y_b on K dims; add the EXT dims' share.
-    int32_t v = lanes[l] + job->baseExtN[slot] - 2 * ext_dot(qext, job->baseExt + (long)slot * EXT);
-    if (v > st->h2[t]) continue;
+    const int slot = slot0 + l;
+    const int32_t orig = job->baseIndex[slot];
     st->survivors++;
     int32_t d = job->qFullN[q] + job->baseFullN[slot] - 2 * dot128_u8(job->qFull + (long)q * DIM, job->baseFull + (long)slot * DIM);
     consider(&st->best[t], d, orig);
   }
-  if (st->best[t].d2 != d2before) retighten(job, st, t, q);
+  if (st->best[t].d2 != d2before || st->best[t].d1 != d1before) retighten(job, st, t, q);
 }
 
 static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, int q0, int fromSlot, int toSlot,
@@ -423,14 +440,15 @@ static uint8_t planned[MAX_CLUSTERS];
 
 // The clusters a tile scans, in order; returns how many. Each query's `probes` nearest centres
 // (distance on the first K projections), then, when exhaustive, all the others.
-// pairs: each query's first K projections, packed (pack_pairs).
+// pairs: each query's first K projections, packed (pack_pairs); dists: each query's centre
+// distances (centre_distances), kept for beyond().
 static inline __attribute__((always_inline)) int plan_tile(Job *job, const int32_t pairs[TILE_Q][16], const int K,
-                                                            int32_t *order) {
+                                                            int32_t *order, int32_t dists[TILE_Q][MAX_CLUSTERS]) {
   const int c = job->nClusters, P = job->probes < c ? job->probes : c;
   int count = 0;
   const int cPadded = (c + 3) & ~3;
   for (int t = 0; t < TILE_Q; t++) {
-    int32_t dist[MAX_CLUSTERS];
+    int32_t *dist = dists[t];
     centre_distances(pairs[t], K, job->centres, job->centreN, cPadded, dist);
     int32_t nearD[MAX_PROBES], nearJ[MAX_PROBES];
     int m = 0;
@@ -460,6 +478,22 @@ static inline __attribute__((always_inline)) int plan_tile(Job *job, const int32
   return count;
 }
 
+// Whether scanning cluster j would pass none of its pairs with the tile's real queries: every
+// point of it lies within the cluster's radius R of its centre c, so |y_q - y_b| >= |y_q - c| - R,
+// and a pair whose bound exceeds its query's screen cannot pass. The scan would then change
+// nothing, so skipping it leaves the result as it was, in either mode. (Padding rows repeat the
+// tile's last query and are not written.)
+static inline int beyond(const Job *job, const TileState *st, int q0, int real, const int32_t dists[TILE_Q][MAX_CLUSTERS],
+                         int j) {
+  const double R = job->clusterRadius[j] * (1.0 + 1e-9) + 1e-6;
+  for (int t = 0; t < real; t++) {
+    double d2 = (double)dists[t][j] + (double)job->qProjN[q0 + t];
+    double lb = __builtin_sqrt(d2 > 0 ? d2 : 0) - R;
+    if (lb <= 0 || lb * lb <= (double)st->hr[t]) return 0;
+  }
+  return 1;
+}
+
 static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, const int K) {
   const int KE = K + EXT;
   TileState st;
@@ -468,14 +502,19 @@ static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, 
     st.best[t].d1 = st.best[t].d2 = INT32_MAX;
     st.best[t].i1 = st.best[t].i2 = INT32_MAX;
     pack_pairs(job->qProj + (long)(q0 + t) * KE, K, st.qpairs[t]);
+    pack_pairs(job->qProj + (long)(q0 + t) * KE + K, EXT, st.qext[t]);
     st.hv[t] = wasm_i32x4_splat(INT32_MAX);
     st.h2[t] = INT32_MAX;
+    st.hr[t] = INT32_MAX;
   }
   // Each query's nearest clusters first (a tight bound early prunes the rest), the first query's
   // in order of distance; then, in exact mode, every other cluster.
-  int32_t order[MAX_CLUSTERS];
-  const int count = plan_tile(job, (const int32_t(*)[16])st.qpairs, K, order);
-  for (int i = 0; i < count; i++) scan(job, &st, q0, job->clusterStart[order[i]], job->clusterStart[order[i] + 1], K);
+  int32_t order[MAX_CLUSTERS], dists[TILE_Q][MAX_CLUSTERS];
+  const int count = plan_tile(job, (const int32_t(*)[16])st.qpairs, K, order, dists);
+  const int real = job->nq - q0 < TILE_Q ? job->nq - q0 : TILE_Q;
+  for (int i = 0; i < count; i++)
+    if (!beyond(job, &st, q0, real, (const int32_t(*)[MAX_CLUSTERS])dists, order[i]))
+      scan(job, &st, q0, job->clusterStart[order[i]], job->clusterStart[order[i] + 1], K);
   for (int t = 0; t < TILE_Q; t++)
     if (q0 + t < job->nq) {
       Best2 b = st.best[t];

@@ -95,7 +95,8 @@ program
       exact_distances: result.neighbours.stats.survivors,
     };
     if (o.verify) {
-      const exact = o.mode === 'exact' ? result.neighbours : await nearestTwo(a.points.descriptors, b.points.descriptors, { mode: 'exact', threads: o.threads as number | undefined });
+      // The true d2 and i2, to check against the brute force (the match's exact search stops at the ratio's reach).
+      const exact = await nearestTwo(a.points.descriptors, b.points.descriptors, { mode: 'exact', threads: o.threads as number | undefined });
       const n = Math.min(o.verifySample as number, b.points.count);
       const sample = referenceNearestTwo(a.points.descriptors, b.points.descriptors, Array.from({ length: n }, (_, i) => Math.floor((i * b.points.count) / n)));
       const v = verify(result.neighbours, exact, a.points, b.points, ratio, sample);

@@ -34,12 +34,14 @@ export const JOB_OFFSETS = {
   clusterStart: { offset: 124, type: 'ptr' },
   probes: { offset: 128, type: 'i32' },
   exhaustive: { offset: 132, type: 'i32' },
+  ratioBound: { offset: 136, type: 'f64' },
+  clusterRadius: { offset: 144, type: 'ptr' },
 } as const satisfies Record<string, { offset: number; type: JobFieldType }>;
 
 export type JobField = keyof typeof JOB_OFFSETS;
 
 /** sizeof(Job) in kernel.c (asserted there). */
-export const JOB_SIZE = 136;
+export const JOB_SIZE = 152;
 
 export const JOB_FIELD_BYTES: Record<JobFieldType, number> = { ptr: 4, i32: 4, f64: 8 };
 

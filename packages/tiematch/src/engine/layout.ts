@@ -68,6 +68,7 @@ export interface PreparedIndex {
   baseProjN: Int32Array;
   baseU8: Uint8Array;
   baseFullN: Int32Array;
+  /** Projections [k, k + EXT), interleaved as baseIl. */
   baseExt: Int16Array;
   baseExtN: Int32Array;
   baseIndex: Int32Array;
@@ -77,6 +78,8 @@ export interface PreparedIndex {
   nClusters: number;
   /** c + 1 slot bounds. */
   clusterStart: Int32Array;
+  /** Per cluster, the largest distance of its points from its centre (first K projections). */
+  clusterRadius: Float64Array;
 }
 
 /** What laying out queries needs of an index. */
@@ -95,7 +98,7 @@ export interface PreparedQueries {
 
 /** Bytes an index holds (its typed arrays). */
 export function indexBytes(index: PreparedIndex): number {
-  const arrays = [index.baseIl, index.baseProjN, index.baseU8, index.baseFullN, index.baseExt, index.baseExtN, index.baseIndex, index.centres, index.centreN, index.clusterStart, index.params.fixed];
+  const arrays = [index.baseIl, index.baseProjN, index.baseU8, index.baseFullN, index.baseExt, index.baseExtN, index.baseIndex, index.centres, index.centreN, index.clusterStart, index.clusterRadius, index.params.fixed];
   return arrays.reduce((sum, a) => sum + a.byteLength, 0);
 }
 
@@ -193,7 +196,7 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
   // cluster padded to 8): their index, permuted projections and descriptors, interleaved and
   // extension projections.
   const slotsAtMost = n + 8 * MAX_CLUSTERS;
-  const bytes = n * (D + 2 * ke + 16) + (D * D + D + 2 * MAX_ROWS * D) * 8 + MAX_CLUSTERS * (ke * 4 + 16) + slotsAtMost * (4 + 2 * ke + D + 2 * k + 2 * EXT) + (1 << 20);
+  const bytes = n * (D + 2 * ke + 16) + (D * D + D + 2 * MAX_ROWS * D) * 8 + MAX_CLUSTERS * (ke * 4 + 16) + slotsAtMost * (4 + 2 * ke + D + 2 * k + 4 * EXT) + (1 << 20);
   const arena = new Arena(bytes);
   const srcPtr = arena.put(descriptors);
   const params = screenParams(principalBasis(new KernelMoments(arena, srcPtr, n), ke), alpha);
@@ -211,6 +214,13 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
   const slots = clusterStart[c];
   const fill = clusterStart.slice(0, c);
 
+  const radius2 = new Float64Array(c);
+  for (let i = 0; i < n; i++) {
+    const j = member[i];
+    let e = 0;
+    for (let d = 0; d < k; d++) e += (b.proj[i * ke + d] - centres[j * k + d]) ** 2;
+    if (e > radius2[j]) radius2[j] = e;
+  }
   const normsPtr = arena.alloc(n * 4);
   arena.exports.sq_norms(srcPtr, n, normsPtr);
   const fullN = arena.i32(normsPtr, n);
@@ -232,6 +242,9 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
   const ilPtr = arena.alloc(slots * k * 2);
   const extPtr = arena.alloc(slots * EXT * 2);
   arena.exports.interleave(permProj, slots, k, EXT, slots, ilPtr, extPtr);
+  // The extension dims interleaved too: the kernel's second screen takes 8 slots at once.
+  const extIlPtr = arena.alloc(slots * EXT * 2);
+  arena.exports.interleave(extPtr, slots, EXT, 0, slots, extIlPtr, 0);
   return {
     params,
     n,
@@ -240,13 +253,14 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
     baseProjN,
     baseU8,
     baseFullN,
-    baseExt: arena.i16(extPtr, slots * EXT).slice(),
+    baseExt: arena.i16(extIlPtr, slots * EXT).slice(),
     baseExtN,
     baseIndex,
     centres: layout.il,
     centreN: layout.norms,
     nClusters: c,
     clusterStart,
+    clusterRadius: radius2.map(Math.sqrt),
   };
 }
 

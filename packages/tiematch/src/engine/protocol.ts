@@ -9,6 +9,8 @@ export interface WorkerInit {
   /** Clusters nearest each query scanned first; exhaustive: then all the others. */
   probes: number;
   exhaustive: boolean;
+  /** The ratio test the result is for (SearchOptions.ratio). */
+  ratio?: number;
 }
 
 export type WorkerTask = { type: 'init'; init: WorkerInit } | { type: 'search'; start: number; count: number } | { type: 'stop' };

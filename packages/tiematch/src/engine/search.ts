@@ -21,6 +21,13 @@ export interface SearchOptions {
   probes?: number;
   /** Queries per kernel call: short calls let V8 tier the kernel up early. */
   chunk?: number;
+  /**
+   * The ratio test the result is for (ratioTest in ann.ts): the search then stops looking for a
+   * query's second nearest beyond d1 / ratio^2, so d2 and i2 are those of a real point at least as
+   * near as needed, not always the true second nearest; d1, i1 and the test's outcome are the
+   * search's without it. Unset: the true d2 and i2.
+   */
+  ratio?: number;
 }
 
 export interface NeighbourResult {
@@ -130,7 +137,7 @@ export async function nearestTwo(base: Uint8Array, queries: Uint8Array, options:
     const index = buildIndex(base, k, alpha);
     const prepared = prepareQueries(index, queries);
     t1 = performance.now();
-    const init: WorkerInit = { index, queries: prepared, out, chunk, probes, exhaustive: mode === 'exact' };
+    const init: WorkerInit = { index, queries: prepared, out, chunk, probes, exhaustive: mode === 'exact', ratio: options.ratio };
     for (const w of workers) w.postMessage({ type: 'init', init });
     await finished;
     order = prepared.order;

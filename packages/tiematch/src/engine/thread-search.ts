@@ -25,7 +25,7 @@ export class KernelSearch {
     this.ke = k + EXT;
     this.chunk = Math.ceil(maxChunk / 4) * 4;
     const c = this.chunk;
-    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4) + index.centres.length * 2 + index.centreN.length * 8 + 64;
+    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4) + index.centres.length * 2 + index.centreN.length * 8 + index.clusterRadius.length * 8 + 64;
     const queryBytes = c * (D + D * 2 + 4 + this.ke * 2 + 4 + 4 + 8 + 16);
     this.arena = new Arena(baseBytes + queryBytes + 64 * 16 + JOB_SIZE);
     const a = this.arena;
@@ -40,6 +40,7 @@ export class KernelSearch {
       centres: a.put(index.centres),
       centreN: a.put(index.centreN),
       clusterStart: a.put(index.clusterStart),
+      clusterRadius: a.put(index.clusterRadius),
     };
     this.ptr = {
       qU8: a.alloc(c * D),
@@ -101,6 +102,17 @@ export class KernelSearch {
     this.survivors += this.search(this.job);
     this.screened += readJob(job, 'screened');
     out.set(a.i32(p.out, count * 4));
+  }
+
+  /**
+   * With a ratio, the search need not find a query's true second nearest: only its nearest, and
+   * whether the ratio test d1 < ratio^2 d2 holds (ratioTest in ann.ts). Points beyond d1 / ratio^2
+   * cannot change either, so the screens stop there; d2 is then a real distance, at least the true
+   * one, and the test's outcome is the exact search's. Undefined: the true d2 (and i2).
+   */
+  setRatio(ratio: number | undefined): void {
+    const r = ratio === undefined ? 1 : Math.fround(ratio);
+    writeJob(this.view(), { ratioBound: r > 0 && r * r < 1 ? 1 / (r * r) : 0 });
   }
 
   /** Bytes of kernel memory this search holds. */

@@ -23,6 +23,7 @@ port.on('message', (task: WorkerTask) => {
     if (task.type === 'init') {
       init = task.init;
       kernel = new KernelSearch(init.index, init.chunk, init.probes, init.exhaustive);
+      kernel.setRatio(init.ratio);
       out = new Int32Array(init.out);
       port.postMessage({ type: 'ready' } satisfies WorkerReply);
     } else if (task.type === 'stop') {
