@@ -32,19 +32,10 @@ function nearestInPlane(x: Float64Array, y: Float64Array, k: number): Int32Array
   const bestI = new Int32Array(k);
   for (let q = 0; q < n; q++) {
     let found = 0;
-    const cx = cellOf(x[q], minX, cw);
-    const cy = cellOf(y[q], minY, ch);
-    const insert = (d: number, j: number): void => {
-      if (found === k && (d > bestD[k - 1] || (d === bestD[k - 1] && j > bestI[k - 1]))) return;
-      let p = found < k ? found++ : k - 1;
-      while (p > 0 && (bestD[p - 1] > d || (bestD[p - 1] === d && bestI[p - 1] > j))) {
-        bestD[p] = bestD[p - 1];
-        bestI[p] = bestI[p - 1];
-        p--;
-      }
-      bestD[p] = d;
-      bestI[p] = j;
-    };
+    const qx = x[q];
+    const qy = y[q];
+    const cx = cellOf(qx, minX, cw);
+    const cy = cellOf(qy, minY, ch);
     for (let ring = 0; ring <= side; ring++) {
       // Every point outside rings 0..ring-1 is at least (ring-1) cells away in x or y.
       if (found === k && ring > 0) {
@@ -59,9 +50,19 @@ function nearestInPlane(x: Float64Array, y: Float64Array, k: number): Int32Array
             const c = gy * side + gx;
             for (let m = counts[c]; m < counts[c + 1]; m++) {
               const j = members[m];
-              const dx = x[q] - x[j];
-              const dy = y[q] - y[j];
-              insert(dx * dx + dy * dy, j);
+              const dx = qx - x[j];
+              const dy = qy - y[j];
+              const d = dx * dx + dy * dy;
+              // Kept in order of (distance, index): the k nearest so far.
+              if (found === k && (d > bestD[k - 1] || (d === bestD[k - 1] && j > bestI[k - 1]))) continue;
+              let p = found < k ? found++ : k - 1;
+              while (p > 0 && (bestD[p - 1] > d || (bestD[p - 1] === d && bestI[p - 1] > j))) {
+                bestD[p] = bestD[p - 1];
+                bestI[p] = bestI[p - 1];
+                p--;
+              }
+              bestD[p] = d;
+              bestI[p] = j;
             }
           }
           if (ring === 0) break;

@@ -6,7 +6,7 @@ import { TiematchError } from '../errors.js';
 import { DESCRIPTOR_SIZE } from '../format/dat.js';
 import { KernelMoments, MAX_ROWS } from './moments.js';
 import { principalBasis, type Basis } from './pca.js';
-import { Arena } from './wasm.js';
+import { Arena, scratchArena } from './wasm.js';
 
 const D = DESCRIPTOR_SIZE;
 export const SUPPORTED_K = [8, 16, 24, 32] as const;
@@ -197,7 +197,7 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
   // extension projections.
   const slotsAtMost = n + 8 * MAX_CLUSTERS;
   const bytes = n * (D + 2 * ke + 16) + (D * D + D + 2 * MAX_ROWS * D) * 8 + MAX_CLUSTERS * (ke * 4 + 16) + slotsAtMost * (4 + 2 * ke + D + 2 * k + 4 * EXT) + (1 << 20);
-  const arena = new Arena(bytes);
+  const arena = scratchArena(bytes);
   const srcPtr = arena.put(descriptors);
   const params = screenParams(principalBasis(new KernelMoments(arena, srcPtr, n), ke), alpha);
   const b = projectAll(arena, srcPtr, n, params);
@@ -270,7 +270,7 @@ export function prepareQueries(index: QueryLayout, descriptors: Uint8Array): Pre
   const nq = descriptors.length / D;
   const k = params.k;
   const ke = k + EXT;
-  const arena = new Arena(nq * (3 * D + 5 * ke + 40) + index.centres.length * 2 + index.centreN.length * 4 + (1 << 16));
+  const arena = scratchArena(nq * (3 * D + 5 * ke + 40) + index.centres.length * 2 + index.centreN.length * 4 + (1 << 16));
   const srcPtr = arena.put(descriptors);
   const q = projectAll(arena, srcPtr, nq, params);
   const home = assignAll(arena, q.projPtr, nq, ke, k, index.centres, index.centreN);

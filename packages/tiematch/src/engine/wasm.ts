@@ -33,12 +33,30 @@ export interface KernelExports {
 }
 
 /** A kernel instance with a bump allocator over its own memory. */
+let scratch: Arena | undefined;
+
+/**
+ * An arena for work whose results are copied out before the next call (an index's or a query
+ * set's preparation): one per thread, kept and emptied, so that each pair does not pay for fresh
+ * memory. It grows to the largest request.
+ */
+export function scratchArena(bytes: number): Arena {
+  if (scratch && scratch.capacity >= bytes) {
+    scratch.reset();
+    return scratch;
+  }
+  scratch = undefined; // the old one can go before the new one is made
+  scratch = new Arena(bytes);
+  return scratch;
+}
+
 export class Arena {
   readonly exports: KernelExports;
   private readonly memory: WebAssembly.Memory;
   private at: number;
+  private readonly heapBase = 1 << 20; // above the kernel's data and 64 KiB stack
   constructor(bytes: number) {
-    const heapBase = 1 << 20; // above the kernel's data and 64 KiB stack
+    const heapBase = this.heapBase;
     const pages = Math.ceil((heapBase + bytes) / 65536) + 1;
     if (pages > 65536) throw new TiematchError('ERR_KERNEL', `${Math.round(bytes / 2 ** 20)} MiB of kernel memory: WebAssembly allows 4 GiB`);
     this.memory = new WebAssembly.Memory({ initial: pages });
@@ -46,6 +64,14 @@ export class Arena {
     this.exports = instance.exports as unknown as KernelExports;
     if ((this.exports.__heap_base.value as number) > heapBase) throw new TiematchError('ERR_KERNEL', 'kernel data overlaps the heap');
     this.at = heapBase;
+  }
+  /** Bytes alloc can give from an empty arena. */
+  get capacity(): number {
+    return this.memory.buffer.byteLength - this.heapBase;
+  }
+  /** Frees everything. */
+  reset(): void {
+    this.at = this.heapBase;
   }
   alloc(bytes: number): number {
     const p = this.at;
