@@ -5,7 +5,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { JOB_FIELD_BYTES, JOB_OFFSETS, JOB_SIZE } from '../src/engine/job.js';
-import { buildIndex, prepareQueries } from '../src/engine/layout.js';
+import { buildIndex, CLUSTER_SIZE, prepareQueries } from '../src/engine/layout.js';
 import { tempDir } from './helpers/data.js';
 
 const pkg = fileURLToPath(new URL('..', import.meta.url));
@@ -56,15 +56,18 @@ describe('the Job layout', () => {
 
 describe('the index layout', () => {
   it('an index of 200,000 points, K = 8 and K = 32, fits the kernel memory it asks for', () => {
-    // Past about 100,000 points the padding of 1,024 clusters no longer hides a short estimate.
+    // A short estimate of the kernel memory shows past about 100,000 points.
     const n = 200_000;
     const descriptors = new Uint8Array(n * 128);
     let s = 12345;
     for (let i = 0; i < descriptors.length; i++) descriptors[i] = ((s = (s * 1103515245 + 12345) >>> 0) >>> 24) & 0x7f;
     for (const k of [8, 32]) {
       const index = buildIndex(descriptors, k, 1);
-      assert.equal(index.nClusters, 1024);
-      assert.ok(index.slots >= n && index.slots < n + 8 * 1024);
+      // Past FLAT_CLUSTERS, two levels: clusters of about CLUSTER_SIZE points in super-clusters.
+      assert.ok(index.supers && index.supers.count >= Math.ceil(n / CLUSTER_SIZE / 64), 'two levels');
+      assert.ok(index.nClusters >= Math.round(n / CLUSTER_SIZE) && index.nClusters % 4 === 0, `${index.nClusters} clusters`);
+      assert.equal(index.supers.start[index.supers.count], index.nClusters);
+      assert.ok(index.slots >= n && index.slots < n + 8 * index.nClusters);
       assert.equal(prepareQueries(index, descriptors.subarray(0, 50_000 * 128)).n, 50_000);
     }
   });

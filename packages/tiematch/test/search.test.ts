@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { DESCRIPTOR_SIZE, nearestTwo, parseKeypoints, referenceNearestTwo, syntheticPair } from '../src/index.js';
 import { ratioTest } from '../src/ann.js';
+import { buildIndex } from '../src/engine/layout.js';
 
 const D = DESCRIPTOR_SIZE;
 
@@ -93,6 +94,28 @@ describe('exact search', () => {
     const few = await nearestTwo(a.descriptors, b.descriptors, { threads: 2, mode: 'approx', alpha: 1, probes: 2 });
     assert.ok(few.stats.screened < every.stats.screened, `${few.stats.screened} vs ${every.stats.screened}`);
     await assert.rejects(nearestTwo(a.descriptors, b.descriptors, { mode: 'approx', probes: 0 }), { code: 'ERR_INVALID_ARG' });
+  });
+
+  it('two levels of clusters (a large base): exact equals the brute force, approx keeps 99.9% of the matches', async () => {
+    const big = syntheticPair(140_000, 2400, 21);
+    const index = buildIndex(big.a.descriptors, 8, 1);
+    assert.ok(index.supers, `${index.nClusters} clusters: two levels`);
+    const exact = await nearestTwo(big.a.descriptors, big.b.descriptors, { threads: 2 });
+    const sample = Array.from({ length: 12 }, (_, i) => i * 199);
+    for (const [q, want] of referenceNearestTwo(big.a.descriptors, big.b.descriptors, sample)) {
+      assert.deepEqual([exact.d1[q], exact.i1[q], exact.d2[q], exact.i2[q]], [want.d1, want.i1, want.d2, want.i2], `query ${q}`);
+    }
+    const approx = await nearestTwo(big.a.descriptors, big.b.descriptors, { threads: 2, mode: 'approx' });
+    let matched = 0;
+    let found = 0;
+    for (let q = 0; q < big.b.count; q++) {
+      if (!ratioTest(exact.d1[q], exact.d2[q], 0.6)) continue;
+      matched++;
+      if (approx.i1[q] === exact.i1[q] && ratioTest(approx.d1[q], approx.d2[q], 0.6)) found++;
+    }
+    assert.ok(matched > 500, `${matched} matches`);
+    assert.ok(found >= 0.999 * matched, `${found} of ${matched}`);
+    assert.ok(approx.stats.screened < exact.stats.screened, `approx screens less (${approx.stats.screened} of ${exact.stats.screened})`);
   });
 
   const aloe = new URL('../../../../shared/data/tiematch/aloe/', import.meta.url);

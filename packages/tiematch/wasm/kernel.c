@@ -191,12 +191,16 @@ static inline __attribute__((always_inline)) void centre_distances(const int32_t
   }
 }
 
-#define MAX_CLUSTERS 1024
+// Clusters (and super-clusters) an index may have: MAX_CLUSTERS in layout.ts. The scratch arrays
+// sized by it are static (the stack is 64 KiB).
+#define MAX_CLUSTERS 65536
+
+static int32_t assignDist[MAX_CLUSTERS];
 
 static inline __attribute__((always_inline)) void assign_k(const int16_t *proj, int n, int stride, const int K,
                                                             const int16_t *centresIl, const int32_t *centreN,
                                                             int cPadded, int32_t *out) {
-  int32_t pairs[16], dist[MAX_CLUSTERS];
+  int32_t pairs[16], *dist = assignDist;
   for (int p = 0; p < n; p++) {
     pack_pairs(proj + (long)p * stride, K, pairs);
     centre_distances(pairs, K, centresIl, centreN, cPadded, dist);
@@ -304,6 +308,14 @@ typedef struct {
   int32_t exhaustive;        // 1: then every other cluster (exact); 0: only those (approximate)
   double ratioBound;         // > 1: 1 / ratio^2 of the ratio test; else 0
   const double *clusterRadius; // nClusters: max |y_b - centre| over the cluster's points (first K)
+  // Two levels (large sets, approx): the clusters are grouped in super-clusters, each a run of
+  // cluster ids (a multiple of 4; padding clusters are empty, their centres never nearest). A query
+  // looks for its nearest clusters in its superProbes nearest super-clusters only. 0: one level.
+  int32_t nSupers;
+  const int16_t *superCentres; // interleaved, padded to 4
+  const int32_t *superCentreN;
+  const int32_t *superStart;   // nSupers + 1 cluster-id bounds
+  int32_t superProbes;
 } Job;
 
 // The layout JS writes is JOB_OFFSETS (src/engine/job.ts); the build turns that table into
@@ -437,32 +449,52 @@ static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, 
 }
 
 static uint8_t planned[MAX_CLUSTERS];
+static int32_t tileDists[TILE_Q][MAX_CLUSTERS];
+static int32_t tileOrder[MAX_CLUSTERS];
+static int32_t superDist[MAX_CLUSTERS];
+
+// Keeps the P smallest (d, j) seen, sorted, in nearD/nearJ (m of them so far).
+static inline void keep_nearest(int32_t *nearD, int32_t *nearJ, int *m, int P, int32_t d, int32_t j) {
+  if (*m == P && d >= nearD[P - 1]) return;
+  int at = *m < P ? (*m)++ : P - 1;
+  while (at > 0 && nearD[at - 1] > d) {
+    nearD[at] = nearD[at - 1];
+    nearJ[at] = nearJ[at - 1];
+    at--;
+  }
+  nearD[at] = d;
+  nearJ[at] = j;
+}
 
 // The clusters a tile scans, in order; returns how many. Each query's `probes` nearest centres
-// (distance on the first K projections), then, when exhaustive, all the others.
+// (distance on the first K projections), then, when exhaustive, all the others. With two levels
+// (approx), the nearest are sought in each query's superProbes nearest super-clusters.
 // pairs: each query's first K projections, packed (pack_pairs); dists: each query's centre
-// distances (centre_distances), kept for beyond().
+// distances (centre_distances; with two levels, of the clusters it looked at), kept for beyond().
 static inline __attribute__((always_inline)) int plan_tile(Job *job, const int32_t pairs[TILE_Q][16], const int K,
                                                             int32_t *order, int32_t dists[TILE_Q][MAX_CLUSTERS]) {
   const int c = job->nClusters, P = job->probes < c ? job->probes : c;
   int count = 0;
   const int cPadded = (c + 3) & ~3;
+  const int twoLevel = job->nSupers > 0 && !job->exhaustive;
   for (int t = 0; t < TILE_Q; t++) {
     int32_t *dist = dists[t];
-    centre_distances(pairs[t], K, job->centres, job->centreN, cPadded, dist);
     int32_t nearD[MAX_PROBES], nearJ[MAX_PROBES];
     int m = 0;
-    for (int j = 0; j < c; j++) {
-      int32_t d = dist[j];
-      if (m == P && d >= nearD[P - 1]) continue;
-      int at = m < P ? m++ : P - 1;
-      while (at > 0 && nearD[at - 1] > d) {
-        nearD[at] = nearD[at - 1];
-        nearJ[at] = nearJ[at - 1];
-        at--;
+    if (twoLevel) {
+      const int S = job->nSupers, PS = job->superProbes < S ? job->superProbes : S;
+      int32_t supD[MAX_PROBES], supJ[MAX_PROBES];
+      int ms = 0;
+      centre_distances(pairs[t], K, job->superCentres, job->superCentreN, (S + 3) & ~3, superDist);
+      for (int s = 0; s < S; s++) keep_nearest(supD, supJ, &ms, PS, superDist[s], s);
+      for (int i = 0; i < ms; i++) {
+        const int from = job->superStart[supJ[i]], to = job->superStart[supJ[i] + 1];
+        centre_distances(pairs[t], K, job->centres + (long)from * K, job->centreN + from, to - from, dist + from);
+        for (int j = from; j < to; j++) keep_nearest(nearD, nearJ, &m, P, dist[j], j);
       }
-      nearD[at] = d;
-      nearJ[at] = j;
+    } else {
+      centre_distances(pairs[t], K, job->centres, job->centreN, cPadded, dist);
+      for (int j = 0; j < c; j++) keep_nearest(nearD, nearJ, &m, P, dist[j], j);
     }
     for (int i = 0; i < m; i++)
       if (!planned[nearJ[i]]) {
@@ -509,7 +541,8 @@ static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, 
   }
   // Each query's nearest clusters first (a tight bound early prunes the rest), the first query's
   // in order of distance; then, in exact mode, every other cluster.
-  int32_t order[MAX_CLUSTERS], dists[TILE_Q][MAX_CLUSTERS];
+  int32_t *order = tileOrder;
+  int32_t(*dists)[MAX_CLUSTERS] = tileDists;
   const int count = plan_tile(job, (const int32_t(*)[16])st.qpairs, K, order, dists);
   const int real = job->nq - q0 < TILE_Q ? job->nq - q0 : TILE_Q;
   for (int i = 0; i < count; i++)

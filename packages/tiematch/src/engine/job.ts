@@ -36,12 +36,17 @@ export const JOB_OFFSETS = {
   exhaustive: { offset: 132, type: 'i32' },
   ratioBound: { offset: 136, type: 'f64' },
   clusterRadius: { offset: 144, type: 'ptr' },
+  nSupers: { offset: 148, type: 'i32' },
+  superCentres: { offset: 152, type: 'ptr' },
+  superCentreN: { offset: 156, type: 'ptr' },
+  superStart: { offset: 160, type: 'ptr' },
+  superProbes: { offset: 164, type: 'i32' },
 } as const satisfies Record<string, { offset: number; type: JobFieldType }>;
 
 export type JobField = keyof typeof JOB_OFFSETS;
 
 /** sizeof(Job) in kernel.c (asserted there). */
-export const JOB_SIZE = 152;
+export const JOB_SIZE = 168;
 
 export const JOB_FIELD_BYTES: Record<JobFieldType, number> = { ptr: 4, i32: 4, f64: 8 };
 

@@ -16,9 +16,18 @@ export const EXT = 16;
 const PROJECTED_RADIUS = 24000;
 const PADDING_NORM = 2_000_000_000;
 const FIXED_ONE = 1 << 14;
-export const MAX_CLUSTERS = 1024; // MAX_CLUSTERS in kernel.c
+/** Clusters, padding included, an index may have (MAX_CLUSTERS in kernel.c): sets of ~8 M points. */
+export const MAX_CLUSTERS = 65536;
 /** Clusters of about this many base points: a probe scans a few of them. */
 export const CLUSTER_SIZE = 128;
+/**
+ * Up to this many clusters, one level: a query measures every centre. Beyond it, two: clusters
+ * grouped in super-clusters of about SUPER_SIZE, and in approx mode a query measures the centres
+ * of its SUPER_PROBES nearest super-clusters only, so that its cost grows with sqrt(N), not N.
+ */
+export const FLAT_CLUSTERS = 1024;
+const SUPER_SIZE = 64;
+export const SUPER_PROBES = 4;
 const KMEANS_ROUNDS = 4;
 const KMEANS_SAMPLE = 32;
 /** Rows per kernel call: V8 tiers a wasm function up between calls, not inside a long one. */
@@ -80,10 +89,21 @@ export interface PreparedIndex {
   clusterStart: Int32Array;
   /** Per cluster, the largest distance of its points from its centre (first K projections). */
   clusterRadius: Float64Array;
+  /** Two levels (more than FLAT_CLUSTERS clusters); absent: one. */
+  supers?: SuperClusters;
+}
+
+/** Super-clusters: each a run of cluster ids [start[s], start[s + 1]), a multiple of 4 long. */
+export interface SuperClusters {
+  count: number;
+  /** Centres on the first K projections, interleaved and padded to 4, and their squared norms. */
+  centres: Int16Array;
+  centreN: Int32Array;
+  start: Int32Array;
 }
 
 /** What laying out queries needs of an index. */
-export type QueryLayout = Pick<PreparedIndex, 'params' | 'centres' | 'centreN' | 'nClusters'>;
+export type QueryLayout = Pick<PreparedIndex, 'params' | 'centres' | 'centreN' | 'nClusters' | 'supers'>;
 
 /** Queries, sorted by their nearest cluster so that a tile of 4 shares the clusters it scans. */
 export interface PreparedQueries {
@@ -98,7 +118,7 @@ export interface PreparedQueries {
 
 /** Bytes an index holds (its typed arrays). */
 export function indexBytes(index: PreparedIndex): number {
-  const arrays = [index.baseIl, index.baseProjN, index.baseU8, index.baseFullN, index.baseExt, index.baseExtN, index.baseIndex, index.centres, index.centreN, index.clusterStart, index.clusterRadius, index.params.fixed];
+  const arrays = [index.baseIl, index.baseProjN, index.baseU8, index.baseFullN, index.baseExt, index.baseExtN, index.baseIndex, index.centres, index.centreN, index.clusterStart, index.clusterRadius, index.params.fixed, ...(index.supers ? [index.supers.centres, index.supers.centreN, index.supers.start] : [])];
   return arrays.reduce((sum, a) => sum + a.byteLength, 0);
 }
 
@@ -156,8 +176,7 @@ function assignAll(arena: Arena, projPtr: number, n: number, stride: number, k: 
  * k-means on the first k projections, from evenly spaced points, its rounds on an even sample of
  * about KMEANS_SAMPLE points a cluster; returns the centres.
  */
-function cluster(arena: Arena, p: Projected, n: number, ke: number, k: number): Int16Array {
-  const c = Math.max(1, Math.min(MAX_CLUSTERS, Math.round(n / CLUSTER_SIZE)));
+function cluster(arena: Arena, p: Pick<Projected, 'proj' | 'projPtr'>, n: number, ke: number, k: number, c: number): Int16Array {
   const centres = new Int16Array(c * k);
   for (let j = 0; j < c; j++) for (let d = 0; d < k; d++) centres[j * k + d] = p.proj[Math.floor((j * n) / c) * ke + d];
   const step = Math.max(1, Math.floor(n / (c * KMEANS_SAMPLE)));
@@ -179,6 +198,86 @@ function cluster(arena: Arena, p: Projected, n: number, ke: number, k: number): 
   return centres;
 }
 
+/** Each row's cluster with one or two levels (centres: interleaved; with supers, the ids of each super's run). */
+function assignRows(arena: Arena, projPtr: number, n: number, ke: number, k: number, centres: Int16Array, centreN: Int32Array, supers?: SuperClusters): Int32Array {
+  if (!supers) return assignAll(arena, projPtr, n, ke, k, centres, centreN);
+  const top = assignAll(arena, projPtr, n, ke, k, supers.centres, supers.centreN);
+  const out = new Int32Array(n);
+  for (const [s, rows] of groupRows(top, supers.count)) {
+    const from = supers.start[s], to = supers.start[s + 1];
+    if (to === from) continue; // never nearest: a super-cluster with no point
+    const mark = arena.mark();
+    const g = gatherRows(arena, projPtr, ke, rows);
+    const near = assignAll(arena, g, rows.length, ke, k, centres.subarray(from * k, to * k), centreN.subarray(from, to));
+    for (let i = 0; i < rows.length; i++) out[rows[i]] = from + near[i];
+    arena.release(mark);
+  }
+  return out;
+}
+
+/** The rows of each group, in order (groups by index). */
+function groupRows(group: Int32Array, count: number): Map<number, Int32Array> {
+  const at = new Int32Array(count + 1);
+  for (let i = 0; i < group.length; i++) at[group[i] + 1]++;
+  for (let g = 0; g < count; g++) at[g + 1] += at[g];
+  const rows = new Int32Array(group.length);
+  const fill = at.slice(0, count);
+  for (let i = 0; i < group.length; i++) rows[fill[group[i]]++] = i;
+  const out = new Map<number, Int32Array>();
+  for (let g = 0; g < count; g++) if (at[g + 1] > at[g]) out.set(g, rows.subarray(at[g], at[g + 1]));
+  return out;
+}
+
+/** Rows `rows` of a ke-i16-wide projection table, gathered into the arena: their address. */
+function gatherRows(arena: Arena, projPtr: number, ke: number, rows: Int32Array): number {
+  const idx = arena.put(rows);
+  const g = arena.alloc(rows.length * ke * 2);
+  arena.exports.gather_rows(projPtr, ke * 2, idx, rows.length, g);
+  return g;
+}
+
+/**
+ * The clusters of n points: one level (k-means of round(n / CLUSTER_SIZE) centres) up to
+ * FLAT_CLUSTERS; beyond, k-means of the super-clusters, then within each, k-means of its points
+ * into clusters of about CLUSTER_SIZE (hierarchical: no step measures n x clusters).
+ */
+function clusterAll(arena: Arena, b: Projected, n: number, ke: number, k: number): { count: number; centres: Int16Array; centreN: Int32Array; member: Int32Array; supers?: SuperClusters } {
+  const c = Math.max(1, Math.round(n / CLUSTER_SIZE));
+  if (c <= FLAT_CLUSTERS) {
+    const centres = cluster(arena, b, n, ke, k, c);
+    const layout = centreLayout(arena, centres, k);
+    return { count: c, centres: layout.il, centreN: layout.norms, member: assignAll(arena, b.projPtr, n, ke, k, layout.il, layout.norms), supers: undefined };
+  }
+  const S = Math.ceil(c / SUPER_SIZE);
+  const top = centreLayout(arena, cluster(arena, b, n, ke, k, S), k);
+  const topMember = assignAll(arena, b.projPtr, n, ke, k, top.il, top.norms);
+  const groups = groupRows(topMember, S);
+  const start = new Int32Array(S + 1);
+  const clustersOf = (s: number): number => (groups.has(s) ? Math.max(1, Math.round(groups.get(s)!.length / CLUSTER_SIZE)) : 0);
+  for (let s = 0; s < S; s++) start[s + 1] = start[s] + Math.ceil(clustersOf(s) / 4) * 4;
+  const total = start[S];
+  if (total > MAX_CLUSTERS) throw new TiematchError('ERR_INVALID_ARG', `${n} points need ${total} clusters: the kernel takes at most ${MAX_CLUSTERS} (about ${MAX_CLUSTERS * CLUSTER_SIZE} points)`);
+  const centres = new Int16Array(total * k);
+  const member = new Int32Array(n);
+  for (const [s, rows] of groups) {
+    const cs = clustersOf(s);
+    const mark = arena.mark();
+    const g = gatherRows(arena, b.projPtr, ke, rows);
+    const sub = cluster(arena, { proj: arena.i16(g, rows.length * ke), projPtr: g }, rows.length, ke, k, cs);
+    const layout = centreLayout(arena, sub, k);
+    const near = assignAll(arena, g, rows.length, ke, k, layout.il, layout.norms);
+    for (let i = 0; i < rows.length; i++) member[rows[i]] = start[s] + near[i];
+    centres.set(sub, start[s] * k);
+    arena.release(mark);
+  }
+  // Padding clusters (zero centres) are made never nearest by their norm.
+  const layout = centreLayout(arena, centres, k);
+  const used = new Uint8Array(total);
+  for (const s of groups.keys()) used.fill(1, start[s], start[s] + clustersOf(s));
+  for (let j = 0; j < total; j++) if (!used[j]) layout.norms[j] = 0x7fffffff;
+  return { count: total, centres: layout.il, centreN: layout.norms, member, supers: { count: S, centres: top.il, centreN: top.norms, start } };
+}
+
 /** Rows of src (width bytes each) picked by index, copied out of the arena. */
 function gather(arena: Arena, srcPtr: number, width: number, indexPtr: number, count: number): Uint8Array {
   const dst = arena.alloc(count * width);
@@ -195,18 +294,16 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
   // The set, its projections and norms, the PCA's scratch, the clusters, and the slots (each
   // cluster padded to 8): their index, permuted projections and descriptors, interleaved and
   // extension projections.
-  const slotsAtMost = n + 8 * MAX_CLUSTERS;
-  const bytes = n * (D + 2 * ke + 16) + (D * D + D + 2 * MAX_ROWS * D) * 8 + MAX_CLUSTERS * (ke * 4 + 16) + slotsAtMost * (4 + 2 * ke + D + 2 * k + 4 * EXT) + (1 << 20);
+  const clustersAtMost = Math.min(MAX_CLUSTERS, Math.ceil(n / CLUSTER_SIZE) * 2 + 8);
+  const slotsAtMost = n + 8 * clustersAtMost;
+  const bytes = n * (D + 2 * ke + 16 + 2 * ke + 8) + (D * D + D + 2 * MAX_ROWS * D) * 8 + clustersAtMost * (ke * 4 + 16) + slotsAtMost * (4 + 2 * ke + D + 2 * k + 4 * EXT) + (1 << 20);
   const arena = scratchArena(bytes);
   const srcPtr = arena.put(descriptors);
   const params = screenParams(principalBasis(new KernelMoments(arena, srcPtr, n), ke), alpha);
   const b = projectAll(arena, srcPtr, n, params);
 
   // Clusters of the base, laid out one after another, each padded to a multiple of 8 slots.
-  const centres = cluster(arena, b, n, ke, k);
-  const layout = centreLayout(arena, centres, k);
-  const member = assignAll(arena, b.projPtr, n, ke, k, layout.il, layout.norms);
-  const c = centres.length / k;
+  const { count: c, centres, centreN, member, supers } = clusterAll(arena, b, n, ke, k);
   const sizes = new Int32Array(c);
   for (let i = 0; i < n; i++) sizes[member[i]]++;
   const clusterStart = new Int32Array(c + 1);
@@ -217,8 +314,10 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
   const radius2 = new Float64Array(c);
   for (let i = 0; i < n; i++) {
     const j = member[i];
+    // The centre's coordinates, from its interleaved layout (blocks of 4 centres, pairs of dims).
+    const base = (j >> 2) * 4 * k + (j & 3) * 2;
     let e = 0;
-    for (let d = 0; d < k; d++) e += (b.proj[i * ke + d] - centres[j * k + d]) ** 2;
+    for (let d = 0; d < k; d++) e += (b.proj[i * ke + d] - centres[base + (d >> 1) * 8 + (d & 1)]) ** 2;
     if (e > radius2[j]) radius2[j] = e;
   }
   const normsPtr = arena.alloc(n * 4);
@@ -256,11 +355,12 @@ export function buildIndex(descriptors: Uint8Array, k: number, alpha: number): P
     baseExt: arena.i16(extIlPtr, slots * EXT).slice(),
     baseExtN,
     baseIndex,
-    centres: layout.il,
-    centreN: layout.norms,
+    centres,
+    centreN,
     nClusters: c,
     clusterStart,
     clusterRadius: radius2.map(Math.sqrt),
+    supers,
   };
 }
 
@@ -270,10 +370,10 @@ export function prepareQueries(index: QueryLayout, descriptors: Uint8Array): Pre
   const nq = descriptors.length / D;
   const k = params.k;
   const ke = k + EXT;
-  const arena = scratchArena(nq * (3 * D + 5 * ke + 40) + index.centres.length * 2 + index.centreN.length * 4 + (1 << 16));
+  const arena = scratchArena(nq * (3 * D + 7 * ke + 48) + index.centres.length * 2 + index.centreN.length * 4 + (index.supers ? index.supers.centres.length * 2 + index.supers.centreN.length * 4 : 0) + (1 << 16));
   const srcPtr = arena.put(descriptors);
   const q = projectAll(arena, srcPtr, nq, params);
-  const home = assignAll(arena, q.projPtr, nq, ke, k, index.centres, index.centreN);
+  const home = assignRows(arena, q.projPtr, nq, ke, k, index.centres, index.centreN, index.supers);
   const c = index.nClusters;
   const order = new Int32Array(nq);
   {

@@ -3,7 +3,7 @@
 import { TiematchError } from '../errors.js';
 import { DESCRIPTOR_SIZE } from '../format/dat.js';
 import { JOB_SIZE, readJob, writeJob } from './job.js';
-import { EXT, type PreparedIndex, type PreparedQueries } from './layout.js';
+import { EXT, SUPER_PROBES, type PreparedIndex, type PreparedQueries } from './layout.js';
 import { Arena } from './wasm.js';
 
 const D = DESCRIPTOR_SIZE;
@@ -25,7 +25,7 @@ export class KernelSearch {
     this.ke = k + EXT;
     this.chunk = Math.ceil(maxChunk / 4) * 4;
     const c = this.chunk;
-    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4) + index.centres.length * 2 + index.centreN.length * 8 + index.clusterRadius.length * 8 + 64;
+    const baseBytes = slots * (k * 2 + 4 + D + 4 + EXT * 2 + 4 + 4) + index.centres.length * 2 + index.centreN.length * 8 + index.clusterRadius.length * 8 + (index.supers ? index.supers.centres.length * 2 + index.supers.centreN.length * 4 + index.supers.start.length * 4 : 0) + 64;
     const queryBytes = c * (D + D * 2 + 4 + this.ke * 2 + 4 + 4 + 8 + 16);
     this.arena = new Arena(baseBytes + queryBytes + 64 * 16 + JOB_SIZE);
     const a = this.arena;
@@ -41,6 +41,7 @@ export class KernelSearch {
       centreN: a.put(index.centreN),
       clusterStart: a.put(index.clusterStart),
       clusterRadius: a.put(index.clusterRadius),
+      ...(index.supers ? { superCentres: a.put(index.supers.centres), superCentreN: a.put(index.supers.centreN), superStart: a.put(index.supers.start) } : {}),
     };
     this.ptr = {
       qU8: a.alloc(c * D),
@@ -72,6 +73,8 @@ export class KernelSearch {
       slack2: params.slack2,
       nClusters: index.nClusters,
       probes: Math.max(1, probes),
+      nSupers: index.supers?.count ?? 0,
+      superProbes: SUPER_PROBES,
       exhaustive: exhaustive ? 1 : 0,
     });
   }

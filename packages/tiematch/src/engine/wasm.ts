@@ -54,7 +54,7 @@ export class Arena {
   readonly exports: KernelExports;
   private readonly memory: WebAssembly.Memory;
   private at: number;
-  private readonly heapBase = 1 << 20; // above the kernel's data and 64 KiB stack
+  private readonly heapBase = 4 << 20; // above the kernel's data (its static scratch arrays) and 64 KiB stack
   constructor(bytes: number) {
     const heapBase = this.heapBase;
     const pages = Math.ceil((heapBase + bytes) / 65536) + 1;
@@ -78,6 +78,10 @@ export class Arena {
     this.at += Math.ceil(bytes / 16) * 16;
     if (this.at > this.memory.buffer.byteLength) throw new TiematchError('ERR_KERNEL', 'kernel arena exhausted');
     return p;
+  }
+  /** The next address alloc gives: release(mark()) frees what was allocated since. */
+  mark(): number {
+    return this.at;
   }
   /** Frees p and everything allocated after it. */
   release(p: number): void {
