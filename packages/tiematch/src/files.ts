@@ -15,9 +15,14 @@ export function readKeypointFile(path: string): { points: Keypoints; info: Keypo
 
 /** Writes under a temporary name in the same folder, then renames: the file is whole or absent. */
 export function writeResultFile(path: string, matches: MatchCoordinates, newFormat: boolean): void {
+  writeResultBytes(path, serializeResult(matches, newFormat));
+}
+
+/** A serialized .result, written as writeResultFile writes it. */
+export function writeResultBytes(path: string, bytes: Uint8Array): void {
   const temp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   try {
-    writeFileSync(temp, serializeResult(matches, newFormat));
+    writeFileSync(temp, bytes);
     renameSync(temp, path);
   } catch (e) {
     rmSync(temp, { force: true });

@@ -206,7 +206,7 @@ export async function runBatch(dir: string, o: BatchOptions = {}): Promise<Batch
     summary.errors.push({ a: p.a, b: p.b, code: (e as { code?: string }).code ?? 'ERR_WORKER', message: (e as Error).message });
   };
 
-  const data: BatchWorkerData = { search, ratio, filter: o.filter ?? true, newFormat, indexBudget: memory / 2 / search.threads };
+  const data: BatchWorkerData = { search, ratio, filter: o.filter ?? true, newFormat, indexBudget: (memory / 2 / search.threads) * 0.9, textBudget: (memory / 2 / search.threads) * 0.1 };
   // The compiled worker, also when this file runs from src/ under tsx (workers do not inherit loaders).
   const workerUrl = new URL('../../dist/batch/worker.js', import.meta.url);
   const workers = Array.from({ length: Math.max(1, Math.min(search.threads, pairs.length)) }, () => new Worker(workerUrl, { workerData: data }));

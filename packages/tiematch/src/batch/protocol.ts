@@ -9,6 +9,8 @@ export interface BatchWorkerData {
   newFormat: boolean;
   /** Bytes of indexes this thread keeps (least recently used first out). */
   indexBudget: number;
+  /** Bytes of coordinate text (.result v0) this thread keeps. */
+  textBudget: number;
 }
 
 export interface PairTask {

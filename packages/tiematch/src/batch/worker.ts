@@ -6,7 +6,8 @@ import { dirname } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { checkAnnInput, matchNeighbours } from '../ann.js';
 import { TiematchError } from '../errors.js';
-import { writeResultFile } from '../files.js';
+import { writeResultBytes, writeResultFile } from '../files.js';
+import { formatG, textResult } from '../format/result.js';
 import { buildIndex, prepareQueries, type QueryLayout } from '../engine/layout.js';
 import { unpermute } from '../engine/search.js';
 import { KernelSearch } from '../engine/thread-search.js';
@@ -35,13 +36,45 @@ function indexOf(task: PairTask): { held: HeldIndex; built: boolean } {
   return { held, built: true };
 }
 
-function writeResult(path: string, coordinates: Float64Array): void {
+/**
+ * Each image's coordinates as formatG writes them, made once per point and kept while they fit
+ * (an image's points come back in every pair it is in).
+ */
+interface PointText {
+  x: (string | undefined)[];
+  y: (string | undefined)[];
+}
+const texts = new LruCache<PointText>(config.textBudget);
+
+function pointText(image: string, count: number): PointText {
+  let t = texts.get(image);
+  if (!t) {
+    t = { x: new Array<string | undefined>(count), y: new Array<string | undefined>(count) };
+    texts.set(image, t, count * 2 * 48);
+  }
+  return t;
+}
+
+function writeResult(path: string, task: PairTask, m: { index1: Int32Array; index2: Int32Array; coordinates: Float64Array }): void {
   try {
     mkdirSync(dirname(path), { recursive: true });
   } catch (e) {
     throw new TiematchError('ERR_OUTPUT', `cannot write ${path}: ${(e as Error).message}`, { cause: e });
   }
-  writeResultFile(path, coordinates, config.newFormat);
+  if (config.newFormat) return writeResultFile(path, m.coordinates, true);
+  const ta = pointText(task.a, task.pointsA.count);
+  const tb = pointText(task.b, task.pointsB.count);
+  const sides = [
+    [ta.x, task.pointsA.x, m.index1],
+    [ta.y, task.pointsA.y, m.index1],
+    [tb.x, task.pointsB.x, m.index2],
+    [tb.y, task.pointsB.y, m.index2],
+  ] as const;
+  writeResultBytes(path, textResult(m.index1.length, (i, c) => {
+    const [text, values, index] = sides[c];
+    const p = index[i];
+    return (text[p] ??= formatG(values[p]));
+  }));
 }
 
 function run(task: PairTask): BatchReply {
@@ -55,7 +88,7 @@ function run(task: PairTask): BatchReply {
   const t2 = performance.now();
   const m = matchNeighbours(task.pointsA, task.pointsB, unpermute(out, queries.order), config.ratio, config.filter);
   const t3 = performance.now();
-  if (task.out) writeResult(task.out, m.coordinates);
+  if (task.out) writeResult(task.out, task, m);
   const t4 = performance.now();
   return { type: 'done', id: task.id, matches: m.index1.length, ratioMatches: m.ratioMatches, indexBuilt: built, ms: { index: t1 - t0, search: t2 - t1, filter: t3 - t2, write: t4 - t3 } };
 }

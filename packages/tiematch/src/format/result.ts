@@ -99,34 +99,16 @@ function exactDecimal(x: number): string {
   return `${scaled.slice(0, cut)}.${scaled.slice(cut)}`;
 }
 
-/**
- * formatG's text of values already written: a set's coordinates come back in every pair their
- * image is in (tiematch batch). Emptied when it holds too many.
- */
-const written = new Map<number, string>();
-const WRITTEN_MAX = 1 << 20;
-
-function formatCoordinate(value: number): string {
-  if (Object.is(value, -0)) return formatG(value); // a Map takes -0 for 0
-  let text = written.get(value);
-  if (text === undefined) {
-    text = formatG(value);
-    if (written.size >= WRITTEN_MAX) written.clear();
-    written.set(value, text);
-  }
-  return text;
+/** A v0 (text) .result from each match's four numbers already in formatG's text. */
+export function textResult(count: number, text: (match: number, column: number) => string): Uint8Array {
+  const lines = new Array<string>(count);
+  for (let i = 0; i < count; i++) lines[i] = `${text(i, 0)} ${text(i, 1)} ${text(i, 2)} ${text(i, 3)}\n`;
+  return new TextEncoder().encode(lines.join(''));
 }
 
 export function serializeResult(matches: MatchCoordinates, newFormat: boolean): Uint8Array {
   const count = matches.length / 4;
-  if (!newFormat) {
-    const lines = new Array<string>(count);
-    for (let i = 0; i < count; i++) {
-      const o = i * 4;
-      lines[i] = `${formatCoordinate(matches[o])} ${formatCoordinate(matches[o + 1])} ${formatCoordinate(matches[o + 2])} ${formatCoordinate(matches[o + 3])}\n`;
-    }
-    return new TextEncoder().encode(lines.join(''));
-  }
+  if (!newFormat) return textResult(count, (i, c) => formatG(matches[i * 4 + c]));
   const header = writeVersionedHeader(VersionedType.PointMatch, 1, false);
   const out = new Uint8Array(header.length + 4 + count * 32);
   out.set(header);
