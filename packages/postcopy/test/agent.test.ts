@@ -83,6 +83,19 @@ function getOverUnix(socketPath: string, path: string): Promise<Buffer> {
 
 
 /** `postcopy migrate --to` on host a (asynchronous: the test acts meanwhile); its JSON result line (ok or not) and exit status. */
+/** SIGKILLs an agent the moment task `pid` is stopped (frozen by its dump), within 60 s; whether it did. */
+async function killOnceStopped(pid: number, agent: LineChild): Promise<boolean> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (['t', 'T'].includes(taskState(pid))) {
+      agent.child.kill('SIGKILL');
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return false;
+}
+
 async function migrateTo(stateDir: string, pid: number, to: string, extra: string[] = []): Promise<{ status: number | null; result: Record<string, unknown>; stderr: string }> {
   const child = spawn(TSX[0], [...TSX.slice(1), 'migrate', ...(pid ? ['--pid', String(pid)] : []), '--to', to, '--state-dir', stateDir, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -418,20 +431,9 @@ describe('agents on two hosts', () => {
     let original = 0;
     try {
       original = await startInRoot(dir, `/usr/local/bin/memproc 256 ${dir}/out.txt`, `[ -s ${dir}/out.txt ]`, 'memproc', veth!.exec('a'));
-      let killed = false;
-      const killer = (async () => {
-        const deadline = Date.now() + 60_000;
-        while (Date.now() < deadline) {
-          if (['t', 'T'].includes(taskState(original))) {
-            a.agent.child.kill('SIGKILL');
-            killed = true;
-            return;
-          }
-          await new Promise((r) => setTimeout(r, 1));
-        }
-      })();
+      const killer = killOnceStopped(original, a.agent);
       const { status, result } = await migrateTo(a.stateDir, original, veth!.b.addr);
-      await killer;
+      const killed = await killer;
       assert.ok(killed, 'the source agent was killed while the task was frozen');
       assert.notEqual(status, 0, JSON.stringify(result));
       // The task runs again (its dump killed once the agent was gone) and its memory is whole.
@@ -443,6 +445,39 @@ describe('agents on two hosts', () => {
     } finally {
       if (original > 0) spawnSync('kill', ['-9', String(original)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
+    }
+  });
+
+  onTwoHosts('the source agent SIGKILLed once a container is frozen (its cgroup frozen on go, its checkpoint started before): it runs again at the source, thawed and whole', async ({ a }) => {
+    const id = `pc-srckill-${process.pid}`;
+    const bundle = `/var/lib/postcopy/bundles/${id}`;
+    const out = `/var/lib/postcopy/${id}-out`;
+    const runcA = '/var/lib/postcopy-agent/host-a/runc';
+    try {
+      mkdirSync(join(ROOT, out), { recursive: true });
+      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 256 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
+      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
+      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
+      const original = containerStatus('host-a', runcA, id)!.pid;
+      // CRIU holds the container's init (ptrace-stopped) once its cgroup is frozen and seized.
+      const killer = killOnceStopped(original, a.agent);
+      const { status, result } = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
+      const killed = await killer;
+      assert.ok(killed, 'the source agent was killed while the container was frozen');
+      assert.notEqual(status, 0, JSON.stringify(result));
+      const deadline = Date.now() + 20_000;
+      // The dump's watcher thaws the cgroup, then kills CRIU (which lets the init go): both, in time.
+      while ((containerStatus('host-a', runcA, id)?.status !== 'running' || ['t', 'T'].includes(taskState(original))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(containerStatus('host-a', runcA, id)?.status, 'running', 'runc says the container runs (not paused: its cgroup was thawed)');
+      assert.equal(['t', 'T'].includes(taskState(original)), false, `its init is not left stopped (state ${taskState(original)})`);
+      const before = (await waitForLines(join(ROOT, out, 'out.txt'), () => true, 0)).length;
+      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+      assert.ok(lines.length >= before + 2, 'the container runs on');
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check passes');
+    } finally {
+      removeContainer('host-a', runcA, id);
+      rmSync(join(ROOT, bundle), { recursive: true, force: true });
+      rmSync(join(ROOT, out), { recursive: true, force: true });
     }
   });
 

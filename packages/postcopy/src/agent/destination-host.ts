@@ -4,7 +4,7 @@
 // let go, and our lazy-pages daemon serving each restored task from the source's page servers.
 // Until the source says COMMIT, whatever goes wrong (an ABORT, a failure here, the channel lost)
 // ends with every restored task killed and seen dead: the source still holds the original.
-import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { native } from '../native/index.js';
@@ -20,6 +20,7 @@ import { readDump } from '../criu/image.js';
 import { unpackImages } from '../criu/image-transfer.js';
 import { LAZY_PAGES_SOCKET, listenForRestore, serveLazyPages, type LazyPagesReport } from '../criu/lazy-pages.js';
 import { criuRootDir, inCriuRoot } from '../criu/root.js';
+import { behindGate, GatedRequest, gateUsable, writeGate } from '../criu/criu-gate.js';
 import { checkBundle, checkContainerId, checkPathInRoot, inRuncRoot, runc, runRunc } from '../criu/runc.js';
 import { receiveBundle } from './bundle.js';
 import { ended, inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
@@ -88,26 +89,31 @@ export class DestinationMigration {
         if (p.copyBundle) await this.#receiveBundle(p.bundle ?? '', p.timeoutMs);
         checkBundle(p.bundle ?? '');
       } else if (p.copyBundle) throw new PostcopyError('ERR_INVALID_ARG', 'copyBundle goes with a container');
-      const restore = new LineChild('criu restore', this.#restoreArgv(workDir));
-      this.#restore = restore;
-      await restore.next((l) => l === 'armed', p.timeoutMs);
-      this.#restoreNs = readlinkSync(`/proc/${restore.child.pid}/ns/mnt`);
-      if (this.#restoreNs === readlinkSync('/proc/self/ns/mnt')) throw new PostcopyError('ERR_CRIU', 'criu restore runs in this agent\'s mount namespace, not one of its own');
+      // A container's `runc restore` can start before the images, its RESTORE held at the gate, once
+      // the source's checkpoint (held too) has written runc's descriptors.json: CHECKPOINT_HELD.
+      const restoreGate = p.container !== undefined && gateUsable();
+      if (!restoreGate) await this.#startRestore(workDir, null, p.timeoutMs);
       // CRIU connects to lazy-pages.socket in its work directory: runc gives it one apart from the images.
       this.#socketDir = p.container !== undefined ? join(this.#host, 'work') : img;
       mkdirSync(this.#socketDir, { recursive: true });
       this.#listenFd = listenForRestore(this.#socketDir);
       await FaultHandler.prestartThreads(2 * Math.max(1, p.tasks));
       this.state = 'prepared';
-      this.ch.send({ type: AgentType.PREPARED, migration: p.migration });
+      this.ch.send({ type: AgentType.PREPARED, migration: p.migration, ...(restoreGate ? { restoreGate } : {}) });
 
-      // Before the images: PINGs (a round trip timed), and with --copy-bundle the files changed since the first pass.
-      const before = [AgentType.IMAGES, AgentType.ABORT, AgentType.PING, AgentType.BUNDLE, AgentType.BUNDLE_END] as const;
+      // Before the images: PINGs (a round trip timed), with --copy-bundle the files changed since
+      // the first pass, and CHECKPOINT_HELD.
+      const before = [AgentType.IMAGES, AgentType.ABORT, AgentType.PING, AgentType.BUNDLE, AgentType.BUNDLE_END, AgentType.CHECKPOINT_HELD] as const;
       let images = await this.ch.next(before, p.timeoutMs);
       for (let steps = 0; images.type !== AgentType.IMAGES && images.type !== AgentType.ABORT; steps++) {
         if (steps >= 16) throw new PostcopyError('ERR_PROTOCOL', `${steps} messages, and no IMAGES`);
         if (images.type === AgentType.PING) this.ch.send({ type: AgentType.PONG });
-        else {
+        else if (images.type === AgentType.CHECKPOINT_HELD) {
+          if (!restoreGate || this.#restore) throw new PostcopyError('ERR_PROTOCOL', 'a CHECKPOINT_HELD that was not asked for');
+          writeFileSync(join(img, RUNC_DESCRIPTORS), checkDescriptors(images.descriptors));
+          await this.#startRestore(workDir, writeGate(this.#host, workDir), p.timeoutMs);
+          this.ch.send({ type: AgentType.RESTORE_HELD });
+        } else {
           if (!this.#copiedBundle) throw new PostcopyError('ERR_PROTOCOL', 'a bundle stream that was not asked for');
           await receiveBundle(this.ch, join(criuRootDir(), p.bundle!), true, p.timeoutMs, images);
         }
@@ -115,6 +121,9 @@ export class DestinationMigration {
       }
       if (images.type === AgentType.ABORT) throw new Aborted(images.reason);
       this.#t0 = performance.now();
+      // A source that held no checkpoint (it has no gate): `runc restore` starts now, in the downtime.
+      if (!this.#restore) await this.#startRestore(workDir, null, p.timeoutMs);
+      const restore = this.#restore!;
       if (this.#copiedBundle) this.#mark('bundle changes written (before the images)');
       unpackImages(Buffer.from(images.data.buffer, images.data.byteOffset, images.data.length), img);
       this.ctx.metrics.imageBytes.inc({ role: 'destination' }, images.data.length);
@@ -223,11 +232,29 @@ export class DestinationMigration {
     this.phases.push({ name, ms: round(performance.now() - this.#t0) });
   }
 
-  /** `criu restore --lazy-pages` (or `runc restore --lazy-pages` of a container), waiting for go. */
-  #restoreArgv(workDir: string): string[] {
+  /** Starts the restore (see #restoreArgv), and waits until it waits for go in a mount namespace of its own. */
+  async #startRestore(workDir: string, gate: string | null, timeoutMs: number): Promise<void> {
+    const restore = new LineChild('criu restore', this.#restoreArgv(workDir, gate));
+    this.#restore = restore;
+    const armed = await restore.next((l) => l === 'armed' || l.startsWith('restore exit'), timeoutMs);
+    if (armed !== 'armed') throw new PostcopyError('ERR_CRIU', `runc restore failed before its images came (${armed.slice(8)}): ${restore.stderr.split('\n').slice(-3).join(' ')}`);
+    this.#restoreNs = readlinkSync(`/proc/${restore.child.pid}/ns/mnt`);
+    if (this.#restoreNs === readlinkSync('/proc/self/ns/mnt')) throw new PostcopyError('ERR_CRIU', 'criu restore runs in this agent\'s mount namespace, not one of its own');
+  }
+
+  /**
+   * `criu restore --lazy-pages` (or `runc restore --lazy-pages` of a container), waiting for go. With
+   * a gate (runc's --criu), runc starts at once and its RESTORE waits for go (criu/criu-gate.ts).
+   */
+  #restoreArgv(workDir: string, gate: string | null): string[] {
     const p = this.prepare;
     if (p.container === undefined) return inCriuRoot(waitForGo(['criu', 'restore', '-D', `${workDir}/img`, '--lazy-pages', '-d', '--pidfile', `${workDir}/restored.pid`, '-o', 'restore.log']));
-    return inRuncRoot(this.ctx.name, waitForGo(runc(this.ctx.runcRoot, ['restore', '--lazy-pages', '-d', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, '--bundle', p.bundle!, '--pid-file', `${workDir}/restored.pid`, p.container])));
+    const args = ['restore', '--lazy-pages', '-d', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, '--bundle', p.bundle!, '--pid-file', `${workDir}/restored.pid`, p.container];
+    if (!gate) return inRuncRoot(this.ctx.name, waitForGo(runc(this.ctx.runcRoot, args)));
+    const command = runc(this.ctx.runcRoot, ['--criu', gate, ...args]).join(' ');
+    // No go (this agent died): runc ends before its RESTORE, and what it made of the container goes.
+    const onGiveUp = [`${runc(this.ctx.runcRoot, ['delete', '-f', p.container]).join(' ')} >/dev/null 2>&1`];
+    return inRuncRoot(this.ctx.name, ['/bin/bash', '-c', behindGate({ dir: workDir, request: GatedRequest.RESTORE, name: 'restore', command, end: ['wait $D; exit $?'], onGiveUp }).join('\n')]);
   }
 
   /** --copy-bundle: the first pass, into a bundle path that must not exist here yet. */
@@ -273,6 +300,22 @@ export class DestinationMigration {
     if (this.#copiedBundle) rmSync(join(criuRootDir(), this.prepare.bundle!), { recursive: true, force: true });
     return { clean, killed };
   }
+}
+
+/** What `runc checkpoint` writes beside the images, and `runc restore` reads before anything else. */
+const RUNC_DESCRIPTORS = 'descriptors.json';
+
+/** runc's descriptors.json, as CHECKPOINT_HELD brings it: a JSON array of strings (the init's stdio), small. */
+function checkDescriptors(text: string): string {
+  let ok = text.length <= 65_536;
+  try {
+    const v = ok ? (JSON.parse(text) as unknown) : null;
+    ok = Array.isArray(v) && v.every((x) => typeof x === 'string');
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new PostcopyError('ERR_PROTOCOL', `CHECKPOINT_HELD: descriptors is runc's descriptors.json (a JSON array of strings), not ${JSON.stringify(text.slice(0, 80))}`);
+  return text;
 }
 
 /** The source said ABORT: not a failure of ours. */

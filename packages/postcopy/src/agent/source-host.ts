@@ -5,7 +5,7 @@
 // at the end: before the release, a failure has the destination remove what it restored (ABORT)
 // before the frozen original is let go.
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { AgentType, type MessageOf } from '../protocol/agent.js';
@@ -21,7 +21,8 @@ import { lazyLayout, readDump } from '../criu/image.js';
 import { packImages } from '../criu/image-transfer.js';
 import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/migrate.js';
 import { criuRootDir } from '../criu/root.js';
-import { containerState, inRuncRoot, runc, type ContainerState } from '../criu/runc.js';
+import { checkpointBehindGate, gateUsable, writeGate } from '../criu/criu-gate.js';
+import { containerCgroup, containerState, inRuncRoot, runc, thawCgroupShell, thawContainer, type ContainerState } from '../criu/runc.js';
 import { dumpOnGo, failure, freePort, frozenTasks, inTaskMounts, readLog, round, Run, type MigrateError, type Running } from '../criu/run.js';
 import { sendBundle } from './bundle.js';
 import type { AgentMetrics } from './metrics.js';
@@ -116,9 +117,14 @@ export class SourceMigration {
     let pidfd: number;
     let pid: number;
     let container: ContainerState | null = null;
+    /** the container's cgroup: frozen on go, just before CRIU's DUMP (checkpointBehindGate) */
+    let cgroup: string | null = null;
     try {
       if ((r.pid === undefined) === (r.container === undefined)) throw new PostcopyError('ERR_INVALID_ARG', 'give a pid or a container, not both');
-      if (r.container !== undefined) container = await containerState(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, r.container);
+      if (r.container !== undefined) {
+        container = await containerState(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, r.container);
+        cgroup = containerCgroup(r.runcRoot ?? this.ctx.runcRoot, r.container);
+      }
       pid = container ? container.pid : r.pid!;
       if (r.copyBundle && !r.container) throw new PostcopyError('ERR_INVALID_ARG', '--copy-bundle goes with --container');
       pidfd = await checkOptions({ pid, workDir, criuPort, timeoutMs, checksums: r.checksums, push: r.push }, 'postcopy', timeoutMs, !!container);
@@ -158,17 +164,33 @@ export class SourceMigration {
         const bytes = await sendBundle(dest, join(criuRootDir(), container.bundle));
         this.#phase(`bundle sent (${bytes} bytes)`);
       }
-      await dest.next([AgentType.PREPARED], timeoutMs);
+      const prepared = await dest.next([AgentType.PREPARED], timeoutMs);
       // Half a round trip: the images' way to the destination, counted in the downtime.
       const oneWay = (await roundTrip(dest)) / 2;
       this.#phase('destination ready');
-      const dump = new LineChild('criu dump', container ? checkpointArgv(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, container.id, workDir, criuPort) : dumpArgv(pid, workDir, criuPort));
+      // A container's checkpoint starts now, its freeze held back at the gate (criu/criu-gate.ts).
+      let gate: string | null = null;
+      if (container && gateUsable()) {
+        mkdirSync(host, { recursive: true });
+        gate = writeGate(host, workDir);
+      }
+      const dump = new LineChild('criu dump', container ? checkpointArgv(this.ctx.name, r.runcRoot ?? this.ctx.runcRoot, container.id, workDir, criuPort, gate, cgroup) : dumpArgv(pid, workDir, criuPort));
       children.push(dump);
       run.dump = dump;
       // Threads start before the freeze, not in the downtime: a connection thread at each end of
       // each of a task's two connections (faults, push).
       await PageServer.prestartThreads(2 * treePids(pid).size);
-      await dump.next((l) => l === 'armed', timeoutMs);
+      const armed = await dump.next((l) => l === 'armed' || l.startsWith('dump exit'), timeoutMs);
+      if (armed !== 'armed') throw new PostcopyError('ERR_CRIU', `runc checkpoint failed before the freeze (${armed.slice(5)}): ${dump.stderr.split('\n').slice(-3).join(' ') || readLog(host, dumpLog)}`);
+      if (gate) {
+        this.#phase('checkpoint started, its freeze held');
+        // runc wrote descriptors.json before its DUMP: the destination's `runc restore` starts with it.
+        if (prepared.restoreGate) {
+          dest.send({ type: AgentType.CHECKPOINT_HELD, descriptors: readFileSync(join(host, 'img', 'descriptors.json'), 'utf8') });
+          await dest.next([AgentType.RESTORE_HELD], timeoutMs);
+          this.#phase('restore started, held until the images');
+        }
+      }
       run.guard();
       // The destination's end of the channel failing from here fails the migration at once.
       void dest.ended.then((err) => run.fail(err));
@@ -240,6 +262,8 @@ export class SourceMigration {
     } catch (err) {
       run.fail(err);
       const running = await this.#settle(run, ch, restoreSent, children, servers, log);
+      // The dump may have left the container's cgroup frozen (it was frozen on go): it runs again.
+      if (running === 'original' && cgroup && run.frozen && !(await thawContainer(this.ctx.name, cgroup))) log.error({ cgroup }, 'could not thaw the container\'s cgroup');
       throw failure(run.failed, running) as MigrateError;
     } finally {
       run.end();
@@ -322,18 +346,27 @@ function dumpArgv(pid: number, workDir: string, criuPort: number): string[] {
   return inTaskMounts(pid, dumpOnGo(workDir, ['img'], `criu dump -t ${pid} -D img --lazy-pages --address 127.0.0.1 --port ${criuPort} --status-fd 9 -o dump.log`, [orphanWatch()]));
 }
 
-/** `runc checkpoint --lazy-pages` of a container, waiting in the CRIU root for go: images in img, CRIU's logs in work. */
-function checkpointArgv(host: string, runcRoot: string, id: string, workDir: string, criuPort: number): string[] {
-  const checkpoint = runc(runcRoot, ['checkpoint', '--lazy-pages', '--page-server', `127.0.0.1:${criuPort}`, '--status-fd', '9', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, id]);
-  return inRuncRoot(host, ['/bin/bash', '-c', dumpOnGo(workDir, ['img', 'work'], checkpoint.join(' '), [orphanWatch()]).join('\n')]);
+/**
+ * `runc checkpoint --lazy-pages` of a container in the CRIU root: images in img, CRIU's logs in
+ * work. With a gate (runc's --criu, see criu/criu-gate.ts), runc starts now and its DUMP waits for
+ * go; without one, runc itself waits for go.
+ */
+function checkpointArgv(host: string, runcRoot: string, id: string, workDir: string, criuPort: number, gate: string | null, cgroup: string | null): string[] {
+  const args = ['checkpoint', '--lazy-pages', '--page-server', `127.0.0.1:${criuPort}`, '--status-fd', '9', '--image-path', `${workDir}/img`, '--work-path', `${workDir}/work`, id];
+  const lines = gate
+    ? checkpointBehindGate(workDir, ['img', 'work'], runc(runcRoot, ['--criu', gate, ...args]).join(' '), [orphanWatch(cgroup)], cgroup)
+    : dumpOnGo(workDir, ['img', 'work'], runc(runcRoot, args).join(' '), [orphanWatch()]);
+  return inRuncRoot(host, ['/bin/bash', '-c', lines.join('\n')]);
 }
 
 /**
  * If this agent dies during the migration, its dump must not keep the task frozen for ever: a
  * watcher in the dump's shell kills the shell's whole process group (CRIU with it, which lets the
  * task run again) once the agent is gone. It waits 2 s first, so that the destination, which has
- * lost the agent's connection too, has removed whatever it restored.
+ * lost the agent's connection too, has removed whatever it restored. A container's cgroup, which
+ * the dump's shell froze, is thawed first.
  */
-function orphanWatch(): string {
-  return `( while kill -0 ${process.pid} && kill -0 $D; do sleep 0.2; done 2>/dev/null; kill -0 $D 2>/dev/null || exit 0; sleep 2; kill -9 0 ) </dev/null >/dev/null 2>&1 &`;
+function orphanWatch(cgroup: string | null = null): string {
+  const thaw = cgroup ? `${thawCgroupShell(cgroup)}; ` : '';
+  return `( while kill -0 ${process.pid} && kill -0 $D; do sleep 0.2; done 2>/dev/null; kill -0 $D 2>/dev/null || exit 0; sleep 2; ${thaw}kill -9 0 ) </dev/null >/dev/null 2>&1 &`;
 }

@@ -84,6 +84,35 @@ export async function containerState(host: string, root: string, id: string): Pr
   return state;
 }
 
+/** The container's cgroup v2 directory as runc in the CRIU root sees it (its state.json there), or null. */
+export function containerCgroup(root: string, id: string): string | null {
+  try {
+    const state = JSON.parse(readFileSync(join(criuRootDir(), root, id, 'state.json'), 'utf8')) as { cgroup_paths?: Record<string, string> };
+    const path = state.cgroup_paths?.[''];
+    return path && PATH_IN_ROOT.test(path) && !path.split('/').includes('..') ? path : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Shell (in the CRIU root) that freezes cgroup `cg` and waits until the kernel says it is frozen,
+ * at most ~2 s; it fails (the cgroup thawed again) otherwise. CRIU freezes a running container's
+ * cgroup itself but, unless it froze at once, looks again only 100 ms later (criu/seize.c,
+ * step_ms); one frozen already it takes as it is. CRIU then holds the tasks by ptrace and thaws
+ * the cgroup; a dump that fails freezes it again (as CRIU found it), so the caller thaws it then.
+ */
+export const freezeCgroupShell = (cg: string) =>
+  `( echo 1 > ${cg}/cgroup.freeze || exit 1; i=0; until grep -qx 'frozen 1' ${cg}/cgroup.events; do i=$((i+1)); [ $i -lt 2000 ] || { ${thawCgroupShell(cg)}; exit 1; }; [ $i -lt 50 ] || sleep 0.001; done )`;
+
+export const thawCgroupShell = (cg: string) => `echo 0 > ${cg}/cgroup.freeze 2>/dev/null`;
+
+/** Thaws a container's cgroup (after a failed dump that left it frozen); false if that failed. */
+export async function thawContainer(host: string, cg: string, timeoutMs = 10_000): Promise<boolean> {
+  const argv = inRuncRoot(host, ['sh', '-c', thawCgroupShell(cg)]);
+  return new Promise((resolve) => execFile(argv[0], argv.slice(1), { timeout: timeoutMs }, (err) => resolve(!err)));
+}
+
 /** A bundle as runc in the CRIU root would use it: config.json and its root filesystem there. */
 export function checkBundle(bundle: string): void {
   checkPathInRoot('bundle', bundle);

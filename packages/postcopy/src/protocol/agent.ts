@@ -46,6 +46,8 @@ export enum AgentType {
   BUNDLE_END = 21,
   STATE_REQUEST = 22,
   STATE = 23,
+  CHECKPOINT_HELD = 24,
+  RESTORE_HELD = 25,
 }
 
 const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
@@ -64,8 +66,9 @@ const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
   [AgentType.RESULT]: { ok: 'bool', result: 'object?', code: 'string?', message: 'string?', running: 'string?' },
   // source agent -> destination agent: get ready to restore this migration's tasks (a container: its id and bundle path)
   [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', container: 'string?', bundle: 'string?', copyBundle: 'bool?', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
-  // destination -> source: `criu restore` waits, its handlers' threads are up
-  [AgentType.PREPARED]: { migration: 'string' },
+  // destination -> source: `criu restore` waits, its handlers' threads are up; restoreGate: a
+  // container's `runc restore` starts once CHECKPOINT_HELD brings runc's descriptors.json (criu/criu-gate.ts)
+  [AgentType.PREPARED]: { migration: 'string', restoreGate: 'bool?' },
   // source -> destination: where each task's pages are served (pid as the dump names it)
   [AgentType.RESTORE]: { sources: 'array' },
   // destination -> source: the restored tree runs (its root, as the destination sees it);
@@ -87,6 +90,11 @@ const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
   // source -> destination, --copy-bundle: the end of a tar stream of the bundle (BUNDLE frames carry
   // it, raw); delta: files changed since the first pass, sent during the downtime
   [AgentType.BUNDLE_END]: { bytes: 'uint', delta: 'bool' },
+  // source -> destination (after a PREPARED with restoreGate): `runc checkpoint` runs, its DUMP held
+  // before the freeze; descriptors: the descriptors.json it wrote, which `runc restore` reads first
+  [AgentType.CHECKPOINT_HELD]: { descriptors: 'string' },
+  // destination -> source: `runc restore` runs, its RESTORE held until the images are in
+  [AgentType.RESTORE_HELD]: {},
   // a planner -> an agent: this host's state, for `postcopy plan`
   [AgentType.STATE_REQUEST]: {},
   // its host class, and each running container's CPU (busy threads) and memory (GiB)
@@ -101,7 +109,7 @@ export interface Fields {
   [AgentType.PHASE]: { name: string; ms: number };
   [AgentType.RESULT]: { ok: boolean; result?: Record<string, unknown>; code?: string; message?: string; running?: string };
   [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; copyBundle?: boolean; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
-  [AgentType.PREPARED]: { migration: string };
+  [AgentType.PREPARED]: { migration: string; restoreGate?: boolean };
   [AgentType.IMAGES]: { data: Uint8Array };
   [AgentType.RESTORE]: { sources: { pid: number; endpoint: string }[] };
   [AgentType.RESTORED]: { restoredPid: number; restoreMs: number };
@@ -117,6 +125,8 @@ export interface Fields {
   [AgentType.BUNDLE_END]: { bytes: number; delta: boolean };
   [AgentType.STATE_REQUEST]: object;
   [AgentType.STATE]: { agent: string; hostClass: string; containers: { id: string; cpu: number; memGiB: number }[] };
+  [AgentType.CHECKPOINT_HELD]: { descriptors: string };
+  [AgentType.RESTORE_HELD]: object;
 }
 
 export type AgentMessage = { [T in AgentType]: { type: T } & Fields[T] }[AgentType];
