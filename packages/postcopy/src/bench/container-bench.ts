@@ -18,7 +18,7 @@ import { VethPair } from '../util/netns.js';
 import { containerStatus, makeBundle, removeContainer, startContainer } from './containers.js';
 import { migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
 import { inRoot } from './criu-bench.js';
-import { probeRedisGets, type RedisProbe } from './redis-probe.js';
+import { startProbeProcess } from './redis-probe.js';
 
 export type ContainerWorkload = 'memproc' | 'redis';
 export type ContainerMode = 'postcopy' | 'stock';
@@ -124,16 +124,21 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
             digest = (await inRoot([`redis-cli -s ${out}/redis.sock DEBUG POPULATE ${o.redisKeys} key 100 >/dev/null`, `redis-cli -s ${out}/redis.sock DEBUG DIGEST`])).at(-1) ?? '';
           }
           const before = workload === 'memproc' ? (await linesOf(join(host, 'out.txt'), () => true, 0)).length : 0;
-          let probe: RedisProbe | null = null;
-          const onRestored = () => {
-            if (workload === 'redis') probe = probeRedisGets(join(host, 'redis.sock'), o.redisKeys);
-          };
+          // The GET probe is a process of its own (what it measures is redis, not this process's
+          // event loop), ready before the freeze; it starts as the restored server runs.
+          const probe = workload === 'redis' ? await startProbeProcess(join(host, 'redis.sock'), o.redisKeys, 'uniform') : null;
+          const onRestored = () => probe?.go();
           let measured: { downtime_ms: number; all_present_ms: number; report?: Record<string, unknown> };
-          if (mode === 'postcopy') {
-            const result = await migrateThroughAgent(join(stateA, 'agent.sock'), { container: id, to: veth!.b.addr, timeoutMs: STEP_MS }, (name) => name === 'restored' && onRestored());
-            measured = { downtime_ms: result.downtime_ms, all_present_ms: result.all_present_ms, report: result as unknown as Record<string, unknown> };
-          } else measured = await stockMove(veth!, id, bundle, out, port++, onRestored);
-          const gets = probe ? await (probe as RedisProbe).stop() : null;
+          try {
+            if (mode === 'postcopy') {
+              const result = await migrateThroughAgent(join(stateA, 'agent.sock'), { container: id, to: veth!.b.addr, timeoutMs: STEP_MS }, (name) => name === 'restored' && onRestored());
+              measured = { downtime_ms: result.downtime_ms, all_present_ms: result.all_present_ms, report: result as unknown as Record<string, unknown> };
+            } else measured = await stockMove(veth!, id, bundle, out, port++, onRestored);
+          } catch (err) {
+            await probe?.stop().catch(() => null);
+            throw err;
+          }
+          const gets = probe ? await probe.stop() : null;
           // Where it runs now: on b alone.
           const onB = containerStatus(HOSTS.b, runcRoot(HOSTS.b), id)?.status === 'running';
           const onA = containerStatus(HOSTS.a, runcRoot(HOSTS.a), id) !== null;
