@@ -13,6 +13,7 @@ import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { startInRoot } from '../src/bench/criu-bench.js';
 import { ensureCriuRoot } from '../src/criu/root.js';
 import { LineChild } from '../src/util/child.js';
+import { GATE_HELD } from '../src/criu/criu-gate.js';
 import { VethPair } from '../src/util/netns.js';
 import { caps, need } from './helpers/caps.js';
 import { makeCerts, type TestCerts } from './helpers/certs.js';
@@ -422,6 +423,53 @@ describe('agents on two hosts', () => {
     } finally {
       if (original > 0) spawnSync('kill', ['-9', String(original)]);
       rmSync(join(ROOT, dir), { recursive: true, force: true });
+      rmSync(destRoot, { recursive: true, force: true });
+    }
+  });
+
+  onTwoHosts('the destination agent SIGKILLed once its runc restore waits at the gate: the container runs on at the source, never frozen, and nothing of it stays on the destination', async ({ a, b }) => {
+    const id = `pc-dstkill-${process.pid}`;
+    const bundle = `/var/lib/postcopy/bundles/${id}`;
+    const out = `/var/lib/postcopy/${id}-out`;
+    const runcA = '/var/lib/postcopy-agent/host-a/runc';
+    const runcB = '/var/lib/postcopy-agent/host-b/runc';
+    const destRoot = join(ROOT, 'var/lib/postcopy-agent/host-b');
+    try {
+      mkdirSync(join(ROOT, out), { recursive: true });
+      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 128 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
+      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
+      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
+      const original = containerStatus('host-a', runcA, id)!.pid;
+      // Killed as soon as its `runc restore` (started before the images) holds its RESTORE.
+      const killer = (async () => {
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          if (existsSync(destRoot) && readdirSync(destRoot).some((m) => existsSync(join(destRoot, m, GATE_HELD)))) {
+            b.agent.child.kill('SIGKILL');
+            return true;
+          }
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        return false;
+      })();
+      const { status, result } = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
+      assert.ok(await killer, 'the destination agent was killed while its restore waited');
+      assert.notEqual(status, 0);
+      assert.equal(result.running, 'original', JSON.stringify(result));
+      assert.equal(containerStatus('host-a', runcA, id)?.status, 'running', 'runc says the container runs at the source (not paused)');
+      assert.equal(['t', 'T'].includes(taskState(original)), false, 'its init is not left stopped');
+      const before = (await waitForLines(join(ROOT, out, 'out.txt'), () => true, 0)).length;
+      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check passes');
+      // The held `runc restore` lost its agent: it gave up and removed what it had made.
+      const deadline = Date.now() + 10_000;
+      while (containerStatus('host-b', runcB, id) !== null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(containerStatus('host-b', runcB, id), null, 'no container on the destination');
+    } finally {
+      removeContainer('host-a', runcA, id);
+      removeContainer('host-b', runcB, id);
+      rmSync(join(ROOT, bundle), { recursive: true, force: true });
+      rmSync(join(ROOT, out), { recursive: true, force: true });
       rmSync(destRoot, { recursive: true, force: true });
     }
   });
