@@ -20,7 +20,9 @@ import { migrationTables, summarizeMigrations, type Ratio, type SummaryRow } fro
 import { inRoot } from './criu-bench.js';
 import { startProbeProcess } from './redis-probe.js';
 
-export type ContainerWorkload = 'memproc' | 'redis';
+/** redis-zipf: the redis container, its GETs drawn from a Zipf distribution (s = 0.99), as a cache with a hot set */
+export type ContainerWorkload = 'memproc' | 'redis' | 'redis-zipf';
+export const CONTAINER_WORKLOADS: ContainerWorkload[] = ['memproc', 'redis', 'redis-zipf'];
 export type ContainerMode = 'postcopy' | 'stock';
 
 export interface ContainerBenchOptions {
@@ -76,7 +78,7 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
   if (!(Number.isInteger(o.runs) && o.runs >= 1)) throw new PostcopyError('ERR_INVALID_ARG', `--runs must be 1 or more, not ${o.runs}`);
   if (!(Number.isInteger(o.memprocMiB) && o.memprocMiB >= 1)) throw new PostcopyError('ERR_INVALID_ARG', `--memproc-mib must be 1 or more, not ${o.memprocMiB}`);
   if (!(Number.isInteger(o.redisKeys) && o.redisKeys >= 1)) throw new PostcopyError('ERR_INVALID_ARG', `--redis-keys must be 1 or more, not ${o.redisKeys}`);
-  for (const w of o.workloads) if (w !== 'memproc' && w !== 'redis') throw new PostcopyError('ERR_INVALID_ARG', `--workload: memproc or redis, not ${w}`);
+  for (const w of o.workloads) if (!CONTAINER_WORKLOADS.includes(w)) throw new PostcopyError('ERR_INVALID_ARG', `--workload: ${CONTAINER_WORKLOADS.join(', ')}, not ${w}`);
   ensureCriuRoot();
   const root = criuRootDir();
   const tag = `${process.pid}`;
@@ -126,7 +128,7 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
           const before = workload === 'memproc' ? (await linesOf(join(host, 'out.txt'), () => true, 0)).length : 0;
           // The GET probe is a process of its own (what it measures is redis, not this process's
           // event loop), ready before the freeze; it starts as the restored server runs.
-          const probe = workload === 'redis' ? await startProbeProcess(join(host, 'redis.sock'), o.redisKeys, 'uniform') : null;
+          const probe = workload !== 'memproc' ? await startProbeProcess(join(host, 'redis.sock'), o.redisKeys, workload === 'redis-zipf' ? 'zipf' : 'uniform') : null;
           const onRestored = () => probe?.go();
           let measured: { downtime_ms: number; all_present_ms: number; report?: Record<string, unknown> };
           try {

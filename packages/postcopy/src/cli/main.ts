@@ -568,7 +568,7 @@ program
   .option('--memproc-mib <n>', '--criu, --container: memproc size', int, 512)
   .option('--redis-keys <n>', '--criu, --container: redis keys', int, 1_000_000)
   .option('--runs <n>', '--criu, --container: runs per workload and mode', int, 3)
-  .option('--workload <list>', '--criu, --container: memproc, redis (comma list); --criu also redis-zipf (GETs from a Zipf distribution)', list(String, ['memproc', 'redis', 'redis-zipf']), ['memproc', 'redis'])
+  .option('--workload <list>', '--criu, --container: memproc, redis, redis-zipf (GETs from a Zipf distribution; comma list)', list(String, ['memproc', 'redis', 'redis-zipf']), ['memproc', 'redis'])
   .option('--working-set', '--criu: each postcopy run migrates twice, the second time pushing first what the first recorded')
   .addOption(new Option('--push-priority <p>', "--criu: postcopy's push threads at normal priority, nice 19, or SCHED_IDLE").choices(['normal', 'nice', 'idle']))
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
@@ -582,7 +582,6 @@ program
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
   .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: CriuWorkload[]; workingSet?: boolean; pushPriority?: PushPriority; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
     if ((o.workingSet || o.pushPriority) && !o.criu) throw invalid('--working-set and --push-priority go with --criu');
-    if (o.container && o.workload.includes('redis-zipf')) throw invalid('--workload redis-zipf goes with --criu');
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
