@@ -14,6 +14,7 @@ import { startInRoot } from '../src/bench/criu-bench.js';
 import { ensureCriuRoot } from '../src/criu/root.js';
 import { LineChild } from '../src/util/child.js';
 import { GATE_HELD } from '../src/criu/criu-gate.js';
+import { parseWorkingSet } from '../src/protocol/working-set.js';
 import { VethPair } from '../src/util/netns.js';
 import { caps, need } from './helpers/caps.js';
 import { makeCerts, type TestCerts } from './helpers/certs.js';
@@ -274,6 +275,45 @@ describe('agents on two hosts', () => {
       // least), and the container's share of it (it computes checksums: some CPU).
       assert.ok(metric(mb, 'postcopy_host_power_watts', { source: 'model' }) >= 67, 'host b draws what its class says');
       assert.ok(metric(mb, 'postcopy_container_power_watts', { container: id }) > 0, 'the container has its share of it');
+    } finally {
+      removeContainer('host-a', runcA, id);
+      removeContainer('host-b', runcB, id);
+      rmSync(join(ROOT, bundle), { recursive: true, force: true });
+      rmSync(join(ROOT, out), { recursive: true, force: true });
+    }
+  });
+
+  onTwoHosts('a container moved there and back: the agent it moved to keeps its working set, and the move back pushes those pages first', async ({ a, b }) => {
+    const id = `pc-ws-${process.pid}`;
+    const bundle = `/var/lib/postcopy/bundles/${id}`;
+    const out = `/var/lib/postcopy/${id}-out`;
+    const runcA = '/var/lib/postcopy-agent/host-a/runc';
+    const runcB = '/var/lib/postcopy-agent/host-b/runc';
+    const record = (stateDir: string) => join(stateDir, 'working-sets', `container-${id}.json`);
+    try {
+      mkdirSync(join(ROOT, out), { recursive: true });
+      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 64 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
+      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
+      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
+      const there = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
+      assert.equal(there.status, 0, JSON.stringify(there.result));
+      const first = there.result.working_set as { replayed: number; recorded: number };
+      assert.equal(first.replayed, 0, 'nothing to replay the first time');
+      assert.ok(first.recorded > 0, `the first move recorded the pages that faulted (${JSON.stringify(first)})`);
+      assert.ok(existsSync(record(b.stateDir)), 'host b keeps the record of the container that moved there');
+      const kept = parseWorkingSet(readFileSync(record(b.stateDir), 'utf8'));
+      assert.equal([...kept.tasks.values()].reduce((n, p) => n + p.length, 0), first.recorded);
+      const back = await migrateTo(b.stateDir, 0, veth!.a.addr, ['--container', id]);
+      assert.equal(back.status, 0, JSON.stringify(back.result));
+      const second = back.result.working_set as { replayed: number; recorded: number };
+      assert.equal(second.replayed, first.recorded, 'the move back pushed the recorded pages first');
+      assert.equal(existsSync(record(b.stateDir)), false, 'the record left host b with the container');
+      assert.ok(existsSync(record(a.stateDir)), 'host a keeps it now');
+      assert.equal(containerStatus('host-a', runcA, id)?.status, 'running');
+      assert.equal(containerStatus('host-b', runcB, id), null);
+      const before = (await waitForLines(join(ROOT, out, 'out.txt'), () => true, 0)).length;
+      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 2, 20_000);
+      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check passes, there and back');
     } finally {
       removeContainer('host-a', runcA, id);
       removeContainer('host-b', runcB, id);

@@ -19,6 +19,7 @@ import { AgentChannel } from '../transport/agent-channel.js';
 import { formatEndpoint, parseEndpoint, transportFor, UnixTransport, type Endpoint, type Listener, type TlsMaterial } from '../transport/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { DestinationMigration } from './destination-host.js';
+import { WorkingSetStore } from './working-sets.js';
 import { AgentMetrics } from './metrics.js';
 import { HostPower } from './energy.js';
 import { DEFAULT_CLASSES } from '../util/power-model.js';
@@ -76,12 +77,15 @@ export class Agent {
   #http: HttpServer | null = null;
   #sockets = new Set<Socket>();
   #log: Logger;
+  /** the working sets of the workloads that moved here (state dir/working-sets) */
+  #workingSets: WorkingSetStore;
   #endpoint!: Endpoint;
   #metricsEndpoint: Endpoint | null = null;
 
   private constructor(readonly o: AgentOptions) {
     this.name = o.name ?? hostname();
     this.#log = (o.logger ?? silentLogger).child({ agent: this.name });
+    this.#workingSets = new WorkingSetStore(join(o.stateDir, 'working-sets'), this.#log);
     // The host's power, and each container's share, sampled at each scrape of /metrics.
     const power = new HostPower(DEFAULT_CLASSES.find((c) => c.name === (o.hostClass ?? 'xeon-d-m510')) ?? null, o.powercap);
     if (power.available) this.metrics.reportPower(async () => power.sample(await containerLoads(this.name, this.runcRoot)));
@@ -185,7 +189,7 @@ export class Agent {
   }
 
   async #asSource(ch: AgentChannel, m: MessageOf<AgentType.MIGRATE>): Promise<void> {
-    const migration = new SourceMigration(m, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, connect: (to) => this.connect(to), metrics: this.metrics, logger: this.#log }, (name, ms) => {
+    const migration = new SourceMigration(m, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, connect: (to) => this.connect(to), metrics: this.metrics, logger: this.#log, workingSets: this.#workingSets }, (name, ms) => {
       if (!ch.closed) ch.send({ type: AgentType.PHASE, name, ms });
     });
     const record: MigrationRecord = { id: migration.id, role: 'source', peer: m.to, ...(m.pid !== undefined ? { pid: m.pid } : { container: m.container }), state: 'running', startedAt: new Date().toISOString(), phases: migration.phases, ...(m.forecast ? { forecast: m.forecast } : {}) };
@@ -218,7 +222,7 @@ export class Agent {
       ch.fail('ERR_INVALID_ARG', `migration ${prepare.migration} is known here already`);
       return;
     }
-    const migration = new DestinationMigration(prepare, ch, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, metrics: this.metrics, logger: this.#log });
+    const migration = new DestinationMigration(prepare, ch, { name: this.name, workRoot: this.workRoot, runcRoot: this.runcRoot, metrics: this.metrics, logger: this.#log, workingSets: this.#workingSets });
     const record: MigrationRecord = { id: migration.id, role: 'destination', peer: ch.peer, state: 'preparing', startedAt: new Date().toISOString(), ...(prepare.container !== undefined ? { container: prepare.container } : {}) };
     // GET /status sees the migration's state as it goes, not only at its end.
     Object.defineProperty(record, 'state', { get: () => migration.state, enumerable: true, configurable: true });

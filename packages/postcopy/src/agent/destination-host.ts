@@ -25,6 +25,8 @@ import { checkBundle, checkContainerId, checkPathInRoot, inRuncRoot, runc, runRu
 import { receiveBundle } from './bundle.js';
 import { ended, inMountNamespace, killAll, pokeSocket, readLog, round, waitForGo, withDescendants, within } from '../criu/run.js';
 import type { AgentMetrics } from './metrics.js';
+import { isWorkloadKey, parsePrepared, type WorkingSetStore } from './working-sets.js';
+import { mergeWorkingSets, type WorkingSet } from '../protocol/working-set.js';
 
 export interface DestinationContext {
   name: string;
@@ -33,6 +35,8 @@ export interface DestinationContext {
   runcRoot: string;
   metrics: AgentMetrics;
   logger: Logger;
+  /** where the working sets of the workloads that moved here are kept */
+  workingSets?: WorkingSetStore;
 }
 
 export type DestinationState = 'preparing' | 'prepared' | 'restoring' | 'running' | 'done' | 'committed' | 'aborted' | 'failed';
@@ -133,6 +137,9 @@ export class DestinationMigration {
       if (order.type === AgentType.ABORT) throw new Aborted(order.reason);
       this.#mark('restore ordered');
       const sources = new Map(order.sources.map((s) => [s.pid, parseEndpoint(s.endpoint)]));
+      // The workload's working set: the last move's, pushed first; this move's, recorded.
+      const workload = p.workload !== undefined && isWorkloadKey(p.workload) && this.ctx.workingSets ? p.workload : null;
+      const replay = workload ? parsePrepared(p.workingSet, log) : null;
       for (const t of dump.tasks) if (!sources.get(t.pid) || sources.get(t.pid)!.kind !== 'tcp') throw new PostcopyError('ERR_INVALID_ARG', `RESTORE names no tcp:// source for task ${t.pid} of the dump`);
       this.state = 'restoring';
       lazy = serveLazyPages({
@@ -143,6 +150,8 @@ export class DestinationMigration {
         pushBatch: p.pushBatch,
         pushWindow: p.pushWindow,
         checksums: p.checksums,
+        ...(replay?.pageSize === 4096 ? { workingSet: replay } : {}),
+        recordTouches: workload !== null,
         targetPid: treeMember(() => this.restoredPid || undefined),
         key,
         timeoutMs: p.timeoutMs,
@@ -192,12 +201,16 @@ export class DestinationMigration {
         this.ctx.metrics.pushed.inc(t.report.pushed);
         for (const r of [t.report, ...t.forked]) this.ctx.metrics.observeFaults(r.latency);
       }
-      this.report = { tasks, zombies: result.zombies, phases: this.phases };
+      const recorded: WorkingSet = { pageSize: 4096, tasks: new Map(result.tasks.map((t) => [t.pid, t.report.touched ?? []])) };
+      const workingSet = workload ? { replayed: sumPages(replay), recorded: sumPages(recorded) } : undefined;
+      this.report = { tasks, zombies: result.zombies, phases: this.phases, ...(workingSet ? { workingSet } : {}) };
       this.state = 'done';
       this.ch.send({ type: AgentType.DONE, complete, report: this.report });
       const end = await control;
       if (end.type === AgentType.ABORT) throw new Aborted(end.reason);
       this.state = 'committed';
+      // The workload lives here now: its record is kept for its next move.
+      if (workload) this.ctx.workingSets!.save(workload, mergeWorkingSets(replay, recorded));
       // The restored tree runs on its own: its images and the restore's logs go (a failure keeps them).
       rmSync(this.#host, { recursive: true, force: true });
       this.ch.send({ type: AgentType.COMMITTED });
@@ -301,6 +314,8 @@ export class DestinationMigration {
     return { clean, killed };
   }
 }
+
+const sumPages = (ws: WorkingSet | null) => (ws ? [...ws.tasks.values()].reduce((n, pages) => n + pages.length, 0) : 0);
 
 /** What `runc checkpoint` writes beside the images, and `runc restore` reads before anything else. */
 const RUNC_DESCRIPTORS = 'descriptors.json';

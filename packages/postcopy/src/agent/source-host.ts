@@ -26,6 +26,7 @@ import { containerCgroup, containerState, inRuncRoot, runc, thawCgroupShell, tha
 import { dumpOnGo, failure, freePort, frozenTasks, inTaskMounts, readLog, round, Run, type MigrateError, type Running } from '../criu/run.js';
 import { sendBundle } from './bundle.js';
 import type { AgentMetrics } from './metrics.js';
+import { formatForPrepare, workloadKey, type WorkingSetStore } from './working-sets.js';
 
 export interface SourceRequest {
   /** a process, running in the CRIU root */
@@ -52,6 +53,8 @@ export interface SourceContext {
   connect: (to: string) => Promise<AgentChannel>;
   metrics: AgentMetrics;
   logger: Logger;
+  /** where the working sets of the workloads that moved here are kept */
+  workingSets?: WorkingSetStore;
 }
 
 export interface RemoteMigrateResult {
@@ -70,6 +73,8 @@ export interface RemoteMigrateResult {
   fault_p99_us: number | null;
   tasks: number;
   forked: number;
+  /** the workload's working set: pages of its last move's record pushed first, and pages recorded in this one */
+  working_set: { replayed: number; recorded: number } | null;
   phases: { name: string; ms: number }[];
   /** the destination's steps, ms from the images' arrival there */
   destination_phases: { name: string; ms: number }[];
@@ -83,6 +88,7 @@ const DISCONNECT_WAIT_MS = 15_000;
 /** Summed and picked from the destination's DONE: what the report says of the pages. */
 interface DoneReport {
   phases?: { name: string; ms: number }[];
+  workingSet?: { replayed: number; recorded: number };
   tasks: { pid: number; pages: number; faulted: number; pushed: number; complete: boolean; exited: boolean; forked: number; p50Ns: number | null; p99Ns: number | null }[];
 }
 
@@ -139,6 +145,9 @@ export class SourceMigration {
     let ch: AgentChannel | null = null;
     let restoreSent = false;
     const key: PresharedKey = { keyId: this.id, key: randomBytes(32) };
+    // The workload's working set (its last move's record, if it came here by one) goes with it.
+    const workload = this.ctx.workingSets ? workloadKey({ container: container?.id, pid }) : null;
+    const workingSet = workload ? this.ctx.workingSets!.load(workload) : null;
     try {
       // The destination first: refused (a certificate, no CRIU, a bad request), nothing froze.
       ch = await this.ctx.connect(r.to);
@@ -156,6 +165,8 @@ export class SourceMigration {
         pushBatch: DEFAULT_PUSH_BATCH,
         pushWindow: DEFAULT_PUSH_WINDOW,
         timeoutMs,
+        ...(workload ? { workload } : {}),
+        ...(workingSet ? { workingSet: formatForPrepare(workingSet) } : {}),
       });
       // --copy-bundle: the first pass now, the container running; the changes since, in the downtime.
       let bundleSince = 0;
@@ -255,6 +266,8 @@ export class SourceMigration {
         // The restored tree has every page and the original is gone: it is the task now, whatever the channel says.
         log.warn({ err: (err as Error).message }, 'no COMMITTED from the destination');
       }
+      // The workload left: its record went with it (the destination keeps it now).
+      if (workload) this.ctx.workingSets!.remove(workload);
       const bytesSent = servers.reduce((n, s) => n + s.stats.bytesSent, 0);
       // Done: the images and CRIU's logs go (the ledger keeps the report); a failure keeps them for inspection.
       rmSync(host, { recursive: true, force: true });
@@ -327,6 +340,7 @@ function summarize(m: SourceMigration, to: string, restored: MessageOf<AgentType
     fault_p99_us: root?.p99Ns != null ? round(root.p99Ns / 1000) : null,
     tasks: report.tasks.length,
     forked: sum((t) => t.forked),
+    working_set: report.workingSet ?? null,
     phases: m.phases,
     destination_phases: report.phases ?? [],
   };

@@ -18,6 +18,7 @@ import type { TlsMaterial } from '../transport/tls.js';
 import type { PresharedKey } from '../protocol/auth.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { lazyLayout, readDump, type DumpImages } from './image.js';
+import type { WorkingSet } from '../protocol/working-set.js';
 import { readRestoreHandoff } from './restore-handoff.js';
 
 export const LAZY_PAGES_SOCKET = 'lazy-pages.socket';
@@ -56,6 +57,10 @@ export interface LazyPagesOptions {
   pushWindow?: number;
   /** a CRC32C with every page from a postcopy source (FaultHandler's default otherwise) */
   checksums?: boolean;
+  /** pages pushed first, per task (by its pid in the dump), after its command line's */
+  workingSet?: WorkingSet;
+  /** record the pages each task faults on while missing, in order (its report's `touched`) */
+  recordTouches?: boolean;
   /**
    * A handler started beforehand for a task of the dump (threads connected to its source, no uffd
    * yet), asked for once the restore has been told to start; undefined: one is started here.
@@ -182,7 +187,8 @@ export async function serveLazyPages(o: LazyPagesOptions): Promise<LazyPagesRepo
         mappings: regions.map((r) => ({ regionId: r.id, localStart: r.start, length: r.length })),
         pageSize: 4096,
         push: o.push ?? true,
-        pushFirst: argEnvPages(dump.mms.get(t.pid)!.argEnv),
+        pushFirst: [...argEnvPages(dump.mms.get(t.pid)!.argEnv), ...(o.workingSet?.tasks.get(t.pid) ?? [])],
+        recordTouches: o.recordTouches,
         readahead: o.readahead,
         pushBatch: o.pushBatch,
         pushWindow: o.pushWindow,

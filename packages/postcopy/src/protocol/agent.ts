@@ -65,7 +65,9 @@ const SCHEMAS: Record<Exclude<AgentType, RawType>, Schema> = {
   // agent -> CLI: the end; `result` on success, else code, message and which copy runs
   [AgentType.RESULT]: { ok: 'bool', result: 'object?', code: 'string?', message: 'string?', running: 'string?' },
   // source agent -> destination agent: get ready to restore this migration's tasks (a container: its id and bundle path)
-  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', container: 'string?', bundle: 'string?', copyBundle: 'bool?', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint' },
+  // workload: the key the destination keeps the workload's working set under (agent/working-sets.ts);
+  // workingSet: the record of its last move (protocol/working-set.ts, as JSON text), pushed first
+  [AgentType.PREPARE]: { migration: 'string', keyId: 'string', key: 'hex', tasks: 'uint', container: 'string?', bundle: 'string?', copyBundle: 'bool?', checksums: 'bool', push: 'bool', pushBatch: 'uint', pushWindow: 'uint', timeoutMs: 'uint', workload: 'string?', workingSet: 'string?' },
   // destination -> source: `criu restore` waits, its handlers' threads are up; restoreGate: a
   // container's `runc restore` starts once CHECKPOINT_HELD brings runc's descriptors.json (criu/criu-gate.ts)
   [AgentType.PREPARED]: { migration: 'string', restoreGate: 'bool?' },
@@ -108,7 +110,7 @@ export interface Fields {
   [AgentType.MIGRATE]: { pid?: number; container?: string; runcRoot?: string; copyBundle?: boolean; forecast?: { gainJ: number; costJ: number; threadW: number; nicJPerByte: number }; to: string; checksums?: boolean; push?: boolean; timeoutMs?: number };
   [AgentType.PHASE]: { name: string; ms: number };
   [AgentType.RESULT]: { ok: boolean; result?: Record<string, unknown>; code?: string; message?: string; running?: string };
-  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; copyBundle?: boolean; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number };
+  [AgentType.PREPARE]: { migration: string; keyId: string; key: string; tasks: number; container?: string; bundle?: string; copyBundle?: boolean; checksums: boolean; push: boolean; pushBatch: number; pushWindow: number; timeoutMs: number; workload?: string; workingSet?: string };
   [AgentType.PREPARED]: { migration: string; restoreGate?: boolean };
   [AgentType.IMAGES]: { data: Uint8Array };
   [AgentType.RESTORE]: { sources: { pid: number; endpoint: string }[] };

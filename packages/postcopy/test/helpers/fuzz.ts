@@ -158,7 +158,7 @@ export const agentMessageArb: fc.Arbitrary<AgentMessage> = fc.oneof(
   fc.record({ type: fc.constant(AgentType.MIGRATE as const), pid: nat, to: text, checksums: fc.boolean(), push: fc.boolean(), timeoutMs: nat }, { requiredKeys: ['type', 'pid', 'to'] }),
   fc.record({ type: fc.constant(AgentType.PHASE as const), name: text, ms: fc.double({ noNaN: true, noDefaultInfinity: true }) }),
   fc.record({ type: fc.constant(AgentType.RESULT as const), ok: fc.boolean(), result: fc.dictionary(text, fc.oneof(text, nat)), code: text, message: text, running: text }, { requiredKeys: ['type', 'ok'] }),
-  fc.record({ type: fc.constant(AgentType.PREPARE as const), migration: text, keyId: text, key: hex, tasks: nat, checksums: fc.boolean(), push: fc.boolean(), pushBatch: nat, pushWindow: nat, timeoutMs: nat }),
+  fc.record({ type: fc.constant(AgentType.PREPARE as const), migration: text, keyId: text, key: hex, tasks: nat, checksums: fc.boolean(), push: fc.boolean(), pushBatch: nat, pushWindow: nat, timeoutMs: nat, workload: text, workingSet: text }, { requiredKeys: ['type', 'migration', 'keyId', 'key', 'tasks', 'checksums', 'push', 'pushBatch', 'pushWindow', 'timeoutMs'] }),
   fc.record({ type: fc.constant(AgentType.PREPARED as const), migration: text, restoreGate: fc.boolean() }, { requiredKeys: ['type', 'migration'] }),
   fc.record({ type: fc.constant(AgentType.CHECKPOINT_HELD as const), descriptors: text }),
   fc.constant({ type: AgentType.RESTORE_HELD as const }),
