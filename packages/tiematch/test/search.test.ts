@@ -116,6 +116,9 @@ describe('exact search', () => {
     assert.ok(matched > 500, `${matched} matches`);
     assert.ok(found >= 0.999 * matched, `${found} of ${matched}`);
     assert.ok(approx.stats.screened < exact.stats.screened, `approx screens less (${approx.stats.screened} of ${exact.stats.screened})`);
+    // However the chunks fall to the threads, the same result (tiematch batch searches a pair on one).
+    const one = await nearestTwo(big.a.descriptors, big.b.descriptors, { threads: 1, mode: 'approx', chunk: 24 });
+    assert.deepEqual([one.d1, one.i1, one.d2, one.i2], [approx.d1, approx.i1, approx.d2, approx.i2]);
   });
 
   const aloe = new URL('../../../../shared/data/tiematch/aloe/', import.meta.url);

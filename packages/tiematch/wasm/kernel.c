@@ -448,6 +448,15 @@ static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, 
   }
 }
 
+// centre_distances for centre j alone: |c_j|^2 - 2 y.c_j.
+static inline int32_t centre_distance(const int32_t *pairs, const int K, const int16_t *centresIl, const int32_t *centreN,
+                                      int j) {
+  const int16_t *c = centresIl + (long)(j >> 2) * K * 4 + (j & 3) * 2;
+  int32_t dot = 0;
+  for (int p = 0; p < K / 2; p++) dot += (int16_t)(pairs[p] & 0xffff) * c[p * 8] + (int16_t)(pairs[p] >> 16) * c[p * 8 + 1];
+  return centreN[j] - 2 * dot;
+}
+
 static uint8_t planned[MAX_CLUSTERS];
 static int32_t tileDists[TILE_Q][MAX_CLUSTERS];
 static int32_t tileOrder[MAX_CLUSTERS];
@@ -502,6 +511,11 @@ static inline __attribute__((always_inline)) int plan_tile(Job *job, const int32
         order[count++] = nearJ[i];
       }
   }
+  if (twoLevel)
+    // A query measured only the clusters of its own nearest super-clusters: beyond() needs each
+    // query's distance to every cluster the tile scans, not one left from another tile.
+    for (int t = 0; t < TILE_Q; t++)
+      for (int i = 0; i < count; i++) dists[t][order[i]] = centre_distance(pairs[t], K, job->centres, job->centreN, order[i]);
   const int probed = count;
   if (job->exhaustive)
     for (int j = 0; j < c; j++)
