@@ -5,7 +5,7 @@
 // at the end: before the release, a failure has the destination remove what it restored (ABORT)
 // before the frozen original is let go.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostcopyError } from '../errors.js';
 import { AgentType, type MessageOf } from '../protocol/agent.js';
@@ -23,7 +23,7 @@ import { checkOptions, DEFAULT_PUSH_BATCH, DEFAULT_PUSH_WINDOW } from '../criu/m
 import { criuRootDir } from '../criu/root.js';
 import { checkpointBehindGate, gateUsable, writeGate } from '../criu/criu-gate.js';
 import { containerCgroup, containerState, inRuncRoot, runc, thawCgroupShell, thawContainer, type ContainerState } from '../criu/runc.js';
-import { dumpOnGo, failure, freePort, frozenTasks, inTaskMounts, readLog, round, Run, type MigrateError, type Running } from '../criu/run.js';
+import { dumpOnGo, failure, freePort, frozenTasks, inTaskMounts, readLog, readText, round, Run, type MigrateError, type Running } from '../criu/run.js';
 import { sendBundle } from './bundle.js';
 import type { AgentMetrics } from './metrics.js';
 import { formatForPrepare, workloadKey, type WorkingSetStore } from './working-sets.js';
@@ -192,12 +192,14 @@ export class SourceMigration {
       // each of a task's two connections (faults, push).
       await PageServer.prestartThreads(2 * treePids(pid).size);
       const armed = await dump.next((l) => l === 'armed' || l.startsWith('dump exit'), timeoutMs);
-      if (armed !== 'armed') throw new PostcopyError('ERR_CRIU', `runc checkpoint failed before the freeze (${armed.slice(5)}): ${dump.stderr.split('\n').slice(-3).join(' ') || readLog(host, dumpLog)}`);
+      if (armed !== 'armed') throw new PostcopyError('ERR_CRIU', `the dump failed before the freeze (${armed.slice(5)}): ${dump.stderr.split('\n').slice(-3).join(' ') || readLog(host, dumpLog)}`);
       if (gate) {
         this.#phase('checkpoint started, its freeze held');
-        // runc wrote descriptors.json before its DUMP: the destination's `runc restore` starts with it.
-        if (prepared.restoreGate) {
-          dest.send({ type: AgentType.CHECKPOINT_HELD, descriptors: readFileSync(join(host, 'img', 'descriptors.json'), 'utf8') });
+        // runc wrote descriptors.json before its DUMP: the destination's `runc restore` starts with
+        // it. (Without it, the destination starts its restore once the images are there.)
+        const descriptors = prepared.restoreGate ? readText(join(host, 'img', 'descriptors.json')) : '';
+        if (descriptors) {
+          dest.send({ type: AgentType.CHECKPOINT_HELD, descriptors });
           await dest.next([AgentType.RESTORE_HELD], timeoutMs);
           this.#phase('restore started, held until the images');
         }

@@ -16,7 +16,7 @@ import { criuRootDir, ensureCriuRoot, inCriuRoot, withPipeSize } from '../criu/r
 import { LineChild, nodeModuleArgv } from '../util/child.js';
 import { VethPair } from '../util/netns.js';
 import { containerStatus, makeBundle, removeContainer, startContainer } from './containers.js';
-import { migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
+import { median, migrationTables, summarizeMigrations, type Ratio, type SummaryRow } from './migration-summary.js';
 import { inRoot } from './criu-bench.js';
 import { startProbeProcess } from './redis-probe.js';
 
@@ -30,6 +30,11 @@ export interface ContainerBenchOptions {
   redisKeys: number;
   runs: number;
   workloads: ContainerWorkload[];
+  /**
+   * postcopy: move the container there and back, the second move (b to a) pushing first what the
+   * first recorded (the working set host b's agent kept); the run's figures are the second's
+   */
+  workingSet?: boolean;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -46,13 +51,18 @@ export interface ContainerRun {
   get_during_postcopy: { n: number; p50_us: number; p99_us: number; errors: number } | null;
   /** postcopy: the agent's report */
   report?: Record<string, unknown>;
+  /** --working-set, postcopy: the first move, which recorded what the run's (second) one replayed */
+  first_migration?: { downtime_ms: number; all_present_ms: number; faulted: number };
+  /** --working-set: pages the second move pushed first */
+  working_set_pages?: number;
 }
 
 export interface ContainerBenchResult {
   options: Omit<ContainerBenchOptions, 'onProgress'>;
   runs: ContainerRun[];
   summary: SummaryRow<ContainerMode>[];
-  ratios: Ratio[];
+  /** with --working-set, faults_replay: the second move's faults over the first's (medians) */
+  ratios: (Ratio & { faults_replay?: number })[];
 }
 
 const HOSTS = { a: 'bench-a', b: 'bench-b' } as const;
@@ -96,7 +106,6 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
   try {
     veth = VethPair.create(`pck${process.pid % 100000}`, '10.237.0');
     const cli = nodeModuleArgv(import.meta.url, '../cli/main');
-    const stateA = join(tmp, 'state-a');
     for (const end of ['a', 'b'] as const) {
       const agent = new LineChild(`agent ${end}`, [...veth.exec(end), ...cli, 'agent', '--listen', `tcp://${veth[end].addr}:${AGENT_PORT}`, '--key-file', keyFile, '--state-dir', join(tmp, `state-${end}`), '--name', HOSTS[end], '--json']);
       agents.push(agent);
@@ -128,12 +137,27 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
           const before = workload === 'memproc' ? (await linesOf(join(host, 'out.txt'), () => true, 0)).length : 0;
           // The GET probe is a process of its own (what it measures is redis, not this process's
           // event loop), ready before the freeze; it starts as the restored server runs.
-          const probe = workload !== 'memproc' ? await startProbeProcess(join(host, 'redis.sock'), o.redisKeys, workload === 'redis-zipf' ? 'zipf' : 'uniform') : null;
+          const startProbe = () => (workload !== 'memproc' ? startProbeProcess(join(host, 'redis.sock'), o.redisKeys, workload === 'redis-zipf' ? 'zipf' : 'uniform') : Promise.resolve(null));
+          const probe = await startProbe();
           const onRestored = () => probe?.go();
           let measured: { downtime_ms: number; all_present_ms: number; report?: Record<string, unknown> };
+          let first: ContainerRun['first_migration'];
+          // Where the container ends: b, or back on a after a move there and back.
+          const home = mode === 'postcopy' && o.workingSet ? 'a' : 'b';
           try {
             if (mode === 'postcopy') {
-              const result = await migrateThroughAgent(join(stateA, 'agent.sock'), { container: id, to: veth!.b.addr, timeoutMs: STEP_MS }, (name) => name === 'restored' && onRestored());
+              const move = (from: 'a' | 'b', to: 'a' | 'b', onPhase: (name: string) => void) => migrateThroughAgent(join(tmp, `state-${from}`, 'agent.sock'), { container: id, to: veth![to].addr, timeoutMs: STEP_MS }, onPhase);
+              if (o.workingSet) {
+                // The move there with GETs of its own, as the move back has: their faults are what is recorded.
+                const firstProbe = await startProbe();
+                try {
+                  const there = await move('a', 'b', (name) => name === 'restored' && firstProbe?.go());
+                  first = { downtime_ms: there.downtime_ms, all_present_ms: there.all_present_ms, faulted: there.faulted };
+                } finally {
+                  await firstProbe?.stop().catch(() => null);
+                }
+              }
+              const result = await move(o.workingSet ? 'b' : 'a', home, (name) => name === 'restored' && onRestored());
               measured = { downtime_ms: result.downtime_ms, all_present_ms: result.all_present_ms, report: result as unknown as Record<string, unknown> };
             } else measured = await stockMove(veth!, id, bundle, out, port++, onRestored);
           } catch (err) {
@@ -141,11 +165,12 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
             throw err;
           }
           const gets = probe ? await probe.stop() : null;
-          // Where it runs now: on b alone.
-          const onB = containerStatus(HOSTS.b, runcRoot(HOSTS.b), id)?.status === 'running';
-          const onA = containerStatus(HOSTS.a, runcRoot(HOSTS.a), id) !== null;
-          let verified = onB && !onA;
-          let detail = `runc: ${onB ? 'running on b' : 'not running on b'}, ${onA ? 'still on a' : 'gone from a'}`;
+          // Where it runs now: at home alone.
+          const away = home === 'a' ? 'b' : 'a';
+          const atHome = containerStatus(HOSTS[home], runcRoot(HOSTS[home]), id)?.status === 'running';
+          const elsewhere = containerStatus(HOSTS[away], runcRoot(HOSTS[away]), id) !== null;
+          let verified = atHome && !elsewhere;
+          let detail = `runc: ${atHome ? `running on ${home}` : `not running on ${home}`}, ${elsewhere ? `still on ${away}` : `gone from ${away}`}`;
           if (workload === 'memproc') {
             const lines = await linesOf(join(host, 'out.txt'), (l) => l.length >= before + 2, 20_000);
             const bad = lines.filter((l) => !l.startsWith('ok ')).length;
@@ -156,7 +181,8 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
             verified &&= after === digest && digest.length > 0;
             detail += `; digest ${after} (before ${digest})`;
           }
-          runs.push({ workload, mode, downtime_ms: round(measured.downtime_ms), all_present_ms: round(measured.all_present_ms), verified, detail, get_during_postcopy: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors }, ...(measured.report ? { report: measured.report } : {}) });
+          const replayed = (measured.report?.working_set as { replayed?: number } | null | undefined)?.replayed;
+          runs.push({ workload, mode, downtime_ms: round(measured.downtime_ms), all_present_ms: round(measured.all_present_ms), verified, detail, get_during_postcopy: gets && { n: gets.n, p50_us: gets.p50, p99_us: gets.p99, errors: gets.errors }, ...(measured.report ? { report: measured.report } : {}), ...(first ? { first_migration: first, working_set_pages: replayed ?? 0 } : {}) });
         } finally {
           removeContainer(HOSTS.a, runcRoot(HOSTS.a), id);
           removeContainer(HOSTS.b, runcRoot(HOSTS.b), id);
@@ -173,6 +199,11 @@ export async function runContainerBench(o: ContainerBenchOptions): Promise<Conta
   }
   o.onProgress?.(plan.length, plan.length, 'done');
   const { summary, ratios } = summarizeMigrations<ContainerMode>(o.workloads, runs);
+  for (const r of ratios as ContainerBenchResult['ratios']) {
+    const moved = runs.filter((x) => x.workload === r.workload && x.first_migration);
+    const faulted = (x: ContainerRun) => (x.report?.faulted as number | undefined) ?? 0;
+    if (moved.length) r.faults_replay = Math.round((median(moved.map(faulted)) / Math.max(1, median(moved.map((x) => x.first_migration!.faulted)))) * 100) / 100;
+  }
   const { onProgress: _omit, ...options } = o;
   return { options, runs, summary, ratios };
 }
@@ -224,9 +255,26 @@ async function stockMove(veth: VethPair, id: string, bundle: string, out: string
 export function formatContainerReport(r: ContainerBenchResult): string {
   return [
     `A runc container moved between two hosts (network namespaces joined by a veth pair): stock runc lazy migration against postcopy's agents, medians of ${r.options.runs} runs each (memproc ${r.options.memprocMiB} MiB, redis ${r.options.redisKeys} keys).`,
-    'Downtime: the checkpoint starts (the container freezes) -> it runs on the destination. All present: the freeze -> every lazy page on the destination.',
+    'Downtime: stock, from the start of runc checkpoint; postcopy, from the freeze (runc started before, its DUMP held at the criu gate); both to the container running on the destination. All present: the same start -> every lazy page on the destination.',
     'Stock: runc checkpoint --lazy-pages --page-server, the images copied (cp), criu lazy-pages, runc restore --lazy-pages. postcopy: migrate --container --to, TCP with a CRC32C with every page.',
     '',
     ...migrationTables(r.summary, r.ratios),
+    ...(r.options.workingSet ? ['', ...replayTable(r)] : []),
   ].join('\n');
+}
+
+/** --working-set: each postcopy run's two moves, a -> b (recording) and b -> a (replaying). */
+function replayTable(r: ContainerBenchResult): string[] {
+  const rows = r.ratios.map((x) => {
+    const runs = r.runs.filter((y) => y.workload === x.workload && y.first_migration);
+    const m = (f: (y: ContainerRun) => number) => (runs.length ? median(runs.map(f)) : '–');
+    return `| ${x.workload} | ${m((y) => y.first_migration!.faulted)} | ${m((y) => (y.report?.faulted as number) ?? 0)} | ${x.faults_replay ?? '–'}× | ${m((y) => y.working_set_pages ?? 0)} | ${m((y) => y.first_migration!.all_present_ms)} / ${m((y) => y.all_present_ms)} |`;
+  });
+  return [
+    'postcopy with --working-set: the move there records the pages the tasks fault on (host b keeps them); the move back pushes them first.',
+    '',
+    '| workload | faults, there | faults, back | faults_replay | pages replayed | all present ms, there / back |',
+    '|---|---|---|---|---|---|',
+    ...rows,
+  ];
 }

@@ -32,7 +32,7 @@ import { formatSimulation, parseTrace, powerPlotSpec, simulate } from '../plan/s
 import { formatReport } from '../bench/report.js';
 import { formatCriuReport, runCriuBench, type CriuBenchResult, type CriuWorkload } from '../bench/criu-bench.js';
 import { formatLoadReport, runLoad, type LoadResult } from '../bench/load.js';
-import { formatContainerReport, runContainerBench, type ContainerBenchResult } from '../bench/container-bench.js';
+import { formatContainerReport, runContainerBench, type ContainerBenchResult, type ContainerWorkload } from '../bench/container-bench.js';
 import { isName } from '../protocol/schema.js';
 import { formatCliEvent, type CliCommand, type CliEventName, type CliEvents } from '../protocol/cli-events.js';
 import { checkContainerId, checkPathInRoot } from '../criu/runc.js';
@@ -569,7 +569,7 @@ program
   .option('--redis-keys <n>', '--criu, --container: redis keys', int, 1_000_000)
   .option('--runs <n>', '--criu, --container: runs per workload and mode', int, 3)
   .option('--workload <list>', '--criu, --container: memproc, redis, redis-zipf (GETs from a Zipf distribution; comma list)', list(String, ['memproc', 'redis', 'redis-zipf']), ['memproc', 'redis'])
-  .option('--working-set', '--criu: each postcopy run migrates twice, the second time pushing first what the first recorded')
+  .option('--working-set', '--criu, --container: each postcopy run migrates twice (a container there and back), the second time pushing first what the first recorded')
   .addOption(new Option('--push-priority <p>', "--criu: postcopy's push threads at normal priority, nice 19, or SCHED_IDLE").choices(['normal', 'nice', 'idle']))
   .option('--push-batch <pages>', "--criu: postcopy's pages per background request (migrate's default otherwise)", int)
   .option('--push-window <n>', "--criu: postcopy's background requests in flight", int)
@@ -581,7 +581,8 @@ program
   .option('--json', 'print every figure as JSON instead of the tables')
   .option('--plot <file>', 'write a bar chart, FILE.svg or FILE.png')
   .action(async (o: { trials: number; warmup: number; faults: number; pageSize: number[]; transport: BenchTransport[]; link: Link[]; mtu: number[]; placement: Placement; json?: boolean; plot?: string; criu?: boolean; container?: boolean; memprocMib: number; redisKeys: number; runs: number; workload: CriuWorkload[]; workingSet?: boolean; pushPriority?: PushPriority; pushBatch?: number; pushWindow?: number; checksums?: boolean; warmUp?: boolean; idleBefore?: number; load?: number; loadMib: number }) => {
-    if ((o.workingSet || o.pushPriority) && !o.criu) throw invalid('--working-set and --push-priority go with --criu');
+    if (o.workingSet && !o.criu && !o.container) throw invalid('--working-set goes with --criu or --container');
+    if (o.pushPriority && !o.criu) throw invalid('--push-priority goes with --criu');
     const bar = stepBar();
     if (o.load !== undefined) {
       let r: LoadResult;
@@ -597,7 +598,7 @@ program
     if (o.container) {
       let r: ContainerBenchResult;
       try {
-        r = await runContainerBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload as ('memproc' | 'redis')[], onProgress: bar?.update });
+        r = await runContainerBench({ memprocMiB: o.memprocMib, redisKeys: o.redisKeys, runs: o.runs, workloads: o.workload as ContainerWorkload[], workingSet: o.workingSet, onProgress: bar?.update });
       } finally {
         bar?.stop();
       }
