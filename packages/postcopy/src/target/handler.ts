@@ -78,6 +78,13 @@ export interface FaultHandlerOptions {
   singleThread?: boolean;
   /** for a fork child: its pid, once found among its parent's children (undefined: not found); its targetPid then */
   forkPid?: Promise<number | undefined>;
+  /**
+   * A fork child's handler: when its task exits before every page came, it tells the source DONE
+   * (nothing it lacks will be read), not ABORT. A source counts a served connection's ABORT only
+   * once a connection accepted after it said DONE: a storm's last child that exited early would
+   * otherwise hold the source's completion for ever.
+   */
+  forkChild?: boolean;
   /** pages already present, nonzero (a forked child starts with what it surely has: presentAtFork) */
   initialPresent?: Uint8Array[];
   /** where the pages are (a forked child starts from its parent's map at the fork) */
@@ -345,6 +352,7 @@ export class FaultHandler extends EventEmitter {
       key: o.key,
       checksums: o.checksums ?? true,
       awaitPushBytes: o.awaitPushBytes ?? 0,
+      exitIsDone: !!o.forkChild,
       pushOrder: { first, onlyFirst: !push },
       recordTouches: o.recordTouches,
       pushPriority: o.pushPriority === undefined ? undefined : checkPushPriority(o.pushPriority),
@@ -576,7 +584,7 @@ export class FaultHandler extends EventEmitter {
     const { uffd: _parent, targetPid: _pid, keeperSocket: _keeper, ...rest } = this.#options;
     // No keeper of its own: spawning one forks this whole process (all its threads' memory) once
     // per fork, and in a storm of forks that stalled the event loop for seconds (malloc's fork lock).
-    const child = FaultHandler.start({ ...rest, uffd, singleThread: true, keeper: false, initialPresent: present, initialMap: map, forkPid: parent ? found : undefined });
+    const child = FaultHandler.start({ ...rest, uffd, singleThread: true, keeper: false, initialPresent: present, initialMap: map, forkPid: parent ? found : undefined, forkChild: true });
     this.#children.push(child);
     child.then(
       (h) => this.emit('child', h),

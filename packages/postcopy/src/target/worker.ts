@@ -62,6 +62,8 @@ export interface WorkerConfig {
   key?: PresharedKey;
   /** ask for, and check, a CRC32C with every page */
   checksums: boolean;
+  /** a fork child's handler: its task's exit ends it with BYE DONE (FaultHandlerOptions.forkChild) */
+  exitIsDone?: boolean;
 }
 
 export type WorkerMessage =
@@ -698,7 +700,7 @@ function main(): void {
     const e = err as PostcopyError;
     const remote = err instanceof RemoteError ? { remoteCode: err.remoteCode, remoteMessage: err.remoteMessage } : {};
     post({ type: 'fatal', code: e.code ?? 'ERR_UFFD', message: e.message, ...remote });
-    channel?.bye(ByeReason.ABORT);
+    channel?.bye(config.exitIsDone && e.code === 'ERR_TARGET_GONE' ? ByeReason.DONE : ByeReason.ABORT);
   } finally {
     channel?.close();
     post({ type: 'stopped', latency, touched });
