@@ -56,27 +56,35 @@ export function checkAnnInput(points1: Keypoints, ratio: number, what1 = 'file1'
 
 export function matchNeighbours(points1: Keypoints, points2: Keypoints, neighbours: Pick<NeighbourResult, 'd1' | 'i1' | 'd2'>, ratio: number, filter: boolean): PairMatches {
   const t0 = performance.now();
-  const i1: number[] = [];
-  const i2: number[] = [];
+  const all1 = new Int32Array(points2.count);
+  const all2 = new Int32Array(points2.count);
+  let ratioMatches = 0;
   for (let q = 0; q < points2.count; q++) {
     const nn = neighbours.i1[q];
     if (points2.type[q] === points1.type[nn] && ratioTest(neighbours.d1[q], neighbours.d2[q], ratio)) {
-      i1.push(nn);
-      i2.push(q);
+      all1[ratioMatches] = nn;
+      all2[ratioMatches++] = q;
     }
   }
-  const ratioMatches = i1.length;
-  let index1 = Int32Array.from(i1);
-  let index2 = Int32Array.from(i2);
+  let index1 = all1.slice(0, ratioMatches);
+  let index2 = all2.slice(0, ratioMatches);
   if (filter) {
-    const kept = neighbourFilter(
-      Float64Array.from(index1, (i) => points1.x[i]),
-      Float64Array.from(index1, (i) => points1.y[i]),
-      Float64Array.from(index2, (i) => points2.x[i]),
-      Float64Array.from(index2, (i) => points2.y[i]),
-    );
-    index1 = Int32Array.from(kept, (k) => index1[k]);
-    index2 = Int32Array.from(kept, (k) => index2[k]);
+    const x1 = new Float64Array(ratioMatches), y1 = new Float64Array(ratioMatches);
+    const x2 = new Float64Array(ratioMatches), y2 = new Float64Array(ratioMatches);
+    for (let m = 0; m < ratioMatches; m++) {
+      x1[m] = points1.x[index1[m]];
+      y1[m] = points1.y[index1[m]];
+      x2[m] = points2.x[index2[m]];
+      y2[m] = points2.y[index2[m]];
+    }
+    const kept = neighbourFilter(x1, y1, x2, y2);
+    const k1 = new Int32Array(kept.length), k2 = new Int32Array(kept.length);
+    for (let m = 0; m < kept.length; m++) {
+      k1[m] = index1[kept[m]];
+      k2[m] = index2[kept[m]];
+    }
+    index1 = k1;
+    index2 = k2;
   }
   const coordinates = new Float64Array(index1.length * 4);
   for (let m = 0; m < index1.length; m++) {

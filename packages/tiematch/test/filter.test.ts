@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { annMatch, neighbourFilterPass, syntheticPair } from '../src/index.js';
+import { annMatch, neighbourFilter, neighbourFilterPass, syntheticPair } from '../src/index.js';
 
 /** MICMAC's neighbourFilter written plainly: sort everything, 9 slots, count A in B, > 4.5. */
 function plainPass(x1: number[], y1: number[], x2: number[], y2: number[]): number[] {
@@ -35,6 +35,44 @@ describe('neighbour filter', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('two passes: the second, which searches again only where the first removed a neighbour, equals a plain second pass', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 40 }), fc.integer({ min: -3, max: 3 }), fc.integer({ min: -3, max: 3 }), fc.boolean()), { minLength: 10, maxLength: 150 }), (pts) => {
+        // Some matches jump far in image 2: the first pass removes them, and others lose a neighbour.
+        const x1 = pts.map((p) => p[0]);
+        const y1 = pts.map((p) => p[1]);
+        const x2 = pts.map((p) => p[0] + (p[4] ? p[2] * 9 : p[2]));
+        const y2 = pts.map((p) => p[1] + (p[4] ? p[3] * 9 : p[3]));
+        const first = plainPass(x1, y1, x2, y2);
+        const second = plainPass(...([x1, y1, x2, y2].map((v) => first.map((i) => v[i])) as [number[], number[], number[], number[]])).map((i) => first[i]);
+        const got = Array.from(neighbourFilter(Float64Array.from(x1), Float64Array.from(y1), Float64Array.from(x2), Float64Array.from(y2)));
+        assert.deepEqual(got, second);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('matches a plain reading on real-valued, clustered coordinates (the grid\'s own cells and rings)', () => {
+    // Dense clumps and a sparse field, as keypoints fall: rings beyond the first are searched.
+    let seed = 11;
+    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const x1: number[] = [], y1: number[] = [], x2: number[] = [], y2: number[] = [];
+    for (let i = 0; i < 600; i++) {
+      const clump = i % 3 === 0;
+      const x = clump ? 100 + rnd() * 5 : rnd() * 1000;
+      const y = clump ? 200 + rnd() * 5 : rnd() * 700;
+      x1.push(x);
+      y1.push(y);
+      const wrong = rnd() < 0.1;
+      x2.push(wrong ? rnd() * 1000 : x * 0.9 + 13.25);
+      y2.push(wrong ? rnd() * 700 : y * 0.9 - 4.5);
+    }
+    const first = plainPass(x1, y1, x2, y2);
+    const second = plainPass(...([x1, y1, x2, y2].map((v) => first.map((i) => v[i])) as [number[], number[], number[], number[]])).map((i) => first[i]);
+    assert.ok(first.length < 600 && second.length > 400, `${first.length}, ${second.length}`);
+    assert.deepEqual(Array.from(neighbourFilter(Float64Array.from(x1), Float64Array.from(y1), Float64Array.from(x2), Float64Array.from(y2))), second);
   });
 
   it('keeps consistent matches and drops scattered ones', async () => {
