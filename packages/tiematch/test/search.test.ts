@@ -87,6 +87,14 @@ describe('exact search', () => {
     assert.ok(approx.stats.survivors <= exact.stats.survivors);
   });
 
+  it('approx mode searches cluster by cluster within a chunk: for a given chunk, 1 or 2 threads give the same result', async () => {
+    for (const chunk of [undefined, 100]) {
+      const one = await nearestTwo(a.descriptors, b.descriptors, { threads: 1, mode: 'approx', chunk });
+      const two = await nearestTwo(a.descriptors, b.descriptors, { threads: 2, mode: 'approx', chunk });
+      assert.deepEqual([two.d1, two.i1, two.d2, two.i2], [one.d1, one.i1, one.d2, one.i2], `chunk ${chunk ?? 'default'}`);
+    }
+  });
+
   it('approx mode probing every cluster with the full screen is exact; fewer probes screen fewer pairs', async () => {
     const exact = await nearestTwo(a.descriptors, b.descriptors, { threads: 2 });
     const every = await nearestTwo(a.descriptors, b.descriptors, { threads: 2, mode: 'approx', alpha: 1, probes: 64 });

@@ -343,6 +343,7 @@ typedef struct {
   int32_t qpairs[TILE_Q][16];
   int32_t hr[TILE_Q];    // the first screen's bound on |y_q - y_b|^2 (hv + |y_q|^2)
   int32_t qext[TILE_Q][EXT / 2]; // projections [K, K+EXT), packed as qpairs
+  int32_t q[TILE_Q];     // each lane's query: a tile's are q0 .. q0 + 3, a cluster's group any
   int32_t survivors, screened;
 } TileState;
 
@@ -366,9 +367,9 @@ static inline void retighten(Job *job, TileState *st, int t, int q) {
 }
 
 // The slow path: a lane passed the first screen. Second screen on EXT more dims, then exact.
-static __attribute__((noinline)) void survivors_of(Job *job, TileState *st, int K, int q0, int slot0, v128_t v0,
-                                                   v128_t v1, int t, uint32_t mask) {
-  const int q = q0 + t;
+static __attribute__((noinline)) void survivors_of(Job *job, TileState *st, int K, int slot0, v128_t v0, v128_t v1,
+                                                   int t, uint32_t mask) {
+  const int q = st->q[t];
   const int32_t d2before = st->best[t].d2, d1before = st->best[t].d1;
   // Second screen, the 8 lanes at once: add the EXT dims' share (interleaved as the first K).
   const v128_t *e0 = (const v128_t *)(job->baseExt + (long)(slot0 / 4) * (EXT / 2) * 8), *e1 = e0 + EXT / 2;
@@ -400,9 +401,12 @@ static __attribute__((noinline)) void survivors_of(Job *job, TileState *st, int 
   if (st->best[t].d2 != d2before || st->best[t].d1 != d1before) retighten(job, st, t, q);
 }
 
-static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, int q0, int fromSlot, int toSlot,
-                                                        const int K) {
+static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, int fromSlot, int toSlot, const int K) {
   const int P2 = K / 2;
+  // The queries' pairs splatted once (survivors_of does not change them; the compiler cannot know).
+  v128_t sq[TILE_Q][16];
+  for (int t = 0; t < TILE_Q; t++)
+    for (int p = 0; p < P2; p++) sq[t][p] = wasm_i32x4_splat(st->qpairs[t][p]);
   for (int slot = fromSlot; slot < toSlot; slot += 8) {
     const int blk = slot / 4;
     const v128_t *b0 = (const v128_t *)(job->baseIl + (long)blk * P2 * 8);
@@ -412,16 +416,16 @@ static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, 
     for (int p = 0; p < P2; p++) {
       v128_t x0 = wasm_v128_load(b0 + p), x1 = wasm_v128_load(b1 + p);
       v128_t s;
-      s = wasm_i32x4_splat(st->qpairs[0][p]);
+      s = sq[0][p];
       a00 = wasm_i32x4_add(a00, wasm_i32x4_dot_i16x8(x0, s));
       a01 = wasm_i32x4_add(a01, wasm_i32x4_dot_i16x8(x1, s));
-      s = wasm_i32x4_splat(st->qpairs[1][p]);
+      s = sq[1][p];
       a10 = wasm_i32x4_add(a10, wasm_i32x4_dot_i16x8(x0, s));
       a11 = wasm_i32x4_add(a11, wasm_i32x4_dot_i16x8(x1, s));
-      s = wasm_i32x4_splat(st->qpairs[2][p]);
+      s = sq[2][p];
       a20 = wasm_i32x4_add(a20, wasm_i32x4_dot_i16x8(x0, s));
       a21 = wasm_i32x4_add(a21, wasm_i32x4_dot_i16x8(x1, s));
-      s = wasm_i32x4_splat(st->qpairs[3][p]);
+      s = sq[3][p];
       a30 = wasm_i32x4_add(a30, wasm_i32x4_dot_i16x8(x0, s));
       a31 = wasm_i32x4_add(a31, wasm_i32x4_dot_i16x8(x1, s));
     }
@@ -441,10 +445,10 @@ static inline __attribute__((always_inline)) void scan(Job *job, TileState *st, 
     uint32_t k1 = wasm_i32x4_bitmask(m10) | (wasm_i32x4_bitmask(m11) << 4);
     uint32_t k2 = wasm_i32x4_bitmask(m20) | (wasm_i32x4_bitmask(m21) << 4);
     uint32_t k3 = wasm_i32x4_bitmask(m30) | (wasm_i32x4_bitmask(m31) << 4);
-    if (k0) survivors_of(job, st, K, q0, slot, v00, v01, 0, k0);
-    if (k1) survivors_of(job, st, K, q0, slot, v10, v11, 1, k1);
-    if (k2) survivors_of(job, st, K, q0, slot, v20, v21, 2, k2);
-    if (k3) survivors_of(job, st, K, q0, slot, v30, v31, 3, k3);
+    if (k0) survivors_of(job, st, K, slot, v00, v01, 0, k0);
+    if (k1) survivors_of(job, st, K, slot, v10, v11, 1, k1);
+    if (k2) survivors_of(job, st, K, slot, v20, v21, 2, k2);
+    if (k3) survivors_of(job, st, K, slot, v30, v31, 3, k3);
   }
 }
 
@@ -478,17 +482,19 @@ static inline void keep_nearest(int32_t *nearD, int32_t *nearJ, int *m, int P, i
 static int32_t candJ[MAX_CLUSTERS];
 // The last query's P-th nearest centre as a true squared distance (|y|^2 added back); < 0: none.
 static double guessTrue = -1;
-// How far past the last query's P-th nearest the guess for the next reaches (1.1-1.35 within 5%).
-#define GUESS_REACH 1.2
+// How far past the last query's P-th nearest the guess for the next reaches, then a wider second
+// guess: about 31 centres offered a query, and 1 query in 120 offers them all.
+#define GUESS_REACH 1.3
+#define GUESS_REACH_AGAIN 2.0
 
 // The P smallest (d, j) of dist[0, c) (padded to 4 with INT32_MAX), sorted, as keep_nearest over
 // every j in turn gives them. Only the d within a guess (from the previous query: neighbours in the
 // search order are alike) are offered: when at least P are, the P smallest are among them, offered
-// in the same order, so the result is the same; else every d is.
+// in the same order, so the result is the same; else a wider guess, then every d.
 static inline int nearest_clusters(const int32_t *dist, int c, int P, int32_t qn, int32_t *nearD, int32_t *nearJ) {
   int m = 0;
-  if (guessTrue >= 0) {
-    const double gd = guessTrue * GUESS_REACH - (double)qn;
+  for (int attempt = 0; attempt < 2 && guessTrue >= 0 && m < P; attempt++) {
+    const double gd = guessTrue * (attempt ? GUESS_REACH_AGAIN : GUESS_REACH) - (double)qn;
     const int32_t g = gd >= 2147483646.0 ? 2147483646 : gd <= -2147483647.0 ? -2147483647 : (int32_t)gd;
     const v128_t gv = wasm_i32x4_splat(g);
     int n = 0;
@@ -576,19 +582,31 @@ static inline int beyond(const Job *job, const TileState *st, int q0, int real, 
   return 1;
 }
 
-static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, const int K) {
+// A tile of queries q0 .. q0 + 3, nothing found yet.
+static inline void tile_start(const Job *job, TileState *st, int q0, const int K) {
   const int KE = K + EXT;
-  TileState st;
-  st.survivors = st.screened = 0;
+  st->survivors = st->screened = 0;
   for (int t = 0; t < TILE_Q; t++) {
-    st.best[t].d1 = st.best[t].d2 = INT32_MAX;
-    st.best[t].i1 = st.best[t].i2 = INT32_MAX;
-    pack_pairs(job->qProj + (long)(q0 + t) * KE, K, st.qpairs[t]);
-    pack_pairs(job->qProj + (long)(q0 + t) * KE + K, EXT, st.qext[t]);
-    st.hv[t] = wasm_i32x4_splat(INT32_MAX);
-    st.h2[t] = INT32_MAX;
-    st.hr[t] = INT32_MAX;
+    st->q[t] = q0 + t;
+    st->best[t].d1 = st->best[t].d2 = INT32_MAX;
+    st->best[t].i1 = st->best[t].i2 = INT32_MAX;
+    pack_pairs(job->qProj + (long)(q0 + t) * KE, K, st->qpairs[t]);
+    pack_pairs(job->qProj + (long)(q0 + t) * KE + K, EXT, st->qext[t]);
+    st->hv[t] = wasm_i32x4_splat(INT32_MAX);
+    st->h2[t] = INT32_MAX;
+    st->hr[t] = INT32_MAX;
   }
+}
+
+static inline void write_best(Job *job, int q, Best2 b) {
+  if (b.i1 == INT32_MAX) b.i1 = -1;
+  if (b.i2 == INT32_MAX) b.i2 = -1;
+  job->out[q] = b;
+}
+
+static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, const int K) {
+  TileState st;
+  tile_start(job, &st, q0, K);
   // Each query's nearest clusters first (a tight bound early prunes the rest), the first query's
   // in order of distance; then, in exact mode, every other cluster.
   int32_t *order = tileOrder;
@@ -597,16 +615,129 @@ static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, 
   const int real = job->nq - q0 < TILE_Q ? job->nq - q0 : TILE_Q;
   for (int i = 0; i < count; i++)
     if (!beyond(job, &st, q0, real, (const int32_t(*)[MAX_CLUSTERS])dists, order[i]))
-      scan(job, &st, q0, job->clusterStart[order[i]], job->clusterStart[order[i] + 1], K);
+      scan(job, &st, job->clusterStart[order[i]], job->clusterStart[order[i] + 1], K);
   for (int t = 0; t < TILE_Q; t++)
-    if (q0 + t < job->nq) {
-      Best2 b = st.best[t];
-      if (b.i1 == INT32_MAX) b.i1 = -1;
-      if (b.i2 == INT32_MAX) b.i2 = -1;
-      job->out[q0 + t] = b;
-    }
+    if (q0 + t < job->nq) write_best(job, q0 + t, st.best[t]);
   job->survivors += st.survivors;
   job->screened += st.screened;
+}
+
+// Approx mode, one level of clusters: every query scans its P nearest clusters and, in tiles of 4,
+// scanning clusters another query asked for costs as much as its own (4 queries' probes make a
+// union of about 28 clusters for 16 each). So a run of queries is searched cluster by cluster:
+// - first, tiles of 4 queries (in search order, so mostly of one nearest cluster) scan their
+//   nearest clusters, for a tight bound early;
+// - then each other cluster the run asked for is scanned once, with the queries that asked for it,
+//   4 at a time (each query's state kept between), clusters in order of the best rank any query
+//   gave them.
+// A query's result depends on its run (which clusters its tile shares first, and the order): runs
+// are the kernel's chunks, cut the same way however the chunks are shared out.
+#define RUN_Q 256
+
+// A query's lane of a TileState, kept between the groups it is scanned in.
+typedef struct {
+  Best2 best;
+  v128_t hv;
+  int32_t h2, hr;
+  int32_t qpairs[16];
+  int32_t qext[EXT / 2];
+} Lane;
+
+static Lane lanes[RUN_Q];
+static int32_t probeJ[RUN_Q][MAX_PROBES];
+static int32_t probeM[RUN_Q];
+static int32_t firstScanned[RUN_Q][TILE_Q]; // what the query's tile scanned first (-1: nothing)
+static int32_t runCount[MAX_CLUSTERS], runStart[MAX_CLUSTERS];
+static int32_t runQueries[RUN_Q * MAX_PROBES], runClusters[RUN_Q * MAX_PROBES];
+
+static inline void lane_save(const TileState *st, int t, Lane *l) {
+  l->best = st->best[t];
+  l->hv = st->hv[t];
+  l->h2 = st->h2[t];
+  l->hr = st->hr[t];
+  for (int p = 0; p < 16; p++) l->qpairs[p] = st->qpairs[t][p];
+  for (int p = 0; p < EXT / 2; p++) l->qext[p] = st->qext[t][p];
+}
+
+static inline void lane_load(TileState *st, int t, const Lane *l, int q) {
+  st->q[t] = q;
+  st->best[t] = l->best;
+  st->hv[t] = l->hv;
+  st->h2[t] = l->h2;
+  st->hr[t] = l->hr;
+  for (int p = 0; p < 16; p++) st->qpairs[t][p] = l->qpairs[p];
+  for (int p = 0; p < EXT / 2; p++) st->qext[t][p] = l->qext[p];
+}
+
+// Whether query r of the run still has cluster j to scan (its tile did not scan it first).
+static inline int left_to_scan(int r, int j) {
+  for (int i = 0; i < TILE_Q; i++)
+    if (firstScanned[r][i] == j) return 0;
+  return 1;
+}
+
+static inline __attribute__((always_inline)) void search_run(Job *job, int from, int n, const int K) {
+  const int c = job->nClusters, P = job->probes < c ? job->probes : c;
+  int32_t survivors = 0, screened = 0;
+  for (int r0 = 0; r0 < n; r0 += TILE_Q) {
+    TileState st;
+    tile_start(job, &st, from + r0, K);
+    int first[TILE_Q], nFirst = 0;
+    for (int t = 0; t < TILE_Q; t++) {
+      int32_t nearD[MAX_PROBES];
+      centre_distances(st.qpairs[t], K, job->centres, job->centreN, (c + 3) & ~3, tileDists[0]);
+      probeM[r0 + t] = nearest_clusters(tileDists[0], c, P, job->qProjN[from + r0 + t], nearD, probeJ[r0 + t]);
+      const int h = probeJ[r0 + t][0];
+      int seen = 0;
+      for (int i = 0; i < nFirst; i++) seen |= first[i] == h;
+      if (!seen) first[nFirst++] = h;
+    }
+    for (int i = 0; i < nFirst; i++) scan(job, &st, job->clusterStart[first[i]], job->clusterStart[first[i] + 1], K);
+    for (int t = 0; t < TILE_Q && r0 + t < n; t++) {
+      lane_save(&st, t, &lanes[r0 + t]);
+      for (int i = 0; i < TILE_Q; i++) firstScanned[r0 + t][i] = i < nFirst ? first[i] : -1;
+    }
+    survivors += st.survivors;
+    screened += st.screened;
+  }
+  // Each cluster's queries, clusters in order of their best rank.
+  int nClusters = 0;
+  for (int rank = 1; rank < P; rank++)
+    for (int r = 0; r < n; r++)
+      if (rank < probeM[r] && left_to_scan(r, probeJ[r][rank]) && runCount[probeJ[r][rank]]++ == 0)
+        runClusters[nClusters++] = probeJ[r][rank];
+  for (int i = 0, at = 0; i < nClusters; i++) {
+    runStart[runClusters[i]] = at;
+    at += runCount[runClusters[i]];
+    runCount[runClusters[i]] = 0;
+  }
+  for (int r = 0; r < n; r++)
+    for (int rank = 1; rank < probeM[r]; rank++) {
+      const int j = probeJ[r][rank];
+      if (left_to_scan(r, j)) runQueries[runStart[j] + runCount[j]++] = r;
+    }
+  for (int i = 0; i < nClusters; i++) {
+    const int j = runClusters[i], count = runCount[j];
+    const int32_t *rs = runQueries + runStart[j];
+    runCount[j] = 0;
+    for (int g = 0; g < count; g += TILE_Q) {
+      // A group of fewer than 4 repeats its last query; only the real lanes are kept.
+      const int real = count - g < TILE_Q ? count - g : TILE_Q;
+      TileState st;
+      st.survivors = st.screened = 0;
+      for (int t = 0; t < TILE_Q; t++) {
+        const int r = rs[g + (t < real ? t : real - 1)];
+        lane_load(&st, t, &lanes[r], from + r);
+      }
+      scan(job, &st, job->clusterStart[j], job->clusterStart[j + 1], K);
+      for (int t = 0; t < real; t++) lane_save(&st, t, &lanes[rs[g + t]]);
+      survivors += st.survivors;
+      screened += st.screened;
+    }
+  }
+  for (int r = 0; r < n; r++) write_best(job, from + r, lanes[r].best);
+  job->survivors += survivors;
+  job->screened += screened;
 }
 
 // Queries must be padded to a multiple of TILE_Q (extra rows are searched and not written);
@@ -616,7 +747,11 @@ static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, 
     job->survivors = 0;                                                             \
     job->screened = 0;                                                              \
     guessTrue = -1;                                                                 \
-    for (int q0 = 0; q0 < job->nq; q0 += TILE_Q) search_tile(job, q0, KK);         \
+    if (!job->exhaustive && job->nSupers == 0)                                      \
+      for (int f = 0; f < job->nq; f += RUN_Q)                                      \
+        search_run(job, f, job->nq - f < RUN_Q ? job->nq - f : RUN_Q, KK);          \
+    else                                                                            \
+      for (int q0 = 0; q0 < job->nq; q0 += TILE_Q) search_tile(job, q0, KK);       \
     return job->survivors;                                                          \
   }
 DEFINE_SEARCH(8)

@@ -19,7 +19,12 @@ export interface SearchOptions {
   alpha?: number;
   /** Approx mode: how many clusters nearest each query are searched (exact mode searches all). */
   probes?: number;
-  /** Queries per kernel call: short calls let V8 tier the kernel up early. */
+  /**
+   * Queries per kernel call (default 64 exact, 256 approx): short calls let V8 tier the kernel up
+   * early. In approx mode the kernel searches each call's queries cluster by cluster, and a
+   * query's result depends on its chunk: the same chunk gives the same result however the chunks
+   * are shared out (threads, tiematch batch).
+   */
   chunk?: number;
   /**
    * The ratio test the result is for (ratioTest in ann.ts): the search then stops looking for a
@@ -45,6 +50,9 @@ export const APPROX_PROBES = 16;
 /** Exact mode: each query's few nearest clusters first, for an early tight bound. */
 const EXACT_FIRST_PROBES = 2;
 export const DEFAULT_K = 8;
+const EXACT_CHUNK = 64;
+/** Approx: runs of 256 queries fill the kernel's groups of 4 a cluster better than 64 (8% faster). */
+const APPROX_CHUNK = 256;
 
 /** The options nearestTwo and tiematch batch search with, defaults filled and checked. */
 export interface ResolvedSearch {
@@ -64,7 +72,7 @@ export function resolveSearch(options: SearchOptions): ResolvedSearch {
   const alpha = mode === 'exact' ? 1 : (options.alpha ?? APPROX_ALPHA);
   if (!(alpha > 0 && alpha <= 1)) throw new TiematchError('ERR_INVALID_ARG', `alpha ${alpha}: must be in (0, 1]`);
   // A multiple of 4: tiles of 4 queries then fall alike however the chunks are shared out.
-  const chunk = Math.max(4, Math.ceil((options.chunk ?? 64) / 4) * 4);
+  const chunk = Math.max(4, Math.ceil((options.chunk ?? (mode === 'approx' ? APPROX_CHUNK : EXACT_CHUNK)) / 4) * 4);
   const probes = mode === 'exact' ? EXACT_FIRST_PROBES : Math.floor(options.probes ?? APPROX_PROBES);
   if (!(probes >= 1 && probes <= 64)) throw new TiematchError('ERR_INVALID_ARG', `probes ${options.probes}: must be in [1, 64]`);
   return { mode, threads, k, alpha, chunk, probes };
