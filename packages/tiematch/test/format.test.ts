@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { formatG, parseKeypoints, parseResult, serializeKeypoints, serializeResult, syntheticPair, TiematchError, type Keypoints } from '../src/index.js';
 import { tempDir } from './helpers/data.js';
+import { pointsText, textResultOf } from '../src/format/result.js';
 
 function assertSamePoints(got: Keypoints, want: Keypoints, f32: boolean): void {
   assert.equal(got.count, want.count);
@@ -122,6 +123,21 @@ describe('result files', () => {
     } finally {
       cleanup();
     }
+  });
+
+  it('a v0 result from texts made once per point (tiematch batch) is the bytes of the per-value one', () => {
+    const coordinate = fc.oneof(fc.double({ noNaN: true, noDefaultInfinity: true }), fc.double({ min: -1, max: 8000, noNaN: true }), fc.integer({ min: -5, max: 5000 }).map((v) => v / 4));
+    fc.assert(
+      fc.property(fc.array(fc.tuple(coordinate, coordinate), { minLength: 1, maxLength: 40 }), fc.array(fc.tuple(coordinate, coordinate), { minLength: 1, maxLength: 40 }), fc.array(fc.tuple(fc.nat(), fc.nat()), { maxLength: 60 }), (p1, p2, links) => {
+        const index1 = Int32Array.from(links, (l) => l[0] % p1.length);
+        const index2 = Int32Array.from(links, (l) => l[1] % p2.length);
+        const coordinates = new Float64Array(links.length * 4);
+        links.forEach((_, m) => coordinates.set([...p1[index1[m]], ...p2[index2[m]]], m * 4));
+        const text = (p: [number, number][]) => pointsText(Float64Array.from(p, (v) => v[0]), Float64Array.from(p, (v) => v[1]), (n) => new SharedArrayBuffer(n));
+        assert.deepEqual(Buffer.from(textResultOf(index1, index2, text(p1), text(p2))), Buffer.from(serializeResult(coordinates, false)));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('v0 is text "x1 y1 x2 y2" lines; v1 is the versioned header, u32 count, f64s', () => {

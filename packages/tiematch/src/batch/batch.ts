@@ -7,7 +7,7 @@ import { DEFAULT_RATIO } from '../ann.js';
 import { TiematchError } from '../errors.js';
 import { readKeypointFile } from '../files.js';
 import type { Keypoints } from '../format/dat.js';
-import { parseResult } from '../format/result.js';
+import { parseResult, pointsText, type PointsText } from '../format/result.js';
 import { resolveSearch, type SearchMode } from '../engine/search.js';
 import { LruCache } from './lru.js';
 import { groupByIndex, keypointPath, parseSelection, projectImages, resultPath, selectPairs, shardPairs, type Pair } from './pairs.js';
@@ -52,7 +52,7 @@ export interface BatchSummary {
   reads: number;
   index_builds: number;
   mulscale: { first_pass_pairs: number; points: number; kept: number } | null;
-  /** Summed over the threads, except read (the main thread) and wall. */
+  /** Summed over the threads, except read (the main thread: keypoints read, their coordinates formatted for v0 results) and wall. */
   time_ms: { read: number; index: number; search: number; filter: number; write: number; wall: number };
   errors: PairError[];
 }
@@ -104,11 +104,23 @@ export function largestScales(k: Keypoints, n: number): Keypoints {
 /** Each image's keypoints, read once while they fit; a file that fails keeps its error. */
 class KeypointStore {
   private readonly cache: LruCache<Keypoints>;
+  /** Each image's "x y" texts for v0 results, made once (kept with the keypoints' budget). */
+  private readonly texts: LruCache<PointsText>;
   private readonly failed = new Map<string, TiematchError>();
   reads = 0;
   readMs = 0;
   constructor(private readonly dir: string, budget: number, private readonly lowPoints: number) {
-    this.cache = new LruCache(budget);
+    this.cache = new LruCache(budget * 0.8);
+    this.texts = new LruCache(budget * 0.2);
+  }
+  text(image: string, points: Keypoints): PointsText {
+    const hit = this.texts.get(image);
+    if (hit) return hit;
+    const t = performance.now();
+    const value = pointsText(points.x, points.y, (n) => new SharedArrayBuffer(n));
+    this.texts.set(image, value, value.bytes.byteLength + value.at.byteLength);
+    this.readMs += performance.now() - t;
+    return value;
   }
   get(image: string, low: boolean, why: string): Keypoints {
     const key = `${low ? 'low' : 'full'}:${image}`;
@@ -206,7 +218,7 @@ export async function runBatch(dir: string, o: BatchOptions = {}): Promise<Batch
     summary.errors.push({ a: p.a, b: p.b, code: (e as { code?: string }).code ?? 'ERR_WORKER', message: (e as Error).message });
   };
 
-  const data: BatchWorkerData = { search, ratio, filter: o.filter ?? true, newFormat, indexBudget: (memory / 2 / search.threads) * 0.9, textBudget: (memory / 2 / search.threads) * 0.1 };
+  const data: BatchWorkerData = { search, ratio, filter: o.filter ?? true, newFormat, indexBudget: memory / 2 / search.threads };
   // The compiled worker, also when this file runs from src/ under tsx (workers do not inherit loaders).
   const workerUrl = new URL('../../dist/batch/worker.js', import.meta.url);
   const workers = Array.from({ length: Math.max(1, Math.min(search.threads, pairs.length)) }, () => new Worker(workerUrl, { workerData: data }));
@@ -255,8 +267,9 @@ export async function runBatch(dir: string, o: BatchOptions = {}): Promise<Batch
             continue;
           }
           const out = low ? undefined : resultPath(dir, pair);
+          const texts = out && !newFormat ? { textA: store.text(pair.a, pointsA), textB: store.text(pair.b, pointsB) } : {};
           inFlight.push(
-            send(w, { key: `${low ? 'low' : 'full'}:${pair.a}`, a: pair.a, b: pair.b, pointsA, pointsB, out }).then((r) => {
+            send(w, { key: `${low ? 'low' : 'full'}:${pair.a}`, a: pair.a, b: pair.b, pointsA, pointsB, out, ...texts }).then((r) => {
               if (r.type === 'failed') return fail(pair, new TiematchError(r.code as never, r.message));
               summary.index_builds += r.indexBuilt ? 1 : 0;
               for (const stage of ['index', 'search', 'filter', 'write'] as const) summary.time_ms[stage] += r.ms[stage];

@@ -1,4 +1,5 @@
 import type { Keypoints } from '../format/dat.js';
+import type { PointsText } from '../format/result.js';
 import type { ResolvedSearch } from '../engine/search.js';
 
 /** What every pair of a batch is matched with: `tiematch ann`'s options. */
@@ -9,8 +10,6 @@ export interface BatchWorkerData {
   newFormat: boolean;
   /** Bytes of indexes this thread keeps (least recently used first out). */
   indexBudget: number;
-  /** Bytes of coordinate text (.result v0) this thread keeps. */
-  textBudget: number;
 }
 
 export interface PairTask {
@@ -25,6 +24,9 @@ export interface PairTask {
   pointsB: Keypoints;
   /** Where the .result goes; none: count the matches only (MulScale's first pass). */
   out?: string;
+  /** v0 results: each image's "x y" texts, made once by the main thread, in shared memory. */
+  textA?: PointsText;
+  textB?: PointsText;
 }
 
 export type BatchReply =

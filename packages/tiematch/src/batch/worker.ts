@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { checkAnnInput, matchNeighbours } from '../ann.js';
 import { TiematchError } from '../errors.js';
 import { writeResultBytes, writeResultFile } from '../files.js';
-import { formatG, textResult } from '../format/result.js';
+import { textResultOf } from '../format/result.js';
 import { buildIndex, prepareQueries, type QueryLayout } from '../engine/layout.js';
 import { unpermute } from '../engine/search.js';
 import { KernelSearch } from '../engine/thread-search.js';
@@ -36,45 +36,14 @@ function indexOf(task: PairTask): { held: HeldIndex; built: boolean } {
   return { held, built: true };
 }
 
-/**
- * Each image's coordinates as formatG writes them, made once per point and kept while they fit
- * (an image's points come back in every pair it is in).
- */
-interface PointText {
-  x: (string | undefined)[];
-  y: (string | undefined)[];
-}
-const texts = new LruCache<PointText>(config.textBudget);
-
-function pointText(image: string, count: number): PointText {
-  let t = texts.get(image);
-  if (!t) {
-    t = { x: new Array<string | undefined>(count), y: new Array<string | undefined>(count) };
-    texts.set(image, t, count * 2 * 48);
-  }
-  return t;
-}
-
 function writeResult(path: string, task: PairTask, m: { index1: Int32Array; index2: Int32Array; coordinates: Float64Array }): void {
   try {
     mkdirSync(dirname(path), { recursive: true });
   } catch (e) {
     throw new TiematchError('ERR_OUTPUT', `cannot write ${path}: ${(e as Error).message}`, { cause: e });
   }
-  if (config.newFormat) return writeResultFile(path, m.coordinates, true);
-  const ta = pointText(task.a, task.pointsA.count);
-  const tb = pointText(task.b, task.pointsB.count);
-  const sides = [
-    [ta.x, task.pointsA.x, m.index1],
-    [ta.y, task.pointsA.y, m.index1],
-    [tb.x, task.pointsB.x, m.index2],
-    [tb.y, task.pointsB.y, m.index2],
-  ] as const;
-  writeResultBytes(path, textResult(m.index1.length, (i, c) => {
-    const [text, values, index] = sides[c];
-    const p = index[i];
-    return (text[p] ??= formatG(values[p]));
-  }));
+  if (config.newFormat || !task.textA || !task.textB) return writeResultFile(path, m.coordinates, config.newFormat);
+  writeResultBytes(path, textResultOf(m.index1, m.index2, task.textA, task.textB));
 }
 
 function run(task: PairTask): BatchReply {

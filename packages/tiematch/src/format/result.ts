@@ -99,6 +99,41 @@ function exactDecimal(x: number): string {
   return `${scaled.slice(0, cut)}.${scaled.slice(cut)}`;
 }
 
+/** Each point's "x y" as a v0 .result writes it (formatG), ASCII, point p at bytes at[p] .. at[p + 1]. */
+export interface PointsText {
+  bytes: Uint8Array;
+  at: Int32Array;
+}
+
+/** The points' "x y" text, in buffers from `buffer` (shared memory, to post to a thread uncopied). */
+export function pointsText(x: Float64Array, y: Float64Array, buffer: (bytes: number) => ArrayBufferLike = (n) => new ArrayBuffer(n)): PointsText {
+  const n = x.length;
+  const text = new Array<string>(n);
+  const at = new Int32Array(buffer(4 * (n + 1)));
+  for (let p = 0; p < n; p++) {
+    text[p] = `${formatG(x[p])} ${formatG(y[p])}`;
+    at[p + 1] = at[p] + text[p].length;
+  }
+  const bytes = new Uint8Array(buffer(at[n]));
+  for (let p = 0; p < n; p++) for (let i = 0, s = text[p]; i < s.length; i++) bytes[at[p] + i] = s.charCodeAt(i);
+  return { bytes, at };
+}
+
+/** A v0 .result: line m is point index1[m]'s text in image 1, then index2[m]'s in image 2. */
+export function textResultOf(index1: Int32Array, index2: Int32Array, text1: PointsText, text2: PointsText): Uint8Array {
+  let length = 0;
+  for (let m = 0; m < index1.length; m++) length += text1.at[index1[m] + 1] - text1.at[index1[m]] + text2.at[index2[m] + 1] - text2.at[index2[m]] + 2;
+  const out = new Uint8Array(length);
+  let o = 0;
+  for (let m = 0; m < index1.length; m++) {
+    for (let i = text1.at[index1[m]], end = text1.at[index1[m] + 1]; i < end; i++) out[o++] = text1.bytes[i];
+    out[o++] = 0x20;
+    for (let i = text2.at[index2[m]], end = text2.at[index2[m] + 1]; i < end; i++) out[o++] = text2.bytes[i];
+    out[o++] = 0x0a;
+  }
+  return out;
+}
+
 /** A v0 (text) .result from each match's four numbers already in formatG's text. */
 export function textResult(count: number, text: (match: number, column: number) => string): Uint8Array {
   const lines = new Array<string>(count);
