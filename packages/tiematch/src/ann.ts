@@ -28,7 +28,7 @@ export interface AnnResult {
   coordinates: Float64Array;
   /** Matches after the ratio test, before the filter (file2 order). */
   ratioMatches: number;
-  /** The search: in exact mode d2 and i2 are bounded by the ratio test (SearchOptions.ratio). */
+  /** The search: d2 and i2 are bounded by the ratio test (SearchOptions.ratio). */
   neighbours: NeighbourResult;
   timings: { searchMs: number; filterMs: number };
 }
@@ -99,10 +99,10 @@ export function matchNeighbours(points1: Keypoints, points2: Keypoints, neighbou
 export async function annMatch(points1: Keypoints, points2: Keypoints, options: AnnOptions = {}): Promise<AnnResult> {
   const ratio = options.ratio ?? DEFAULT_RATIO;
   checkAnnInput(points1, ratio);
-  // Exact mode searches only as far as the ratio test needs (SearchOptions.ratio): the matches are
-  // the full search's. Approx mode searches as it always has, its results unchanged.
+  // Both modes search only as far as the ratio test needs (SearchOptions.ratio): in exact mode the
+  // matches are the full search's; in approx mode the screens tighten with it too.
   const t0 = performance.now();
-  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes, ratio: options.mode === 'approx' ? undefined : ratio });
+  const neighbours = await nearestTwo(points1.descriptors, points2.descriptors, { mode: options.mode, threads: options.threads, k: options.k, alpha: options.alpha, probes: options.probes, ratio });
   const t1 = performance.now();
   const m = matchNeighbours(points1, points2, neighbours, ratio, options.filter ?? true);
   return { index1: m.index1, index2: m.index2, coordinates: m.coordinates, ratioMatches: m.ratioMatches, neighbours, timings: { searchMs: t1 - t0, filterMs: m.filterMs } };

@@ -30,7 +30,7 @@ function indexOf(task: PairTask): { held: HeldIndex; built: boolean } {
   if (cached) return { held: cached, built: false };
   const index = buildIndex(task.pointsA.descriptors, search.k, search.alpha);
   const kernel = new KernelSearch(index, search.chunk, search.probes, search.mode === 'exact');
-  if (search.mode === 'exact') kernel.setRatio(config.ratio); // as annMatch searches
+  kernel.setRatio(config.ratio); // as annMatch searches
   const held: HeldIndex = { kernel, layout: { params: index.params, centres: index.centres, centreN: index.centreN, nClusters: index.nClusters, supers: index.supers } };
   indexes.set(task.key, held, kernel.bytes);
   return { held, built: true };

@@ -29,8 +29,10 @@ export interface SearchOptions {
   /**
    * The ratio test the result is for (ratioTest in ann.ts): the search then stops looking for a
    * query's second nearest beyond d1 / ratio^2, so d2 and i2 are those of a real point at least as
-   * near as needed, not always the true second nearest; d1, i1 and the test's outcome are the
-   * search's without it. Unset: the true d2 and i2.
+   * near as needed, not always the true second nearest. In exact mode d1, i1 and the test's
+   * outcome are the search's without it. In approx mode the screens, shrunk by alpha, tighten with
+   * the bound too: on the 12-view set the same recall, 0.15% of matches false against 0.06%
+   * without it, and 30% fewer pairs screened. Unset: the true d2 and i2 (exact mode).
    */
   ratio?: number;
 }
