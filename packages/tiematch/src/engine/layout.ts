@@ -384,12 +384,11 @@ export function prepareQueries(index: QueryLayout, descriptors: Uint8Array): Pre
     for (let i = 0; i < nq; i++) order[at[home[i]]++] = i;
   }
   const orderPtr = arena.put(order);
-  return {
-    n: nq,
-    order,
-    u8: gather(arena, srcPtr, D, orderPtr, nq),
-    proj: asI16(gather(arena, q.projPtr, ke * 2, orderPtr, nq)),
-    projN: Int32Array.from(order, (i) => q.norms[i]),
-    extN: Int32Array.from(order, (i) => q.extNorms[i]),
-  };
+  const projN = new Int32Array(nq);
+  const extN = new Int32Array(nq);
+  for (let s = 0; s < nq; s++) {
+    projN[s] = q.norms[order[s]];
+    extN[s] = q.extNorms[order[s]];
+  }
+  return { n: nq, order, u8: gather(arena, srcPtr, D, orderPtr, nq), proj: asI16(gather(arena, q.projPtr, ke * 2, orderPtr, nq)), projN, extN };
 }
