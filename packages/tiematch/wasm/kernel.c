@@ -479,7 +479,23 @@ static inline void keep_nearest(int32_t *nearD, int32_t *nearJ, int *m, int P, i
   nearJ[at] = j;
 }
 
-static int32_t candJ[MAX_CLUSTERS];
+static int32_t candJ[MAX_CLUSTERS + 4];
+// For each 4-bit lane mask, the byte shuffle that moves the masked i32 lanes to the front, in order.
+static uint8_t packLanes[16][16];
+static int packLanesMade = 0;
+static void make_pack_lanes(void) {
+  for (int m = 0; m < 16; m++) {
+    int o = 0;
+    for (int l = 0; l < 4; l++)
+      if (m >> l & 1) {
+        for (int b = 0; b < 4; b++) packLanes[m][o * 4 + b] = (uint8_t)(l * 4 + b);
+        o++;
+      }
+    for (; o < 4; o++)
+      for (int b = 0; b < 4; b++) packLanes[m][o * 4 + b] = 0x80;
+  }
+  packLanesMade = 1;
+}
 // The last query's P-th nearest centre as a true squared distance (|y|^2 added back); < 0: none.
 static double guessTrue = -1;
 // How far past the last query's P-th nearest the guess for the next reaches, then a wider second
@@ -496,14 +512,15 @@ static inline int nearest_clusters(const int32_t *dist, int c, int P, int32_t qn
   for (int attempt = 0; attempt < 2 && guessTrue >= 0 && m < P; attempt++) {
     const double gd = guessTrue * (attempt ? GUESS_REACH_AGAIN : GUESS_REACH) - (double)qn;
     const int32_t g = gd >= 2147483646.0 ? 2147483646 : gd <= -2147483647.0 ? -2147483647 : (int32_t)gd;
-    const v128_t gv = wasm_i32x4_splat(g);
+    const v128_t gv = wasm_i32x4_splat(g), four = wasm_i32x4_splat(4);
+    v128_t at = wasm_i32x4_make(0, 1, 2, 3);
     int n = 0;
+    // Branch-free: each block's lanes within the guess, packed to the front by a byte shuffle.
     for (int j = 0; j < c; j += 4) {
-      uint32_t mask = wasm_i32x4_bitmask(wasm_i32x4_le(wasm_v128_load(dist + j), gv));
-      while (mask) {
-        candJ[n++] = j + __builtin_ctz(mask);
-        mask &= mask - 1;
-      }
+      const uint32_t mask = wasm_i32x4_bitmask(wasm_i32x4_le(wasm_v128_load(dist + j), gv));
+      wasm_v128_store(candJ + n, wasm_i8x16_swizzle(at, wasm_v128_load(packLanes[mask])));
+      n += __builtin_popcount(mask);
+      at = wasm_i32x4_add(at, four);
     }
     if (n >= P)
       for (int i = 0; i < n; i++)
@@ -747,6 +764,7 @@ static inline __attribute__((always_inline)) void search_run(Job *job, int from,
     job->survivors = 0;                                                             \
     job->screened = 0;                                                              \
     guessTrue = -1;                                                                 \
+    if (!packLanesMade) make_pack_lanes();                                          \
     if (!job->exhaustive && job->nSupers == 0)                                      \
       for (int f = 0; f < job->nq; f += RUN_Q)                                      \
         search_run(job, f, job->nq - f < RUN_Q ? job->nq - f : RUN_Q, KK);          \
