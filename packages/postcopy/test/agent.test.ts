@@ -22,6 +22,8 @@ import { containerStatus, inRootSync, makeBundle, removeContainer, startContaine
 import { CLI, taskState, waitForLines } from './helpers/util.js';
 
 const ROOT = process.env.POSTCOPY_CRIU_ROOT ?? '/var/cache/postcopy/trixie';
+const RUNC_A = '/var/lib/postcopy-agent/host-a/runc';
+const RUNC_B = '/var/lib/postcopy-agent/host-b/runc';
 const TSX = [process.execPath, '--import', 'tsx', CLI];
 const AGENT_PORT = 7070;
 const METRICS_PORT = 9100;
@@ -183,6 +185,33 @@ describe('agents on two hosts', () => {
       }
     });
 
+  /**
+   * A memproc container of `mib` MiB run by runc on host a, returned once its first self-check is
+   * written; `out` (inside the CRIU root) holds its out.txt. If it does not start, what was made
+   * is removed; `remove` takes it off both hosts.
+   */
+  const memprocContainer = async (name: string, mib: number): Promise<{ id: string; out: string; init: number; remove: () => void }> => {
+    const id = `${name}-${process.pid}`;
+    const bundle = `/var/lib/postcopy/bundles/${id}`;
+    const out = `/var/lib/postcopy/${id}-out`;
+    const remove = (): void => {
+      removeContainer('host-a', RUNC_A, id);
+      removeContainer('host-b', RUNC_B, id);
+      rmSync(join(ROOT, bundle), { recursive: true, force: true });
+      rmSync(join(ROOT, out), { recursive: true, force: true });
+    };
+    try {
+      mkdirSync(join(ROOT, out), { recursive: true });
+      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc ${mib} ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
+      startContainer('host-a', RUNC_A, bundle, id, veth!.exec('a'));
+      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
+      return { id, out, init: containerStatus('host-a', RUNC_A, id)!.pid, remove };
+    } catch (e) {
+      remove();
+      throw e;
+    }
+  };
+
   before(() => {
     writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
     certs = makeCerts();
@@ -245,28 +274,21 @@ describe('agents on two hosts', () => {
   });
 
   onTwoHosts('moves a runc container from one host to the other with one command: it runs there, from the same bundle, and is gone here', async ({ a, b }) => {
-    const id = `pc-test-${process.pid}`;
-    const bundle = `/var/lib/postcopy/bundles/${id}`;
-    const out = `/var/lib/postcopy/${id}-out`;
-    const runcA = '/var/lib/postcopy-agent/host-a/runc';
-    const runcB = '/var/lib/postcopy-agent/host-b/runc';
+    const c = await memprocContainer('pc-test', 256);
+    const id = c.id;
     try {
-      mkdirSync(join(ROOT, out), { recursive: true });
-      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 256 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
-      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
-      const before = (await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000)).length;
-      const original = containerStatus('host-a', runcA, id)!.pid;
+      const before = (await waitForLines(join(ROOT, c.out, 'out.txt'), () => true, 0)).length;
       const { status, result, stderr } = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
       assert.equal(result.running, 'restored');
       assert.ok((result.bytes_sent as number) >= 256 << 20, JSON.stringify(result));
-      assert.equal(containerStatus('host-b', runcB, id)?.status, 'running', 'runc on host b says the container runs');
-      assert.equal(containerStatus('host-a', runcA, id), null, 'the container is gone from host a');
-      assert.ok(['gone', 'Z', 'X'].includes(taskState(original)), `the original init is gone (state ${taskState(original)})`);
-      const restored = containerStatus('host-b', runcB, id)!.pid;
+      assert.equal(containerStatus('host-b', RUNC_B, id)?.status, 'running', 'runc on host b says the container runs');
+      assert.equal(containerStatus('host-a', RUNC_A, id), null, 'the container is gone from host a');
+      assert.ok(['gone', 'Z', 'X'].includes(taskState(c.init)), `the original init is gone (state ${taskState(c.init)})`);
+      const restored = containerStatus('host-b', RUNC_B, id)!.pid;
       assert.equal(restored, result.restoredPid);
-      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 3, 20_000);
+      const lines = await waitForLines(join(ROOT, c.out, 'out.txt'), (l) => l.length >= before + 3, 20_000);
       assert.ok(lines.length >= before + 3, 'the restored container runs on');
       assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check of the restored container passes');
       const mb = parsePrometheusTextFormat(httpGet(veth, 'b', `http://${b.addr}:${METRICS_PORT}/metrics`));
@@ -276,25 +298,15 @@ describe('agents on two hosts', () => {
       assert.ok(metric(mb, 'postcopy_host_power_watts', { source: 'model' }) >= 67, 'host b draws what its class says');
       assert.ok(metric(mb, 'postcopy_container_power_watts', { container: id }) > 0, 'the container has its share of it');
     } finally {
-      removeContainer('host-a', runcA, id);
-      removeContainer('host-b', runcB, id);
-      rmSync(join(ROOT, bundle), { recursive: true, force: true });
-      rmSync(join(ROOT, out), { recursive: true, force: true });
+      c.remove();
     }
   });
 
   onTwoHosts('a container moved there and back: the agent it moved to keeps its working set, and the move back pushes those pages first', async ({ a, b }) => {
-    const id = `pc-ws-${process.pid}`;
-    const bundle = `/var/lib/postcopy/bundles/${id}`;
-    const out = `/var/lib/postcopy/${id}-out`;
-    const runcA = '/var/lib/postcopy-agent/host-a/runc';
-    const runcB = '/var/lib/postcopy-agent/host-b/runc';
+    const c = await memprocContainer('pc-ws', 64);
+    const id = c.id;
     const record = (stateDir: string) => join(stateDir, 'working-sets', `container-${id}.json`);
     try {
-      mkdirSync(join(ROOT, out), { recursive: true });
-      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 64 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
-      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
-      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
       const there = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
       assert.equal(there.status, 0, JSON.stringify(there.result));
       const first = there.result.working_set as { replayed: number; recorded: number };
@@ -309,16 +321,11 @@ describe('agents on two hosts', () => {
       assert.equal(second.replayed, first.recorded, 'the move back pushed the recorded pages first');
       assert.equal(existsSync(record(b.stateDir)), false, 'the record left host b with the container');
       assert.ok(existsSync(record(a.stateDir)), 'host a keeps it now');
-      assert.equal(containerStatus('host-a', runcA, id)?.status, 'running');
-      assert.equal(containerStatus('host-b', runcB, id), null);
-      const before = (await waitForLines(join(ROOT, out, 'out.txt'), () => true, 0)).length;
-      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 2, 20_000);
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check passes, there and back');
+      assert.equal(containerStatus('host-a', RUNC_A, id)?.status, 'running');
+      assert.equal(containerStatus('host-b', RUNC_B, id), null);
+      await checksRight(c.out, 2, 'the container, there and back,');
     } finally {
-      removeContainer('host-a', runcA, id);
-      removeContainer('host-b', runcB, id);
-      rmSync(join(ROOT, bundle), { recursive: true, force: true });
-      rmSync(join(ROOT, out), { recursive: true, force: true });
+      c.remove();
     }
   });
 
@@ -332,18 +339,18 @@ describe('agents on two hosts', () => {
     const data = `/var/lib/postcopy/${id}-data`;
     mkdirSync(join(ROOT, data), { recursive: true });
     makeBundle(bundle, ['/bin/sh', '-c', `exec redis-server --port 0 --unixsocket ${data}/redis.sock --save '' --appendonly no --enable-debug-command yes </dev/null >/dev/null 2>&1`], [data]);
-    startContainer('host-a', '/var/lib/postcopy-agent/host-a/runc', bundle, id, veth!.exec('a'));
+    startContainer('host-a', RUNC_A, bundle, id, veth!.exec('a'));
     const deadline = Date.now() + 30_000;
     while (!existsSync(join(ROOT, data, 'redis.sock')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const digest = inRootSync(`redis-cli -s ${data}/redis.sock DEBUG POPULATE ${keys} key 100 >/dev/null && redis-cli -s ${data}/redis.sock DEBUG DIGEST`).at(-1)!;
     assert.match(digest, /^[0-9a-f]{40}$/);
     return {
       a, b, id, bundle, data, rootB, digest,
-      runcA: '/var/lib/postcopy-agent/host-a/runc',
-      runcB: '/var/lib/postcopy-agent/host-b/runc',
+      runcA: RUNC_A,
+      runcB: RUNC_B,
       cleanup: () => {
-        removeContainer('host-a', '/var/lib/postcopy-agent/host-a/runc', id);
-        removeContainer('host-b', '/var/lib/postcopy-agent/host-b/runc', id, rootB);
+        removeContainer('host-a', RUNC_A, id);
+        removeContainer('host-b', RUNC_B, id, rootB);
         rmSync(join(ROOT, bundle), { recursive: true, force: true });
         rmSync(join(ROOT, data), { recursive: true, force: true });
       },
@@ -394,8 +401,6 @@ describe('agents on two hosts', () => {
     const id = `pc-nginx-${process.pid}`;
     const bundle = `/var/lib/postcopy/bundles/${id}`;
     const data = `/var/lib/postcopy/${id}-data`;
-    const runcA = '/var/lib/postcopy-agent/host-a/runc';
-    const runcB = '/var/lib/postcopy-agent/host-b/runc';
     try {
       mkdirSync(join(ROOT, data, 'www'), { recursive: true });
       const file = randomBytes(4 << 20);
@@ -407,7 +412,7 @@ describe('agents on two hosts', () => {
         `  server { listen unix:${data}/nginx.sock; root ${data}/www; } }`,
       ].join('\n'));
       makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/sbin/nginx -c ${data}/nginx.conf </dev/null >/dev/null 2>&1`], [data]);
-      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
+      startContainer('host-a', RUNC_A, bundle, id, veth!.exec('a'));
       const socketPath = join(ROOT, data, 'nginx.sock');
       const deadline = Date.now() + 30_000;
       while (!existsSync(socketPath) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -417,12 +422,12 @@ describe('agents on two hosts', () => {
       if (process.env.POSTCOPY_TEST_VERBOSE) console.log(JSON.stringify(result));
       assert.equal(status, 0, `${JSON.stringify(result)} ${stderr}`);
       assert.equal(result.tasks, 3, 'a master and two workers, each served by a handler of its own');
-      assert.equal(containerStatus('host-b', runcB, id)?.status, 'running');
-      assert.equal(containerStatus('host-a', runcA, id), null);
+      assert.equal(containerStatus('host-b', RUNC_B, id)?.status, 'running');
+      assert.equal(containerStatus('host-a', RUNC_A, id), null);
       for (let i = 0; i < 3; i++) assert.ok((await getOverUnix(socketPath, '/file')).equals(file), `request ${i} after the move: the same 4 MiB`);
     } finally {
-      removeContainer('host-a', runcA, id);
-      removeContainer('host-b', runcB, id);
+      removeContainer('host-a', RUNC_A, id);
+      removeContainer('host-b', RUNC_B, id);
       rmSync(join(ROOT, bundle), { recursive: true, force: true });
       rmSync(join(ROOT, data), { recursive: true, force: true });
     }
@@ -468,18 +473,11 @@ describe('agents on two hosts', () => {
   });
 
   onTwoHosts('the destination agent SIGKILLed once its runc restore waits at the gate: the container runs on at the source, never frozen, and nothing of it stays on the destination', async ({ a, b }) => {
-    const id = `pc-dstkill-${process.pid}`;
-    const bundle = `/var/lib/postcopy/bundles/${id}`;
-    const out = `/var/lib/postcopy/${id}-out`;
-    const runcA = '/var/lib/postcopy-agent/host-a/runc';
-    const runcB = '/var/lib/postcopy-agent/host-b/runc';
+    const c = await memprocContainer('pc-dstkill', 128);
+    const id = c.id;
     const destRoot = join(ROOT, 'var/lib/postcopy-agent/host-b');
     try {
-      mkdirSync(join(ROOT, out), { recursive: true });
-      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 128 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
-      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
-      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
-      const original = containerStatus('host-a', runcA, id)!.pid;
+      const original = c.init;
       // Killed as soon as its `runc restore` (started before the images) holds its RESTORE.
       const killer = (async () => {
         const deadline = Date.now() + 60_000;
@@ -496,20 +494,15 @@ describe('agents on two hosts', () => {
       assert.ok(await killer, 'the destination agent was killed while its restore waited');
       assert.notEqual(status, 0);
       assert.equal(result.running, 'original', JSON.stringify(result));
-      assert.equal(containerStatus('host-a', runcA, id)?.status, 'running', 'runc says the container runs at the source (not paused)');
+      assert.equal(containerStatus('host-a', RUNC_A, id)?.status, 'running', 'runc says the container runs at the source (not paused)');
       assert.equal(['t', 'T'].includes(taskState(original)), false, 'its init is not left stopped');
-      const before = (await waitForLines(join(ROOT, out, 'out.txt'), () => true, 0)).length;
-      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 2, 20_000);
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check passes');
+      await checksRight(c.out, 2, 'the container');
       // The held `runc restore` lost its agent: it gave up and removed what it had made.
       const deadline = Date.now() + 10_000;
-      while (containerStatus('host-b', runcB, id) !== null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      assert.equal(containerStatus('host-b', runcB, id), null, 'no container on the destination');
+      while (containerStatus('host-b', RUNC_B, id) !== null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(containerStatus('host-b', RUNC_B, id), null, 'no container on the destination');
     } finally {
-      removeContainer('host-a', runcA, id);
-      removeContainer('host-b', runcB, id);
-      rmSync(join(ROOT, bundle), { recursive: true, force: true });
-      rmSync(join(ROOT, out), { recursive: true, force: true });
+      c.remove();
       rmSync(destRoot, { recursive: true, force: true });
     }
   });
@@ -537,16 +530,10 @@ describe('agents on two hosts', () => {
   });
 
   onTwoHosts('the source agent SIGKILLed once a container is frozen (its cgroup frozen on go, its checkpoint started before): it runs again at the source, thawed and whole', async ({ a }) => {
-    const id = `pc-srckill-${process.pid}`;
-    const bundle = `/var/lib/postcopy/bundles/${id}`;
-    const out = `/var/lib/postcopy/${id}-out`;
-    const runcA = '/var/lib/postcopy-agent/host-a/runc';
+    const c = await memprocContainer('pc-srckill', 256);
+    const id = c.id;
     try {
-      mkdirSync(join(ROOT, out), { recursive: true });
-      makeBundle(bundle, ['/bin/sh', '-c', `exec /usr/local/bin/memproc 256 ${out}/out.txt </dev/null >/dev/null 2>&1`], [out]);
-      startContainer('host-a', runcA, bundle, id, veth!.exec('a'));
-      await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= 1 && l[0] !== '', 30_000);
-      const original = containerStatus('host-a', runcA, id)!.pid;
+      const original = c.init;
       // CRIU holds the container's init (ptrace-stopped) once its cgroup is frozen and seized.
       const killer = killOnceStopped(original, a.agent);
       const { status, result } = await migrateTo(a.stateDir, 0, veth!.b.addr, ['--container', id]);
@@ -555,17 +542,12 @@ describe('agents on two hosts', () => {
       assert.notEqual(status, 0, JSON.stringify(result));
       const deadline = Date.now() + 20_000;
       // The dump's watcher thaws the cgroup, then kills CRIU (which lets the init go): both, in time.
-      while ((containerStatus('host-a', runcA, id)?.status !== 'running' || ['t', 'T'].includes(taskState(original))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      assert.equal(containerStatus('host-a', runcA, id)?.status, 'running', 'runc says the container runs (not paused: its cgroup was thawed)');
+      while ((containerStatus('host-a', RUNC_A, id)?.status !== 'running' || ['t', 'T'].includes(taskState(original))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(containerStatus('host-a', RUNC_A, id)?.status, 'running', 'runc says the container runs (not paused: its cgroup was thawed)');
       assert.equal(['t', 'T'].includes(taskState(original)), false, `its init is not left stopped (state ${taskState(original)})`);
-      const before = (await waitForLines(join(ROOT, out, 'out.txt'), () => true, 0)).length;
-      const lines = await waitForLines(join(ROOT, out, 'out.txt'), (l) => l.length >= before + 2, 20_000);
-      assert.ok(lines.length >= before + 2, 'the container runs on');
-      assert.deepEqual(lines.filter((l) => !l.startsWith('ok ')), [], 'every self-check passes');
+      await checksRight(c.out, 2, 'the container');
     } finally {
-      removeContainer('host-a', runcA, id);
-      rmSync(join(ROOT, bundle), { recursive: true, force: true });
-      rmSync(join(ROOT, out), { recursive: true, force: true });
+      c.remove();
     }
   });
 
