@@ -127,7 +127,6 @@ class Nearest {
   }
 }
 
-
 /**
  * Indices (into the given points) of each point's k nearest by 2-D distance, ordered by (distance,
  * index): n x k, -1 where there are fewer. With `only`, just the flagged points' rows are filled.

@@ -599,16 +599,21 @@ static inline int beyond(const Job *job, const TileState *st, int q0, int real, 
   return 1;
 }
 
+// Lane t of a tile takes query q: its projections, packed for the screens.
+static inline __attribute__((always_inline)) void lane_query(const Job *job, TileState *st, int t, int q, const int K) {
+  const int KE = K + EXT;
+  st->q[t] = q;
+  pack_pairs(job->qProj + (long)q * KE, K, st->qpairs[t]);
+  pack_pairs(job->qProj + (long)q * KE + K, EXT, st->qext[t]);
+}
+
 // A tile of queries q0 .. q0 + 3, nothing found yet.
 static inline void tile_start(const Job *job, TileState *st, int q0, const int K) {
-  const int KE = K + EXT;
   st->survivors = st->screened = 0;
   for (int t = 0; t < TILE_Q; t++) {
-    st->q[t] = q0 + t;
+    lane_query(job, st, t, q0 + t, K);
     st->best[t].d1 = st->best[t].d2 = INT32_MAX;
     st->best[t].i1 = st->best[t].i2 = INT32_MAX;
-    pack_pairs(job->qProj + (long)(q0 + t) * KE, K, st->qpairs[t]);
-    pack_pairs(job->qProj + (long)(q0 + t) * KE + K, EXT, st->qext[t]);
     st->hv[t] = wasm_i32x4_splat(INT32_MAX);
     st->h2[t] = INT32_MAX;
     st->hr[t] = INT32_MAX;
@@ -651,13 +656,12 @@ static inline __attribute__((always_inline)) void search_tile(Job *job, int q0, 
 // are the kernel's chunks, cut the same way however the chunks are shared out.
 #define RUN_Q 256
 
-// A query's lane of a TileState, kept between the groups it is scanned in.
+// What a query found so far, and its screens' bounds, kept between the groups it is scanned in
+// (its projections are packed again from qProj).
 typedef struct {
   Best2 best;
   v128_t hv;
   int32_t h2, hr;
-  int32_t qpairs[16];
-  int32_t qext[EXT / 2];
 } Lane;
 
 static Lane lanes[RUN_Q];
@@ -672,18 +676,15 @@ static inline void lane_save(const TileState *st, int t, Lane *l) {
   l->hv = st->hv[t];
   l->h2 = st->h2[t];
   l->hr = st->hr[t];
-  for (int p = 0; p < 16; p++) l->qpairs[p] = st->qpairs[t][p];
-  for (int p = 0; p < EXT / 2; p++) l->qext[p] = st->qext[t][p];
 }
 
-static inline void lane_load(TileState *st, int t, const Lane *l, int q) {
-  st->q[t] = q;
+static inline __attribute__((always_inline)) void lane_load(const Job *job, TileState *st, int t, const Lane *l, int q,
+                                                             const int K) {
+  lane_query(job, st, t, q, K);
   st->best[t] = l->best;
   st->hv[t] = l->hv;
   st->h2[t] = l->h2;
   st->hr[t] = l->hr;
-  for (int p = 0; p < 16; p++) st->qpairs[t][p] = l->qpairs[p];
-  for (int p = 0; p < EXT / 2; p++) st->qext[t][p] = l->qext[p];
 }
 
 // Whether query r of the run still has cluster j to scan (its tile did not scan it first).
@@ -744,7 +745,7 @@ static inline __attribute__((always_inline)) void search_run(Job *job, int from,
       st.survivors = st.screened = 0;
       for (int t = 0; t < TILE_Q; t++) {
         const int r = rs[g + (t < real ? t : real - 1)];
-        lane_load(&st, t, &lanes[r], from + r);
+        lane_load(job, &st, t, &lanes[r], from + r, K);
       }
       scan(job, &st, job->clusterStart[j], job->clusterStart[j + 1], K);
       for (int t = 0; t < real; t++) lane_save(&st, t, &lanes[rs[g + t]]);
